@@ -1,0 +1,56 @@
+//! Totals of signature + delta over every pair of successive versions in a
+//! corpus directory, for exploring encoder options (not a benchmark of speed).
+//! Usage: cargo run --release -p hsync-core --example corpus_sweep -- ../shared/corpus [level] [window_log] [batch] [block_scale]
+use hsync_core::{delta_with, patch, EncodeOptions, SigParams, Signature};
+use std::path::{Path, PathBuf};
+
+fn series(dir: &Path, out: &mut Vec<Vec<PathBuf>>) {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            series(&p, out);
+        } else if p.file_name().unwrap() != "README.md" {
+            files.push(p);
+        }
+    }
+    files.sort();
+    if files.len() >= 2 {
+        out.push(files);
+    }
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let dir = PathBuf::from(a.get(1).map(String::as_str).unwrap_or("../shared/corpus"));
+    let mut o = EncodeOptions::default();
+    if let Some(v) = a.get(2) { o.level = v.parse().unwrap(); }
+    if let Some(v) = a.get(3) { o.window_log = v.parse().unwrap(); }
+    if let Some(v) = a.get(4) { o.batch = v.parse().unwrap(); }
+    let scale: f64 = a.get(5).map(|v| v.parse().unwrap()).unwrap_or(0.0);
+    let mut all = Vec::new();
+    series(&dir, &mut all);
+    let (mut tsig, mut tdel, mut tnew) = (0usize, 0usize, 0usize);
+    for s in &all {
+        let mut sub = (0, 0);
+        for w in s.windows(2) {
+            let old = std::fs::read(&w[0]).unwrap();
+            let new = std::fs::read(&w[1]).unwrap();
+            let mut p = SigParams::for_len(old.len() as u64);
+            if scale > 0.0 {
+                p.block_len = (((old.len() as f64).sqrt() * scale) as u32).max(16);
+            }
+            let sig = Signature::compute_with(&old, p);
+            let sb = sig.to_bytes();
+            let d = delta_with(&sig, &new, o).unwrap();
+            assert_eq!(patch(&old, &d).unwrap(), new);
+            tsig += sb.len();
+            tdel += d.len();
+            tnew += new.len();
+            sub.0 += sb.len();
+            sub.1 += d.len();
+        }
+        eprintln!("{:40} sig {:7} delta {:7}", s[0].parent().unwrap().display(), sub.0, sub.1);
+    }
+    println!("pairs total: sig {tsig} delta {tdel} sum {} new {tnew} ratio_vs_gzip {:.4}", tsig + tdel, (tsig + tdel) as f64 / 1_837_206.0);
+}

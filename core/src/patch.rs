@@ -1,0 +1,148 @@
+//! Applying a delta to the old instance. Every field is checked before use,
+//! nothing is allocated from an unchecked length, and the result is
+//! returned only after its digest matched.
+
+use crate::delta::{
+    DELTA_MAGIC, DELTA_VERSION, MAX_LIT_CHUNK, MAX_WINDOW_LOG, MIN_WINDOW_LOG, OP_COPY, OP_END, OP_INSERT,
+    OP_LIT_RAW, OP_LIT_ZSTD,
+};
+use crate::error::{Error, Result};
+use crate::signature::{MAX_BLOCK_LEN, MIN_BLOCK_LEN};
+use crate::wire::{unzigzag, Reader};
+use crate::zstdx;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Limits for [`patch_with_limits`].
+#[derive(Debug, Clone, Copy)]
+pub struct PatchLimits {
+    /// Largest instance a delta may rebuild.
+    pub max_output: u64,
+}
+
+impl Default for PatchLimits {
+    fn default() -> Self {
+        PatchLimits { max_output: 1 << 32 }
+    }
+}
+
+/// The header fields of a delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaHeader {
+    pub block_len: u32,
+    pub base_len: u64,
+    pub window_log: u8,
+}
+
+fn read_header(r: &mut Reader<'_>) -> Result<DeltaHeader> {
+    let magic = r.bytes(3, "delta header")?;
+    if magic != DELTA_MAGIC {
+        return Err(Error::BadMagic("delta"));
+    }
+    let v = r.u8("delta header")?;
+    if v != DELTA_VERSION {
+        return Err(Error::UnsupportedVersion(v));
+    }
+    let block_len = r.varint("delta block length")?;
+    if !(MIN_BLOCK_LEN as u64..=MAX_BLOCK_LEN as u64).contains(&block_len) {
+        return Err(Error::Malformed("delta block length out of range"));
+    }
+    let base_len = r.varint("delta base length")?;
+    let window_log = r.u8("delta header")?;
+    if !(MIN_WINDOW_LOG..=MAX_WINDOW_LOG).contains(&window_log) {
+        return Err(Error::Malformed("delta window out of range"));
+    }
+    Ok(DeltaHeader { block_len: block_len as u32, base_len, window_log })
+}
+
+/// Reads only the header of a delta.
+pub fn delta_header(delta: &[u8]) -> Result<DeltaHeader> {
+    read_header(&mut Reader::new(delta))
+}
+
+/// Rebuilds the new instance from `old` and `delta`.
+pub fn patch(old: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
+    patch_with_limits(old, delta, &PatchLimits::default())
+}
+
+pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Result<Vec<u8>> {
+    let mut r = Reader::new(delta);
+    let h = read_header(&mut r)?;
+    if h.base_len != old.len() as u64 {
+        return Err(Error::WrongBase);
+    }
+    let bl = h.block_len as u64;
+    let blocks = h.base_len.div_ceil(bl);
+    let window = 1usize << h.window_log;
+    let mut out: Vec<u8> = Vec::new();
+    let mut lit: Vec<u8> = Vec::new();
+    let mut lit_pos = 0usize;
+    let mut copy_next: u64 = 0;
+    let mut dctx = zstdx::dctx();
+    let grow = |out: &Vec<u8>, n: u64| -> Result<()> {
+        if out.len() as u64 + n > limits.max_output {
+            return Err(Error::TooLarge("rebuilt instance larger than the configured maximum"));
+        }
+        Ok(())
+    };
+    loop {
+        match r.u8("delta op")? {
+            OP_COPY => {
+                let rel = unzigzag(r.varint("copy start")?);
+                let count = r.varint("copy count")?;
+                let start = (copy_next as i64).checked_add(rel).ok_or(Error::Malformed("copy start out of range"))?;
+                if start < 0 || count == 0 || start as u64 >= blocks || count > blocks - start as u64 {
+                    return Err(Error::Malformed("copy outside the base instance"));
+                }
+                let from = start as u64 * bl;
+                let to = ((start as u64 + count) * bl).min(h.base_len);
+                grow(&out, to - from)?;
+                out.extend_from_slice(&old[from as usize..to as usize]);
+                copy_next = start as u64 + count;
+            }
+            OP_INSERT => {
+                let n = r.varint("insert length")?;
+                if n == 0 || n > (lit.len() - lit_pos) as u64 {
+                    return Err(Error::Malformed("insert longer than the literal bytes available"));
+                }
+                grow(&out, n)?;
+                out.extend_from_slice(&lit[lit_pos..lit_pos + n as usize]);
+                lit_pos += n as usize;
+            }
+            op @ (OP_LIT_ZSTD | OP_LIT_RAW) => {
+                if lit_pos != lit.len() {
+                    return Err(Error::Malformed("literal chunk before the previous one was used"));
+                }
+                let raw = r.varint("literal length")?;
+                if raw == 0 || raw > MAX_LIT_CHUNK as u64 {
+                    return Err(Error::Malformed("literal chunk length out of range"));
+                }
+                if op == OP_LIT_RAW {
+                    let bytes = r.bytes(raw as usize, "literal bytes")?;
+                    lit.clear();
+                    lit.extend_from_slice(bytes);
+                } else {
+                    let n = r.varint("compressed literal length")?;
+                    let comp = r.bytes(usize::try_from(n).unwrap_or(usize::MAX).min(r.remaining() + 1), "compressed literal bytes")?;
+                    let prefix = &out[out.len().saturating_sub(window)..];
+                    zstdx::decompress(&mut dctx, prefix, comp, raw as usize, &mut lit)?;
+                }
+                lit_pos = 0;
+            }
+            OP_END => {
+                let total = r.varint("instance length")?;
+                let digest = r.bytes(16, "instance digest")?;
+                if !r.is_empty() {
+                    return Err(Error::Malformed("bytes after the end of the delta"));
+                }
+                if lit_pos != lit.len() {
+                    return Err(Error::Malformed("unused literal bytes"));
+                }
+                if total != out.len() as u64 || xxh3_128(&out).to_be_bytes() != digest {
+                    return Err(Error::DigestMismatch);
+                }
+                return Ok(out);
+            }
+            _ => return Err(Error::Malformed("unknown delta op")),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Thin wrappers over zstd for literal chunks: magicless frames compressed
+//! against a prefix (the last bytes of the rebuilt instance, known to both sides).
+
+use crate::error::{Error, Result};
+use std::cell::RefCell;
+use zstd_safe::{CCtx, CParameter, DCtx, DParameter, FrameFormat};
+
+thread_local! {
+    // One compression context per thread, reused across requests: a server
+    // worker would otherwise allocate and fault in zstd's tables per response.
+    static CCTX: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
+}
+
+/// Compresses `src` as one magicless zstd frame referencing `prefix`.
+/// Appends to `out`; returns the compressed length.
+pub fn compress(level: i32, window_log: u32, prefix: &[u8], src: &[u8], out: &mut Vec<u8>) -> Result<usize> {
+    CCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let cctx = slot.get_or_insert_with(CCtx::create);
+        let err = |_| Error::Compression("zstd compression failed");
+        cctx.reset(zstd_safe::ResetDirective::SessionAndParameters).map_err(err)?;
+        cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(err)?;
+        cctx.set_parameter(CParameter::Format(FrameFormat::Magicless)).map_err(err)?;
+        cctx.set_parameter(CParameter::ChecksumFlag(false)).map_err(err)?;
+        cctx.set_parameter(CParameter::ContentSizeFlag(false)).map_err(err)?;
+        cctx.set_parameter(CParameter::DictIdFlag(false)).map_err(err)?;
+        cctx.set_parameter(CParameter::WindowLog(window_log)).map_err(err)?;
+        // SAFETY: the prefix is referenced only until the end of the next
+        // frame, which compress2 below completes before we return; the
+        // 'static is never observed outside this call.
+        let prefix: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(prefix) };
+        if !prefix.is_empty() {
+            cctx.ref_prefix(prefix).map_err(err)?;
+        }
+        let start = out.len();
+        out.resize(start + zstd_safe::compress_bound(src.len()), 0);
+        let res = cctx.compress2(&mut out[start..], src);
+        // Drop any reference to the prefix, whatever happened.
+        let _ = cctx.reset(zstd_safe::ResetDirective::SessionOnly);
+        let n = match res {
+            Ok(n) => n,
+            Err(_) => {
+                out.truncate(start);
+                return Err(Error::Compression("zstd compression failed"));
+            }
+        };
+        out.truncate(start + n);
+        Ok(n)
+    })
+}
+
+/// Decompresses one magicless frame referencing `prefix` into `out`
+/// (replaced); the result must be exactly `raw_len` bytes. The output buffer
+/// is sized by `raw_len`, which the caller has already bounded, never by
+/// what the frame claims.
+pub fn decompress(dctx: &mut DCtx<'static>, prefix: &[u8], src: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    let err = |_| Error::Compression("corrupt literal chunk");
+    dctx.reset(zstd_safe::ResetDirective::SessionAndParameters).map_err(err)?;
+    dctx.set_parameter(DParameter::Format(FrameFormat::Magicless)).map_err(err)?;
+    dctx.set_parameter(DParameter::WindowLogMax(26)).map_err(err)?;
+    // SAFETY: as in compress(): the prefix is used by this one frame only,
+    // and the session is reset before we return.
+    let prefix: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(prefix) };
+    if !prefix.is_empty() {
+        dctx.ref_prefix(prefix).map_err(err)?;
+    }
+    out.clear();
+    out.resize(raw_len, 0);
+    let res = dctx.decompress(&mut out[..], src);
+    let _ = dctx.reset(zstd_safe::ResetDirective::SessionAndParameters);
+    let n = res.map_err(err)?;
+    if n != raw_len {
+        return Err(Error::Malformed("literal chunk length differs from its header"));
+    }
+    Ok(())
+}
+
+/// A decompression context for [`decompress`].
+pub fn dctx() -> DCtx<'static> {
+    DCtx::create()
+}
