@@ -97,8 +97,8 @@ impl Index {
 }
 
 /// Streaming delta encoder for one response.
-pub struct Encoder<'s> {
-    sig: &'s Signature,
+pub struct Encoder {
+    sig: Signature,
     opts: EncodeOptions,
     index: Index,
     bl: usize,
@@ -130,20 +130,22 @@ pub struct Encoder<'s> {
     stats: EncodeStats,
 }
 
-impl<'s> Encoder<'s> {
-    pub fn new(sig: &'s Signature) -> Self {
+impl Encoder {
+    /// An encoder for deltas against the instance `sig` describes.
+    pub fn new(sig: Signature) -> Self {
         Self::with_options(sig, EncodeOptions::default())
     }
 
-    pub fn with_options(sig: &'s Signature, mut opts: EncodeOptions) -> Self {
+    pub fn with_options(sig: Signature, mut opts: EncodeOptions) -> Self {
         opts.window_log = opts.window_log.clamp(MIN_WINDOW_LOG, MAX_WINDOW_LOG);
         opts.batch = opts.batch.clamp(1, MAX_LIT_CHUNK / 2);
         let bl = sig.params.block_len as usize;
         let full_blocks = (sig.instance_len / bl as u64) as usize;
+        let index = Index::new(&sig, full_blocks);
         Encoder {
             sig,
             opts,
-            index: Index::new(sig, full_blocks),
+            index,
             bl,
             full_blocks,
             factor: rollsum::out_factor(bl),
@@ -164,6 +166,10 @@ impl<'s> Encoder<'s> {
             finished: false,
             stats: EncodeStats::default(),
         }
+    }
+
+    pub fn signature(&self) -> &Signature {
+        &self.sig
     }
 
     pub fn stats(&self) -> EncodeStats {
@@ -461,7 +467,7 @@ pub fn delta(sig: &Signature, new: &[u8]) -> Result<Vec<u8>> {
 
 pub fn delta_with(sig: &Signature, new: &[u8], opts: EncodeOptions) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut e = Encoder::with_options(sig, opts);
+    let mut e = Encoder::with_options(sig.clone(), opts);
     e.update(new, &mut out)?;
     e.finish(&mut out)?;
     Ok(out)

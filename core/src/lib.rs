@@ -7,6 +7,8 @@
 
 pub mod delta;
 pub mod error;
+pub mod ffi;
+pub mod http;
 pub mod patch;
 pub mod rollsum;
 pub mod signature;

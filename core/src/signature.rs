@@ -19,8 +19,8 @@ pub const SIG_VERSION: u8 = 1;
 pub const MAX_SIGNATURE_LEN: usize = 4608;
 pub const MIN_BLOCK_LEN: u32 = 16;
 pub const MAX_BLOCK_LEN: u32 = 1 << 24;
-/// Largest instance length a signature may describe (1 TiB).
-pub const MAX_INSTANCE_LEN: u64 = 1 << 40;
+/// Largest instance length a signature may describe (8 GiB; larger copies are refetched whole).
+pub const MAX_INSTANCE_LEN: u64 = 1 << 33;
 
 /// How a signature is cut and how many bytes each block costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn params_fit_the_header_budget() {
-        for len in [0u64, 1, 100, 5_000, 150_000, 1 << 20, 10 << 20, 1 << 30, 1 << 36] {
+        for len in [0u64, 1, 100, 5_000, 150_000, 1 << 20, 10 << 20, 1 << 30, 1 << 33] {
             let p = SigParams::for_len(len);
             let blocks = len.div_ceil(p.block_len as u64) as usize;
             let size = header_len(p.block_len, len) + blocks * p.entry_len();

@@ -31,10 +31,6 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
-    pub fn pos(&self) -> usize {
-        self.pos
-    }
-
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
