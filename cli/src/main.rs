@@ -1,1 +1,211 @@
-fn main(){}
+//! `hsync`: rdiff-style codec commands, plus the HTTP client (`get`, `proxy`).
+
+use clap::{Parser, Subcommand};
+use hsync_core::{patch_with_limits, Encoder, PatchLimits, SigLimits, SigParams, Signature, SignatureBuilder};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "hsync", version, about = "Send only the difference: rsync-style deltas for HTTP", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write the signature of OLD (the bytes that go, base64url-encoded, into Hsync-Signature)
+    Signature {
+        /// The instance the client holds ('-' for stdin)
+        old: PathBuf,
+        /// Where to write the signature ('-' for stdout)
+        sig: PathBuf,
+        /// Force a block length instead of choosing one from the size
+        #[arg(long)]
+        block_len: Option<u32>,
+    },
+    /// Write the delta turning the instance SIG describes into NEW (exactly an hsync response body)
+    Delta {
+        /// A signature written by `hsync signature` ('-' for stdin)
+        sig: PathBuf,
+        /// The new instance ('-' for stdin)
+        new: PathBuf,
+        /// Where to write the delta ('-' for stdout)
+        delta: PathBuf,
+        /// zstd level for literal bytes
+        #[arg(long, default_value_t = hsync_core::EncodeOptions::default().level)]
+        level: i32,
+        /// Print what the encoder did to stderr
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Apply DELTA to OLD, verify the result and write it to NEW
+    Patch {
+        /// The instance the signature was made from ('-' for stdin)
+        old: PathBuf,
+        /// The delta ('-' for stdin)
+        delta: PathBuf,
+        /// Where to write the rebuilt instance ('-' for stdout)
+        new: PathBuf,
+    },
+    /// Fetch a URL through an on-disk cache, using hsync deltas when the server offers them
+    Get(hsync_client::cli::GetArgs),
+    /// Run the caching forward proxy that decodes hsync for browsers and other clients
+    Proxy(hsync_client::cli::ProxyArgs),
+}
+
+fn is_dash(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+fn read_all(p: &Path) -> io::Result<Vec<u8>> {
+    if is_dash(p) {
+        let mut v = Vec::new();
+        io::stdin().lock().read_to_end(&mut v)?;
+        Ok(v)
+    } else {
+        std::fs::read(p)
+    }
+}
+
+fn open_in(p: &Path) -> io::Result<Box<dyn Read>> {
+    Ok(if is_dash(p) { Box::new(io::stdin().lock()) } else { Box::new(BufReader::new(File::open(p)?)) })
+}
+
+/// Output goes to a temporary file renamed into place, so a failure never leaves a partial NEW.
+struct Output {
+    tmp: Option<(PathBuf, PathBuf)>,
+    w: Box<dyn Write>,
+}
+
+impl Output {
+    fn create(p: &Path) -> io::Result<Output> {
+        if is_dash(p) {
+            return Ok(Output { tmp: None, w: Box::new(BufWriter::new(io::stdout().lock())) });
+        }
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".hsync-tmp.{}", std::process::id()));
+        let tmp = p.with_file_name(name);
+        let f = File::create(&tmp)?;
+        Ok(Output { tmp: Some((tmp, p.to_path_buf())), w: Box::new(BufWriter::new(f)) })
+    }
+
+    fn commit(mut self) -> io::Result<()> {
+        self.w.flush()?;
+        drop(std::mem::replace(&mut self.w, Box::new(io::sink())));
+        if let Some((tmp, dst)) = self.tmp.take() {
+            std::fs::rename(tmp, dst)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some((tmp, _)) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+fn ctx<T>(r: io::Result<T>, what: &Path) -> Result<T, String> {
+    r.map_err(|e| format!("{}: {e}", what.display()))
+}
+
+fn signature(old: &Path, sig: &Path, block_len: Option<u32>) -> Result<(), String> {
+    // A file's length is known up front, so its signature streams; stdin is read whole.
+    let (len, mut input): (u64, Box<dyn Read>) = if is_dash(old) {
+        let data = ctx(read_all(old), old)?;
+        (data.len() as u64, Box::new(io::Cursor::new(data)))
+    } else {
+        let meta = ctx(std::fs::metadata(old), old)?;
+        (meta.len(), ctx(open_in(old), old)?)
+    };
+    if len > hsync_core::signature::MAX_INSTANCE_LEN {
+        return Err(format!("{}: too large for a signature ({len} bytes)", old.display()));
+    }
+    let mut params = SigParams::for_len(len);
+    if let Some(b) = block_len {
+        if !(hsync_core::signature::MIN_BLOCK_LEN..=hsync_core::signature::MAX_BLOCK_LEN).contains(&b) {
+            return Err(format!("--block-len must be between {} and {}", hsync_core::signature::MIN_BLOCK_LEN, hsync_core::signature::MAX_BLOCK_LEN));
+        }
+        params.block_len = b;
+    }
+    let mut b = SignatureBuilder::new(params);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = ctx(input.read(&mut buf), old)?;
+        if n == 0 {
+            break;
+        }
+        b.update(&buf[..n]);
+    }
+    let s = b.finish();
+    let mut out = ctx(Output::create(sig), sig)?;
+    ctx(out.w.write_all(&s.to_bytes()), sig)?;
+    ctx(out.commit(), sig)
+}
+
+fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, verbose: bool) -> Result<(), String> {
+    let sig_bytes = ctx(read_all(sig), sig)?;
+    let limits = SigLimits { max_len: usize::MAX };
+    let s = Signature::parse(&sig_bytes, &limits).map_err(|e| format!("{}: {e}", sig.display()))?;
+    let opts = hsync_core::EncodeOptions { level, ..Default::default() };
+    let mut enc = Encoder::with_options(s, opts);
+    let mut input = ctx(open_in(new), new)?;
+    let mut out = ctx(Output::create(dst), dst)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut chunk = Vec::new();
+    loop {
+        let n = ctx(input.read(&mut buf), new)?;
+        chunk.clear();
+        if n == 0 {
+            enc.finish(&mut chunk).map_err(|e| e.to_string())?;
+            ctx(out.w.write_all(&chunk), dst)?;
+            break;
+        }
+        enc.update(&buf[..n], &mut chunk).map_err(|e| e.to_string())?;
+        ctx(out.w.write_all(&chunk), dst)?;
+    }
+    ctx(out.commit(), dst)?;
+    if verbose {
+        let st = enc.stats();
+        eprintln!(
+            "hsync: {} bytes in, {} bytes out ({} copied, {} literal in {} chunks, {} copy ops)",
+            st.input_bytes, st.output_bytes, st.copied_bytes, st.literal_bytes, st.literal_chunks, st.copy_ops
+        );
+    }
+    Ok(())
+}
+
+fn patch(old: &Path, delta: &Path, new: &Path) -> Result<(), String> {
+    if is_dash(old) && is_dash(delta) {
+        return Err("OLD and DELTA cannot both be stdin".into());
+    }
+    let o = ctx(read_all(old), old)?;
+    let d = ctx(read_all(delta), delta)?;
+    let rebuilt = patch_with_limits(&o, &d, &PatchLimits { max_output: u64::MAX }).map_err(|e| format!("{}: {e}", delta.display()))?;
+    let mut out = ctx(Output::create(new), new)?;
+    ctx(out.w.write_all(&rebuilt), new)?;
+    ctx(out.commit(), new)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Signature { old, sig, block_len } => signature(&old, &sig, block_len),
+        Cmd::Delta { sig, new, delta: d, level, verbose } => delta(&sig, &new, &d, level, verbose),
+        Cmd::Patch { old, delta: d, new } => patch(&old, &d, &new),
+        Cmd::Get(args) => return hsync_client::cli::get(args),
+        Cmd::Proxy(args) => return hsync_client::cli::proxy(args),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hsync: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! hsync client library (skeleton; see issue 5).
+pub mod cli;
