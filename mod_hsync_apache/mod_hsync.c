@@ -205,8 +205,8 @@ static apr_status_t pass_through(ap_filter_t *f, apr_bucket_brigade *bb)
 
 static void log_invalid(request_rec *r, int rc, const char *msg)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "hsync: %s (%s)",
-                  *msg ? msg : hsync_strerror(rc), hsync_strerror(rc));
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "hsync: %s",
+                  *msg ? msg : hsync_strerror(rc));
 }
 
 /* The one decision, on the first call: the core looks at the request and
