@@ -1,2 +1,9 @@
-//! hsync client library (skeleton; see issue 5).
+//! hsync client library: fetch URLs through an on-disk cache, using hsync
+//! deltas when the origin offers them, and the caching forward proxy.
+pub mod cache;
 pub mod cli;
+pub mod fetch;
+pub mod proxy;
+
+pub use cache::DiskCache;
+pub use fetch::{FetchOptions, Fetcher, Outcome, Source};
