@@ -1,10 +1,43 @@
 //! Command-line entry points for `hsync get` and `hsync proxy`.
+use crate::cache::DiskCache;
+use crate::fetch::{FetchOptions, Fetcher, Outcome, Progress, Source};
+use crate::proxy::{self, ProxyConfig};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Uri;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Default bound of the cache directory (1 GiB).
+pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
 
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
-    /// URL to fetch
+    /// URL to fetch (http:// or https://)
     pub url: String,
+    /// Write the body to FILE instead of stdout
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Cache directory [default: $XDG_CACHE_HOME/hsync or ~/.cache/hsync]
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Extra request header, 'Name: value' (repeatable)
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// Print the request and response heads and the bytes saved to stderr
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Seconds to wait for the server
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// Largest total size of the cache, in bytes
+    #[arg(long, default_value_t = DEFAULT_MAX_SIZE, value_name = "BYTES")]
+    pub max_size: u64,
+    /// Do not send a signature (plain conditional requests only)
+    #[arg(long)]
+    pub no_hsync: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -12,14 +45,197 @@ pub struct ProxyArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Cache directory [default: $XDG_CACHE_HOME/hsync/proxy or ~/.cache/hsync/proxy]
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Largest total size of the cache, in bytes (least recently used entries are evicted)
+    #[arg(long, default_value_t = DEFAULT_MAX_SIZE, value_name = "BYTES")]
+    pub max_size: u64,
+    /// Seconds to wait for an origin before serving the cached copy
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// Do not inject the "may be out of date" banner into stale HTML pages
+    #[arg(long)]
+    pub no_stale_notice: bool,
+    /// Also store responses marked Cache-Control: private (a proxy for one user)
+    #[arg(long)]
+    pub cache_private: bool,
 }
 
-pub fn get(_args: GetArgs) -> ExitCode {
-    eprintln!("hsync get: not implemented yet");
-    ExitCode::from(2)
+/// `$XDG_CACHE_HOME/hsync` or `~/.cache/hsync`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("hsync");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("hsync")
 }
 
-pub fn proxy(_args: ProxyArgs) -> ExitCode {
-    eprintln!("hsync proxy: not implemented yet");
-    ExitCode::from(2)
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("hsync: {msg}");
+    ExitCode::from(1)
+}
+
+fn parse_header(h: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (n, v) = h.split_once(':').ok_or_else(|| format!("bad header {h:?}: expected 'Name: value'"))?;
+    let n = HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| format!("bad header name in {h:?}"))?;
+    let v = HeaderValue::from_str(v.trim()).map_err(|_| format!("bad header value in {h:?}"))?;
+    Ok((n, v))
+}
+
+/// The saving line printed by `get -v`.
+pub fn savings_line(o: &Outcome) -> String {
+    let n = o.body.len() as u64;
+    let saved = if n > 0 { 100.0 * (1.0 - o.wire_bytes as f64 / n as f64) } else { 0.0 };
+    format!("hsync: {n} bytes, {} on the wire ({saved:.1}% saved) [{}]", o.wire_bytes, o.source.as_str())
+}
+
+pub fn get(args: GetArgs) -> ExitCode {
+    let uri: Uri = match args.url.parse() {
+        Ok(u) => u,
+        Err(e) => return fail(format!("bad URL {:?}: {e}", args.url)),
+    };
+    if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.authority().is_none() {
+        return fail(format!("bad URL {:?}: only http:// and https:// are supported", args.url));
+    }
+    let mut headers = HeaderMap::new();
+    for h in &args.headers {
+        match parse_header(h) {
+            Ok((n, v)) => {
+                headers.append(n, v);
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    let dir = args.cache.clone().unwrap_or_else(default_cache_dir);
+    let cache = match DiskCache::open(&dir, args.max_size) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return fail(format!("cache {}: {e}", dir.display())),
+    };
+    let opts = FetchOptions {
+        shared: false,
+        timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
+        hsync: !args.no_hsync,
+        ..Default::default()
+    };
+    let fetcher = Fetcher::new(cache, opts);
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let bar: Arc<Mutex<Option<indicatif::ProgressBar>>> = Arc::new(Mutex::new(None));
+    let progress: Option<Progress> = if std::io::stderr().is_terminal() {
+        let bar = bar.clone();
+        Some(Arc::new(move |done: u64, total: Option<u64>| {
+            let mut b = bar.lock().unwrap();
+            if b.is_none() && total.map_or(true, |t| t >= 1 << 20) && done > 0 {
+                let pb = match total {
+                    Some(t) => indicatif::ProgressBar::new(t),
+                    None => indicatif::ProgressBar::new_spinner(),
+                };
+                pb.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                *b = Some(pb);
+            }
+            if let Some(pb) = b.as_ref() {
+                pb.set_position(done);
+            }
+        }))
+    } else {
+        None
+    };
+    let result = rt.block_on(fetcher.fetch(&uri, &headers, progress));
+    if let Some(pb) = bar.lock().unwrap().take() {
+        pb.finish_and_clear();
+    }
+    let o = match result {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    if args.verbose {
+        let mut err = std::io::stderr().lock();
+        if o.source == Source::Fresh {
+            let _ = writeln!(err, "* fresh in the cache ({}), no request sent", dir.display());
+        }
+        for ex in &o.trace {
+            for l in &ex.request {
+                let _ = writeln!(err, "> {l}");
+            }
+            let _ = writeln!(err, ">");
+            for l in &ex.response {
+                let _ = writeln!(err, "< {l}");
+            }
+            let _ = writeln!(err, "<");
+        }
+        if let Some(r) = &o.delta_failed {
+            let _ = writeln!(err, "* {r}; refetched without a signature");
+        }
+        let _ = writeln!(err, "{}", savings_line(&o));
+    }
+    if let Some(r) = &o.stale_reason {
+        eprintln!("hsync: warning: serving the cached copy from {}: {r}", proxy::fmt_time(o.fetched_at));
+    }
+    if o.status.as_u16() >= 400 {
+        return fail(format!("{}: HTTP {}", args.url, o.status));
+    }
+    let written = match &args.output {
+        Some(p) => write_atomic(p, &o.body),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&o.body).and_then(|_| out.flush())
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("writing output: {e}")),
+    }
+}
+
+fn write_atomic(p: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = p.with_file_name(format!(
+        ".{}.hsync-{}.tmp",
+        p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, p)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+pub fn proxy(args: ProxyArgs) -> ExitCode {
+    let dir = args.cache.clone().unwrap_or_else(|| default_cache_dir().join("proxy"));
+    let cache = match DiskCache::open(&dir, args.max_size) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return fail(format!("cache {}: {e}", dir.display())),
+    };
+    let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
+    let opts = FetchOptions { shared: !args.cache_private, timeout, hsync: true, ..Default::default() };
+    let fetcher = Arc::new(Fetcher::new(cache, opts));
+    let cfg = ProxyConfig { stale_notice: !args.no_stale_notice, timeout };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    rt.block_on(async {
+        let (addr, handle) = match proxy::spawn(&args.listen, fetcher, cfg).await {
+            Ok(x) => x,
+            Err(e) => return fail(format!("listen on {}: {e}", args.listen)),
+        };
+        eprintln!("hsync proxy listening on http://{addr}/ (cache {})", dir.display());
+        let _ = handle.await;
+        ExitCode::SUCCESS
+    })
 }

@@ -603,7 +603,7 @@ impl Fetcher {
                 // Identity: decide from the head whether to store, and stream to the entry file.
                 let head = response_parts(status, served_headers(&parts.headers, None, true));
                 let policy = self.policy_for(logical, &head, now);
-                let mut writer = if policy.is_storable() && total.is_none_or(|t| t <= self.cache.max_size()) {
+                let mut writer = if policy.is_storable() && total.map_or(true, |t| t <= self.cache.max_size()) {
                     self.cache.writer(url).ok()
                 } else {
                     None

@@ -1,1 +1,437 @@
-pub fn x(){}
+//! The caching forward proxy: absolute-form `http://` GETs go through the
+//! [`Fetcher`] (cache, revalidation, hsync deltas, stale copies when the
+//! origin is down); `CONNECT` is tunnelled untouched; everything else is
+//! forwarded as it is. The proxy's own status page answers at
+//! `http://hsync.proxy/` and at `/` on the proxy's address.
+
+use crate::fetch::{strip_hop_by_hop, Fetcher, Outcome, Source};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The host name the status page answers to.
+pub const STATUS_HOST: &str = "hsync.proxy";
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Inject a visible banner into stale HTML pages.
+    pub stale_notice: bool,
+    /// Timeout for CONNECT targets.
+    pub timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig { stale_notice: true, timeout: Duration::from_secs(5) }
+    }
+}
+
+pub struct Proxy {
+    pub fetcher: Arc<Fetcher>,
+    pub cfg: ProxyConfig,
+    /// Body bytes sent to clients for cached GETs.
+    pub delivered: AtomicU64,
+    pub started: SystemTime,
+    local: SocketAddr,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(msg.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// Binds `addr` and serves in the background; returns the bound address.
+pub async fn spawn(addr: &str, fetcher: Arc<Fetcher>, cfg: ProxyConfig) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let proxy = Arc::new(Proxy { fetcher, cfg, delivered: AtomicU64::new(0), started: SystemTime::now(), local });
+    let h = tokio::spawn(async move { proxy.serve(listener).await });
+    Ok((local, h))
+}
+
+impl Proxy {
+    async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let this = self.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let this = this.clone();
+                    async move { Ok::<_, Infallible>(this.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    }
+
+    fn is_self(&self, req: &Request<Incoming>) -> bool {
+        match req.uri().authority() {
+            None => true,
+            Some(a) => {
+                let host = a.host();
+                host.eq_ignore_ascii_case(STATUS_HOST)
+                    || (a.port_u16() == Some(self.local.port())
+                        && (host == self.local.ip().to_string() || host == "localhost" || host == "127.0.0.1"))
+            }
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Resp {
+        if req.method() == Method::CONNECT {
+            return self.connect(req).await;
+        }
+        if self.is_self(&req) {
+            return match req.uri().path() {
+                "/" | "/index.html" => self.status_page(),
+                "/status.json" => self.status_json(),
+                _ => text(StatusCode::NOT_FOUND, "hsync proxy: send absolute-form requests (configure me as an HTTP proxy); the status page is at /\n"),
+            };
+        }
+        let cacheable = req.method() == Method::GET
+            && matches!(req.uri().scheme_str(), Some("http") | Some("https"))
+            && !req.headers().contains_key(header::RANGE);
+        if !cacheable {
+            return self.forward(req).await;
+        }
+        let uri = req.uri().clone();
+        let headers = req.headers().clone();
+        match self.fetcher.fetch(&uri, &headers, None).await {
+            Ok(o) => self.respond(&headers, &o),
+            Err(e) => {
+                let status = if e.timeout { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
+                text(status, format!("hsync proxy: {uri}: {e}\n"))
+            }
+        }
+    }
+
+    fn respond(&self, req_headers: &HeaderMap, o: &Outcome) -> Resp {
+        let mut headers = o.headers.clone();
+        let mut body = o.body.clone();
+        // Never pass a coding the client did not ask for: hsync only makes sense between us and the origin.
+        let ce = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+        if ce.contains("hsync") {
+            return text(StatusCode::BAD_GATEWAY, "hsync proxy: origin sent an hsync response that could not be decoded\n");
+        }
+        if o.source == Source::Stale && self.cfg.stale_notice && is_html(&headers) {
+            body = Bytes::from(inject_notice(&body, o.fetched_at));
+            headers.remove(header::ETAG);
+            headers.remove(header::LAST_MODIFIED);
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+        }
+        headers.insert(HeaderName::from_static("x-hsync-cache"), HeaderValue::from_static(o.source.as_str()));
+        headers.append(header::VIA, HeaderValue::from_static("1.1 hsync"));
+        let mut status = o.status;
+        // The browser's own revalidation, answered from what we hold.
+        if o.status == StatusCode::OK && o.source != Source::Stale && not_modified_for(req_headers, &headers) {
+            status = StatusCode::NOT_MODIFIED;
+            body = Bytes::new();
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        self.delivered.fetch_add(body.len() as u64, Ordering::Relaxed);
+        {
+            let mut m = self.fetcher.per_url.lock().unwrap();
+            let s = m.entry(o.url.clone()).or_default();
+            s.requests += 1;
+            s.delivered += body.len() as u64;
+        }
+        let mut r = Response::new(Full::new(body));
+        *r.status_mut() = status;
+        *r.headers_mut() = headers;
+        r
+    }
+
+    async fn connect(&self, req: Request<Incoming>) -> Resp {
+        let Some(target) = req.uri().authority().map(|a| a.to_string()) else {
+            return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+        };
+        let upstream = match tokio::time::timeout(self.cfg.timeout, TcpStream::connect(&target)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {target}: {e}\n")),
+            Err(_) => return text(StatusCode::GATEWAY_TIMEOUT, format!("hsync proxy: {target}: connect timed out\n")),
+        };
+        tokio::spawn(async move {
+            let mut upstream = upstream;
+            if let Ok(up) = hyper::upgrade::on(req).await {
+                let mut client = TokioIo::new(up);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+        });
+        Response::new(Full::new(Bytes::new()))
+    }
+
+    /// Anything not cached: forwarded as it is.
+    async fn forward(&self, req: Request<Incoming>) -> Resp {
+        let (mut parts, body) = req.into_parts();
+        if parts.uri.authority().is_none() {
+            return text(StatusCode::BAD_REQUEST, "hsync proxy: absolute-form request expected\n");
+        }
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("hsync proxy: reading the request: {e}\n")),
+        };
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        let req = Request::from_parts(parts, Full::new(body));
+        let resp = match tokio::time::timeout(self.fetcher.opts.timeout, self.fetcher.client().request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {e}\n")),
+            Err(_) => return text(StatusCode::GATEWAY_TIMEOUT, "hsync proxy: origin did not answer in time\n"),
+        };
+        let (mut parts, body) = resp.into_parts();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return text(StatusCode::BAD_GATEWAY, format!("hsync proxy: reading the response: {e}\n")),
+        };
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.append(header::VIA, HeaderValue::from_static("1.1 hsync"));
+        Response::from_parts(parts, Full::new(body))
+    }
+
+    fn totals(&self) -> (u64, u64, u64) {
+        let wire = self.fetcher.stats.wire.load(Ordering::Relaxed);
+        let decoded = self.fetcher.stats.decoded.load(Ordering::Relaxed);
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        (wire, decoded, delivered)
+    }
+
+    fn status_json(&self) -> Resp {
+        let (wire, decoded, delivered) = self.totals();
+        let per = self.fetcher.per_url.lock().unwrap().clone();
+        let entries: Vec<serde_json::Value> = self
+            .fetcher
+            .cache
+            .list()
+            .into_iter()
+            .map(|e| {
+                let s = per.get(&e.url).cloned().unwrap_or_default();
+                serde_json::json!({"url": e.url, "size": e.body_len, "fetched_at": e.fetched_at, "hits": s.hits,
+                    "requests": s.requests, "wire": s.wire, "delivered": s.delivered})
+            })
+            .collect();
+        let v = serde_json::json!({
+            "wire_bytes": wire, "decoded_bytes": decoded, "delivered_bytes": delivered,
+            "upstream_requests": self.fetcher.upstream_requests.load(Ordering::Relaxed),
+            "cache_bytes": self.fetcher.cache.total_size(), "cache_max": self.fetcher.cache.max_size(),
+            "corrupt_dropped": self.fetcher.cache.corrupt_dropped.load(Ordering::Relaxed),
+            "entries": entries,
+        });
+        let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    }
+
+    fn status_page(&self) -> Resp {
+        let (wire, decoded, delivered) = self.totals();
+        let per = self.fetcher.per_url.lock().unwrap().clone();
+        let list = self.fetcher.cache.list();
+        let mut html = String::from(
+            "<!doctype html><html><head><meta charset=utf-8><title>hsync proxy</title><style>\
+             body{font:14px/1.4 system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
+             td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}td.u{text-align:left;max-width:50em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}\
+             </style></head><body><h1>hsync proxy</h1>",
+        );
+        let saved = if decoded > 0 { 100.0 * (1.0 - wire as f64 / decoded as f64) } else { 0.0 };
+        html.push_str(&format!(
+            "<p>Since start: <b>{}</b> received from origins for <b>{}</b> of responses ({:.1}% saved); <b>{}</b> delivered to clients. \
+             Cache: {} in {} entries (limit {}); {} damaged entries dropped.</p>",
+            human(wire),
+            human(decoded),
+            saved,
+            human(delivered),
+            human(self.fetcher.cache.total_size()),
+            list.len(),
+            human(self.fetcher.cache.max_size()),
+            self.fetcher.cache.corrupt_dropped.load(Ordering::Relaxed)
+        ));
+        // Chart: delivered vs on the wire for the busiest URLs.
+        let mut busiest: Vec<(String, u64, u64)> = per.iter().map(|(u, s)| (u.clone(), s.delivered, s.wire)).collect();
+        busiest.sort_by(|a, b| b.1.cmp(&a.1));
+        busiest.truncate(15);
+        if !busiest.is_empty() {
+            let max = busiest.iter().map(|b| b.1.max(b.2)).max().unwrap_or(1).max(1) as f64;
+            let h = busiest.len() * 26 + 24;
+            html.push_str(&format!(
+                "<h2>Delivered (grey) vs received on the wire (green)</h2><svg width=760 height={h} xmlns='http://www.w3.org/2000/svg' font-size=11>"
+            ));
+            for (i, (url, del, w)) in busiest.iter().enumerate() {
+                let y = i * 26;
+                let dw = (*del as f64 / max * 440.0).max(1.0);
+                let ww = (*w as f64 / max * 440.0).max(1.0);
+                html.push_str(&format!(
+                    "<text x=0 y={} >{}</text><rect x=300 y={} width={dw:.1} height=10 fill='#bbb'/><rect x=300 y={} width={ww:.1} height=10 fill='#2a2'/>\
+                     <text x={:.1} y={}>{} / {}</text>",
+                    y + 14,
+                    esc(&shorten(url, 48)),
+                    y + 2,
+                    y + 13,
+                    305.0 + dw.max(ww),
+                    y + 14,
+                    human(*del),
+                    human(*w)
+                ));
+            }
+            html.push_str("</svg>");
+        }
+        html.push_str("<h2>Cached</h2><table><tr><th>URL</th><th>size</th><th>last fetched</th><th>hits</th><th>wire</th><th>delivered</th></tr>");
+        for e in &list {
+            let s = per.get(&e.url).cloned().unwrap_or_default();
+            html.push_str(&format!(
+                "<tr><td class=u><a href=\"{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td></tr>",
+                esc(&e.url),
+                human(e.body_len),
+                fmt_time(e.fetched_at),
+                s.hits,
+                human(s.wire),
+                human(s.delivered)
+            ));
+        }
+        html.push_str("</table></body></html>");
+        let mut r = Response::new(Full::new(Bytes::from(html)));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
+fn is_html(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"))
+}
+
+/// Does the client's conditional request match what we serve?
+fn not_modified_for(req: &HeaderMap, resp: &HeaderMap) -> bool {
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = resp.get(header::ETAG).and_then(|v| v.to_str().ok()) else { return false };
+        let strip = |s: &str| s.trim().trim_start_matches("W/").to_string();
+        return inm.split(',').any(|t| t.trim() == "*" || strip(t) == strip(etag));
+    }
+    if let (Some(ims), Some(lm)) = (
+        req.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()),
+        resp.get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok()),
+    ) {
+        return ims.trim() == lm.trim();
+    }
+    false
+}
+
+/// The banner put right after `<body ...>` (or at the start) of a stale HTML page.
+pub fn notice_html(fetched_at: u64) -> String {
+    format!(
+        "<div id=\"hsync-stale-notice\" style=\"position:fixed;top:0;left:0;right:0;z-index:2147483647;\
+         background:#fff3cd;color:#664d03;border-bottom:1px solid #e0c060;font:14px/1.5 system-ui,sans-serif;\
+         padding:6px 12px;text-align:center\">hsync: the site could not be reached; this copy from {} may be out of date.</div>",
+        fmt_time(fetched_at)
+    )
+}
+
+pub fn inject_notice(body: &[u8], fetched_at: u64) -> Vec<u8> {
+    let notice = notice_html(fetched_at);
+    let lower: Vec<u8> = body.iter().take(1 << 20).map(|b| b.to_ascii_lowercase()).collect();
+    let at = find(&lower, b"<body")
+        .and_then(|i| lower[i..].iter().position(|&b| b == b'>').map(|j| i + j + 1))
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(body.len() + notice.len());
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(notice.as_bytes());
+    out.extend_from_slice(&body[at..]);
+    out
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn shorten(s: &str, n: usize) -> String {
+    let s = s.trim_start_matches("http://").trim_start_matches("https://");
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let t: String = s.chars().take(n - 1).collect();
+        format!("{t}…")
+    }
+}
+
+pub fn human(n: u64) -> String {
+    if n < 10_000 {
+        format!("{n} B")
+    } else if n < 10_000_000 {
+        format!("{:.1} kB", n as f64 / 1e3)
+    } else {
+        format!("{:.1} MB", n as f64 / 1e6)
+    }
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from Unix seconds.
+pub fn fmt_time(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notice_goes_after_body() {
+        let out = String::from_utf8(inject_notice(b"<html><BODY class=x><p>hi</p></body>", 0)).unwrap();
+        assert!(out.starts_with("<html><BODY class=x><div id=\"hsync-stale-notice\""));
+        assert!(out.contains("1970-01-01 00:00 UTC"));
+        let out = String::from_utf8(inject_notice(b"<p>no body tag</p>", 86400 * 365)).unwrap();
+        assert!(out.starts_with("<div id=\"hsync-stale-notice\""));
+        assert!(out.contains("1971-01-01"));
+    }
+
+    #[test]
+    fn conditional() {
+        let mut req = HeaderMap::new();
+        let mut resp = HeaderMap::new();
+        resp.insert(header::ETAG, HeaderValue::from_static("W/\"abc\""));
+        assert!(!not_modified_for(&req, &resp));
+        req.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"abc\""));
+        assert!(not_modified_for(&req, &resp));
+        req.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"abd\""));
+        assert!(!not_modified_for(&req, &resp));
+    }
+}
