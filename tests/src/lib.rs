@@ -1,5 +1,22 @@
 //! Shared harness for the integration tests.
-use std::path::PathBuf;
+//!
+//! The server behaviour suite (`tests/server_behaviour.rs`) is written once
+//! and run against every [`ServerKind`]: [`start`] writes a configuration
+//! for the real server into a temporary directory, starts it on a free
+//! loopback port and returns a [`RunningServer`] that stops it on drop.
+//! What a configuration must contain is fixed by [`Options`], so that the
+//! nginx and the Apache arms serve the same URLs with the same behaviour.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub mod apache;
+pub mod http;
+pub mod nginx;
+pub mod upstream;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -9,4 +26,229 @@ pub fn root() -> PathBuf {
 /// `../shared/corpus` beside the checkout.
 pub fn corpus() -> PathBuf {
     root().parent().unwrap().join("shared").join("corpus")
+}
+
+/// The built server modules (`build/modules`).
+pub fn modules_dir() -> PathBuf {
+    root().join("target").join("modules")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    Nginx,
+    Apache,
+}
+
+impl ServerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Nginx => "nginx",
+            ServerKind::Apache => "apache",
+        }
+    }
+
+    /// The module the harness loads.
+    pub fn module(self) -> PathBuf {
+        modules_dir().join(match self {
+            ServerKind::Nginx => "ngx_http_hsync_module.so",
+            ServerKind::Apache => "mod_hsync.so",
+        })
+    }
+}
+
+/// What the server under test serves. Both harnesses implement exactly
+/// these locations (files have their ordinary MIME types by extension:
+/// `.html` text/html, `.txt` text/plain, anything else
+/// application/octet-stream; hsync applies to text/html only, the default
+/// `hsync_types`):
+///
+/// | URL prefix | serves | hsync |
+/// |---|---|---|
+/// | `/`        | `docroot` | on |
+/// | `/pre/`    | `docroot/pre/`, with a response header `Content-Encoding: gzip` added (precompressed files) | on |
+/// | `/nt/`     | `docroot/nt/`, with `Cache-Control: no-transform` added | on |
+/// | `/off/`    | `docroot/off/` | off |
+/// | `/proxy/`  | reverse proxy to `upstream`, prefix stripped (`/proxy/x` → `/x`) | on |
+///
+/// Error log at info level (the module's "invalid Hsync-Signature" lines
+/// must land there); an access log whose lines end with the hsync ratio
+/// (`$hsync_ratio`, `%{hsync_ratio}n`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub docroot: PathBuf,
+    /// Where `/proxy/` goes (see [`upstream::Upstream`]).
+    pub upstream: Option<SocketAddr>,
+    /// Also gzip text/html (nginx `gzip on`; Apache mod_deflate), default level.
+    pub gzip: bool,
+    /// `hsync_max_signature` / the Apache equivalent; `None`: the default.
+    pub max_signature: Option<u64>,
+    /// Worker processes (nginx) / the closest equivalent; 1 by default.
+    pub workers: u32,
+    /// Load the hsync module at all (false: the same configuration without
+    /// it and without its directives, for benchmarks).
+    pub module: bool,
+}
+
+impl Options {
+    pub fn new(docroot: impl Into<PathBuf>) -> Options {
+        Options { docroot: docroot.into(), upstream: None, gzip: false, max_signature: None, workers: 1, module: true }
+    }
+}
+
+/// Starts `kind` with `opts`. `None` when server tests are skipped
+/// (`HSYNC_SKIP_SERVER_TESTS=1`, or a comma-separated list of kinds such as
+/// `apache`). Panics, telling to run build/modules, when the module is
+/// missing.
+pub fn start(kind: ServerKind, opts: &Options) -> Option<RunningServer> {
+    if skipped(kind) {
+        eprintln!("{} server tests skipped (HSYNC_SKIP_SERVER_TESTS)", kind.name());
+        return None;
+    }
+    if opts.module && !kind.module().exists() {
+        panic!(
+            "{} is missing: run `build/modules {}` first (or set HSYNC_SKIP_SERVER_TESTS=1 to skip server tests)",
+            kind.module().display(),
+            kind.name()
+        );
+    }
+    Some(match kind {
+        ServerKind::Nginx => nginx::start(opts),
+        ServerKind::Apache => apache::start(opts),
+    })
+}
+
+fn skipped(kind: ServerKind) -> bool {
+    match std::env::var("HSYNC_SKIP_SERVER_TESTS") {
+        Ok(v) => v == "1" || v.split(',').any(|k| k.trim().eq_ignore_ascii_case(kind.name())),
+        Err(_) => false,
+    }
+}
+
+/// A fresh directory for one server instance (config, logs, pid).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir()
+        .join("hsync-tests")
+        .join(format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Lines in a server error log that mean something went badly wrong.
+pub const BAD_LOG_PATTERNS: &[&str] =
+    &["exited on signal", "exit signal", "[alert]", ":alert]", "[emerg]", ":emerg]", "[crit]", ":crit]", "panic"];
+
+/// A server started by a harness; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct RunningServer {
+    pub kind: ServerKind,
+    pub port: u16,
+    /// The instance's directory (config, logs); removed on drop unless
+    /// `HSYNC_KEEP_TMP` is set.
+    pub dir: PathBuf,
+    pub error_log: PathBuf,
+    pub access_log: PathBuf,
+    child: Option<Child>,
+}
+
+impl RunningServer {
+    /// Spawns `cmd` (the server in the foreground) and waits until `ready`
+    /// exists (e.g. its pid file; `None`: no such file) and `port`
+    /// accepts connections. `Err` with the error log when it exits first.
+    pub fn spawn(
+        kind: ServerKind,
+        dir: PathBuf,
+        mut cmd: Command,
+        port: u16,
+        ready: Option<&Path>,
+        error_log: PathBuf,
+        access_log: PathBuf,
+    ) -> Result<RunningServer, String> {
+        let child = cmd.spawn().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        let mut s = RunningServer { kind, port, dir, error_log, access_log, child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                s.child = None;
+                return Err(format!("{} exited with {status} at startup:\n{}", kind.name(), s.error_log_text()));
+            }
+            let file_ok = ready.map_or(true, |p| p.exists());
+            if file_ok && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} did not start listening on {port}:\n{}", kind.name(), s.error_log_text()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn error_log_text(&self) -> String {
+        std::fs::read_to_string(&self.error_log).unwrap_or_default()
+    }
+
+    pub fn access_log_text(&self) -> String {
+        std::fs::read_to_string(&self.access_log).unwrap_or_default()
+    }
+
+    /// How many error log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.error_log_text().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits (briefly) until the error log has at least `n` lines with `needle`.
+    pub fn wait_log_count(&self, needle: &str, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let c = self.log_count(needle);
+            if c >= n || Instant::now() > deadline {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server gracefully (SIGTERM; SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stops the server and asserts that its error log shows no crash,
+    /// alert or emergency.
+    pub fn finish(mut self) {
+        self.stop();
+        let log = self.error_log_text();
+        let bad: Vec<&str> = log.lines().filter(|l| BAD_LOG_PATTERNS.iter().any(|p| l.contains(p))).collect();
+        assert!(bad.is_empty(), "{} error log has bad lines:\n{}", self.kind.name(), bad.join("\n"));
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop();
+        if std::env::var_os("HSYNC_KEEP_TMP").is_none() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
