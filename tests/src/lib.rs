@@ -217,6 +217,41 @@ impl RunningServer {
         }
     }
 
+    /// The server's process ids: the one started and its descendants.
+    pub fn pids(&self) -> Vec<u32> {
+        let Some(child) = &self.child else { return Vec::new() };
+        let mut pids = vec![child.id()];
+        let mut all = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            // "pid (comm) state ppid ..."; comm may contain spaces
+            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                all.push((pid, ppid));
+            }
+        }
+        let mut i = 0;
+        while i < pids.len() {
+            let parent = pids[i];
+            pids.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+            i += 1;
+        }
+        pids
+    }
+
+    /// The largest peak resident set (VmHWM, KiB) among the server's processes.
+    pub fn peak_rss_kb(&self) -> u64 {
+        self.pids()
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .filter_map(|s| {
+                s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Stops the server gracefully (SIGTERM; SIGKILL after 10 s).
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };

@@ -269,9 +269,14 @@ fn large_body(kind: ServerKind) {
     new.extend_from_slice(&text(100_000, 3));
     site.put("big.html", &new);
     let Some(s) = start(kind, &site.options()) else { return };
+    let before = s.peak_rss_kb();
     let r = hsync_get(&s, "/big.html", &old, &[]);
+    let after = s.peak_rss_kb();
     assert!(decode(&old, &r) == new, "50 MB page rebuilt differs");
     assert!(r.body.len() < new.len() / 20, "delta of {} bytes", r.body.len());
+    eprintln!("peak RSS {before} -> {after} KiB");
+    // streamed: no process of the server held the body
+    assert!(after < before + 20 * 1024, "server peak RSS grew from {before} to {after} KiB");
     s.finish();
 }
 
