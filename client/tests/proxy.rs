@@ -281,6 +281,7 @@ fn kill_9_during_large_response_leaves_consistent_cache() {
     origin.set_page("/big.html", &big);
     let url = origin.url("/big.html");
     origin.state().modes.throttle_ms.store(3, Ordering::SeqCst);
+    let mut mid_download = 0;
     for (round, delay_ms) in [150u64, 600, 1100, 1250, 1400, 2500].into_iter().enumerate() {
         let (mut child, addr) = spawn_proxy_process(dir.path(), &["--timeout", "10"]);
         let u = url.clone();
@@ -292,6 +293,9 @@ fn kill_9_during_large_response_leaves_consistent_cache() {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
             .sum();
+        if tmp_bytes > 0 {
+            mid_download += 1;
+        }
         // SIGKILL.
         child.kill().unwrap();
         child.wait().unwrap();
@@ -307,6 +311,7 @@ fn kill_9_during_large_response_leaves_consistent_cache() {
         assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
         drop(cache);
     }
+    assert!(mid_download >= 1, "at least one kill landed while the entry was being written");
     // A restarted proxy serves the right bytes (from a delta or a full fetch).
     origin.state().modes.throttle_ms.store(0, Ordering::SeqCst);
     let (mut child, addr) = spawn_proxy_process(dir.path(), &[]);

@@ -1,0 +1,92 @@
+//! Headless Chromium browsing corpus pages that change between loads, through the proxy.
+//!
+//! Skipped (with a notice) when /usr/bin/chromium is absent, unless
+//! HSYNC_REQUIRE_CHROMIUM is set, in which case its absence is a failure.
+mod common;
+
+use common::*;
+use hsync_client::proxy::{self, ProxyConfig};
+use hsync_client::{DiskCache, FetchOptions, Fetcher};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn chromium_available() -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    if std::env::var_os("HSYNC_REQUIRE_CHROMIUM").is_some() {
+        panic!("HSYNC_REQUIRE_CHROMIUM is set but {CHROMIUM} is missing");
+    }
+    eprintln!("SKIPPED: {CHROMIUM} not installed (apt-get install chromium); set HSYNC_REQUIRE_CHROMIUM to make this a failure");
+    false
+}
+
+fn dump_dom(proxy: std::net::SocketAddr, url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-quic",
+            "--blink-settings=imagesEnabled=false",
+            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("--proxy-server=http://{proxy}"),
+            // Chromium never proxies loopback unless told to.
+            "--proxy-bypass-list=<-loopback>",
+            "--virtual-time-budget=2000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text of the first `<title>`.
+fn title(html: &[u8]) -> String {
+    let s = String::from_utf8_lossy(html);
+    let a = s.find("<title>").map(|i| i + 7).unwrap_or(0);
+    let b = s[a..].find("</title>").map(|j| a + j).unwrap_or(a);
+    s[a..b].trim().to_string()
+}
+
+#[test]
+fn chromium_browses_changing_pages_through_the_proxy() {
+    if !chromium_available() {
+        return;
+    }
+    let mut origin = Origin::start_local(true);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(DiskCache::open(dir.path(), 1 << 30).unwrap());
+    let fetcher = Arc::new(Fetcher::new(cache, FetchOptions { shared: true, timeout: Duration::from_secs(2), ..Default::default() }));
+    let (addr, _h) = rt().block_on(proxy::spawn("127.0.0.1:0", fetcher.clone(), ProxyConfig::default())).unwrap();
+    let vs = versions("blog-home");
+    let url = origin.url("/index.html");
+    for (i, v) in vs.iter().enumerate().take(4) {
+        origin.set_page("/index.html", v);
+        let dom = dump_dom(addr, &url);
+        let t = title(v);
+        assert!(!t.is_empty() && dom.contains(&t), "v{}: title {t:?} not in the DOM", i + 1);
+        // The page the browser got is exactly this version (the proxy's copy is byte-exact).
+        let stored = fetcher.cache.get(&url).expect("page cached");
+        assert!(stored.body[..] == v[..], "v{} stored copy differs", i + 1);
+    }
+    let s = fetcher.per_url.lock().unwrap().get(&url).cloned().unwrap();
+    eprintln!("chromium: {} requests, {} bytes delivered, {} on the wire", s.requests, s.delivered, s.wire);
+    assert!(s.wire * 3 < s.delivered, "deltas used: {s:?}");
+    assert!(origin.log().iter().filter(|l| l.path == "/index.html").any(|l| l.content_encoding.as_deref() == Some("hsync")));
+
+    // Origin down: the browser sees the stale copy with the notice.
+    origin.stop();
+    let dom = dump_dom(addr, &url);
+    assert!(dom.contains("hsync-stale-notice"), "notice shown");
+    assert!(dom.contains(&title(&vs[3])));
+}
