@@ -7,7 +7,7 @@
 
 use crate::error::Result;
 use crate::rollsum;
-use crate::signature::{strong, Signature};
+use crate::signature::{strong, sub_check, Signature};
 use crate::wire::{put_varint, zigzag};
 use crate::zstdx;
 use xxhash_rust::xxh3::Xxh3;
@@ -39,7 +39,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { level: 6, window_log: 17, batch: 16 << 10 }
+        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10 }
     }
 }
 
@@ -103,6 +103,12 @@ pub struct Encoder {
     index: Index,
     bl: usize,
     full_blocks: usize,
+    /// Sub-block (COPY unit) length, sub-blocks per block, and their count.
+    ul: usize,
+    k: usize,
+    units: usize,
+    /// Set right after a whole block matched: the next mismatch tries sub-blocks forward.
+    just_matched: bool,
     factor: u64,
     window: usize,
     /// Bytes of the new instance not yet dropped; `base` is the absolute offset of `buf[0]`.
@@ -116,8 +122,14 @@ pub struct Encoder {
     roll: Option<u64>,
     /// The block after the last one matched.
     expected: usize,
-    /// Open run of copied blocks (start, count).
+    /// Open run of copied sub-blocks (start, count) and where it starts in the output.
     run: Option<(usize, usize)>,
+    run_pos: u64,
+    /// Runs copied since the pending literal chunk began (first sub-block,
+    /// count, output offset): the chunk is compressed against them too.
+    dict_runs: Vec<(usize, usize, u64)>,
+    dict_len: usize,
+    prefix: Vec<u8>,
     /// Block the decoder expects the next COPY to start at (for relative encoding).
     copy_next: usize,
     /// Pending literal chunk: its bytes, its ops, and the absolute output offset where it starts.
@@ -142,7 +154,16 @@ impl Encoder {
         let bl = sig.params.block_len as usize;
         let full_blocks = (sig.instance_len / bl as u64) as usize;
         let index = Index::new(&sig, full_blocks);
+        let ul = sig.params.sub_len() as usize;
+        let k = sig.params.subs_per_block();
+        let units = sig.instance_len.div_ceil(ul as u64) as usize;
         Encoder {
+            ul,
+            k,
+            units,
+            // The start of the instance acts as an anchor: an edit in the
+            // first block keeps the sub-blocks before it.
+            just_matched: true,
             sig,
             opts,
             index,
@@ -157,6 +178,10 @@ impl Encoder {
             roll: None,
             expected: 0,
             run: None,
+            run_pos: 0,
+            dict_runs: Vec::new(),
+            dict_len: 0,
+            prefix: Vec::new(),
             copy_next: 0,
             batch: Vec::new(),
             batch_ops: Vec::new(),
@@ -183,7 +208,7 @@ impl Encoder {
         self.header_done = true;
         out.extend_from_slice(&DELTA_MAGIC);
         out.push(DELTA_VERSION);
-        put_varint(out, self.bl as u64);
+        put_varint(out, self.ul as u64);
         put_varint(out, self.sig.instance_len);
         out.push(self.opts.window_log);
     }
@@ -196,7 +221,7 @@ impl Encoder {
         self.hasher.update(data);
         self.stats.input_bytes += data.len() as u64;
         self.buf.extend_from_slice(data);
-        self.scan(out)?;
+        self.scan(out, false)?;
         self.compact();
         self.stats.output_bytes += (out.len() - before) as u64;
         Ok(())
@@ -219,27 +244,33 @@ impl Encoder {
         }
         let before = out.len();
         self.header(out);
+        self.scan(out, true)?;
+        if self.just_matched {
+            self.just_matched = false;
+            self.extend_forward(out);
+        }
         let end = self.buf.len();
-        let mut lit_end = end;
         // The instance's short last block can only match the very end.
         let tail = (self.sig.instance_len % self.bl as u64) as usize;
-        let mut tail_match = false;
+        let mut tail_units = None;
         if tail > 0 && end - self.lit_start >= tail {
             let w = &self.buf[end - tail..end];
             let j = self.sig.block_count() - 1;
-            if rollsum::weak(rollsum::hash(w), self.sig.params.weak_len) == self.sig.weak[j]
-                && strong(w, self.sig.params.strong_len) == self.sig.strong[j]
+            if rollsum::weak(rollsum::hash(w), self.sig.params.weak_bits) == self.sig.weak[j]
+                && strong(w, self.sig.params.strong_bits) == self.sig.strong[j]
             {
-                lit_end = end - tail;
-                tail_match = true;
+                tail_units = Some(self.extend_backward(end - tail, j * self.k));
             }
         }
         self.pos = end;
-        self.push_literal(lit_end, out)?;
-        if tail_match {
-            self.push_copy(self.sig.block_count() - 1, out);
-            self.lit_start = end;
-            self.stats.copied_bytes += tail as u64;
+        match tail_units {
+            Some((q, first)) => {
+                self.push_literal(q, out)?;
+                self.push_copy(first, self.units - first, q, out);
+                self.stats.copied_bytes += (end - q) as u64;
+                self.lit_start = end;
+            }
+            None => self.push_literal(end, out)?,
         }
         self.close_run(out);
         self.flush_batch(out)?;
@@ -251,27 +282,94 @@ impl Encoder {
         Ok(())
     }
 
+    /// Length of sub-block `i` of the old instance.
+    fn unit_size(&self, i: usize) -> usize {
+        (self.sig.instance_len - (i * self.ul) as u64).min(self.ul as u64) as usize
+    }
+
+    /// From a block match at `at` whose first sub-block is `first`, walks
+    /// back over the sub-blocks before it while their checks agree with the
+    /// pending literal bytes. Returns the new start and first sub-block.
+    fn extend_backward(&self, mut at: usize, mut first: usize) -> (usize, usize) {
+        let bits = self.sig.params.sub_bits;
+        if bits == 0 {
+            return (at, first);
+        }
+        while first > 0 && at >= self.lit_start + self.ul {
+            let i = first - 1;
+            if sub_check(&self.buf[at - self.ul..at], bits) != self.sig.sub[i] {
+                break;
+            }
+            at -= self.ul;
+            first -= 1;
+        }
+        (at, first)
+    }
+
+    /// Right after a block match, when the next block does not match whole:
+    /// copies the sub-blocks of that next block that still agree, up to the
+    /// edit. Returns whether it advanced.
+    fn extend_forward(&mut self, out: &mut Vec<u8>) -> bool {
+        let bits = self.sig.params.sub_bits;
+        if bits == 0 {
+            return false;
+        }
+        let first = self.expected * self.k;
+        let end = ((self.expected + 1) * self.k).min(self.units);
+        let mut i = first;
+        while i < end {
+            let len = self.unit_size(i);
+            if self.pos + len > self.buf.len() || sub_check(&self.buf[self.pos..self.pos + len], bits) != self.sig.sub[i] {
+                break;
+            }
+            self.pos += len;
+            self.stats.copied_bytes += len as u64;
+            i += 1;
+        }
+        if i == first {
+            return false;
+        }
+        let at = self.pos - (self.run_bytes(first, i - first));
+        self.push_copy(first, i - first, at, out);
+        self.lit_start = self.pos;
+        true
+    }
+
+    /// Does block `j` match `buf[at..at + bl]` (weak and strong)?
     #[inline]
-    fn candidate(&self, h: u64, win: &[u8]) -> Option<usize> {
+    fn block_at(&self, j: usize, at: usize) -> bool {
         let p = self.sig.params;
-        let w = rollsum::weak(h, p.weak_len);
+        let win = &self.buf[at..at + self.bl];
+        self.sig.strong[j] == strong(win, p.strong_bits) && self.sig.weak[j] == rollsum::weak(rollsum::hash(win), p.weak_bits)
+    }
+
+    /// A block found by searching (anywhere, not right after a match) is
+    /// taken only when the block after it matches too: the search compares
+    /// every position with every block, so it needs about twice the bits of
+    /// the pinned check after a match. Returns the block, if any.
+    #[inline]
+    fn candidate(&self, h: u64, at: usize) -> Option<usize> {
+        let p = self.sig.params;
+        let w = rollsum::weak(h, p.weak_bits);
         let mut i = self.index.heads[(w & self.index.mask) as usize];
         if i == 0 {
             return None;
         }
-        let mut s: Option<u64> = None;
+        let win = &self.buf[at..at + self.bl];
+        let next_ok = at + 2 * self.bl <= self.buf.len();
+        let mut s: Option<u32> = None;
         let mut walked = 0;
         while i != 0 && walked < MAX_CHAIN {
             let j = (i - 1) as usize;
             if self.sig.weak[j] == w {
-                let sv = *s.get_or_insert_with(|| strong(win, p.strong_len));
+                let sv = *s.get_or_insert_with(|| strong(win, p.strong_bits));
                 if self.sig.strong[j] == sv {
                     // Prefer continuing the current run when the expected block is a twin.
                     let e = self.expected;
-                    if e < self.full_blocks && self.sig.weak[e] == w && self.sig.strong[e] == sv {
-                        return Some(e);
+                    let j = if e < self.full_blocks && self.sig.weak[e] == w && self.sig.strong[e] == sv { e } else { j };
+                    if next_ok && j + 1 < self.full_blocks && self.block_at(j + 1, at + self.bl) {
+                        return Some(j);
                     }
-                    return Some(j);
                 }
             }
             i = self.index.next[j];
@@ -280,8 +378,12 @@ impl Encoder {
         None
     }
 
-    fn scan(&mut self, out: &mut Vec<u8>) -> Result<()> {
+    /// Matches as far as the buffered input allows. A search match needs
+    /// the block after it in the buffer, so unless `last` it stops one
+    /// block short of the end.
+    fn scan(&mut self, out: &mut Vec<u8>, last: bool) -> Result<()> {
         let bl = self.bl;
+        let reach = if last { bl } else { 2 * bl };
         if self.full_blocks == 0 {
             // Nothing to match: everything is literal.
             let end = self.buf.len();
@@ -298,34 +400,34 @@ impl Encoder {
             }
             let matched = match self.roll {
                 None => {
-                    let win = &self.buf[self.pos..self.pos + bl];
                     // Fast path: the block after the last match, checked directly.
                     let e = self.expected;
-                    if e < self.full_blocks
-                        && self.sig.strong[e] == strong(win, p.strong_len)
-                        && self.sig.weak[e] == rollsum::weak(rollsum::hash(win), p.weak_len)
-                    {
+                    if e < self.full_blocks && self.block_at(e, self.pos) {
                         Some(e)
+                    } else if std::mem::take(&mut self.just_matched) && self.extend_forward(out) {
+                        continue;
+                    } else if self.pos + reach > self.buf.len() {
+                        break;
                     } else {
-                        let h = rollsum::hash(win);
+                        let h = rollsum::hash(&self.buf[self.pos..self.pos + bl]);
                         self.roll = Some(h);
-                        self.candidate(h, win)
+                        self.candidate(h, self.pos)
                     }
                 }
                 Some(mut h) => {
                     // Roll forward through unmatched bytes, one lookup per byte.
                     let buf = &self.buf;
-                    let limit = buf.len() - bl;
+                    let limit = buf.len().saturating_sub(reach);
                     let mut pos = self.pos;
                     let mut found = None;
                     let heads = &self.index.heads;
                     let mask = self.index.mask;
-                    let wl = p.weak_len;
+                    let wl = p.weak_bits;
                     while pos < limit {
                         h = rollsum::roll(h, buf[pos], buf[pos + bl], self.factor);
                         pos += 1;
                         if heads[(rollsum::weak(h, wl) & mask) as usize] != 0 {
-                            if let Some(j) = self.candidate(h, &buf[pos..pos + bl]) {
+                            if let Some(j) = self.candidate(h, pos) {
                                 found = Some(j);
                                 break;
                             }
@@ -349,13 +451,15 @@ impl Encoder {
             };
             if let Some(j) = matched {
                 let at = self.pos;
-                self.push_literal(at, out)?;
-                self.push_copy(j, out);
+                let (q, first) = self.extend_backward(at, j * self.k);
+                self.push_literal(q, out)?;
+                self.push_copy(first, (j + 1) * self.k - first, q, out);
+                self.stats.copied_bytes += (at - q + bl) as u64;
                 self.pos += bl;
                 self.lit_start = self.pos;
                 self.roll = None;
                 self.expected = j + 1;
-                self.stats.copied_bytes += bl as u64;
+                self.just_matched = true;
                 self.maybe_flush_span(out)?;
             }
         }
@@ -368,6 +472,9 @@ impl Encoder {
             return Ok(());
         }
         self.close_run(out);
+        if self.batch.len() >= self.opts.batch {
+            self.flush_batch(out)?;
+        }
         let bytes = &self.buf[self.lit_start..end];
         if self.batch_start.is_none() {
             self.batch_start = Some(self.base + self.lit_start as u64);
@@ -377,21 +484,26 @@ impl Encoder {
         put_varint(&mut self.batch_ops, bytes.len() as u64);
         self.stats.literal_bytes += bytes.len() as u64;
         self.lit_start = end;
-        if self.batch.len() >= self.opts.batch {
-            self.flush_batch(out)?;
-        }
         Ok(())
     }
 
-    fn push_copy(&mut self, j: usize, out: &mut Vec<u8>) {
+    /// Appends sub-blocks `first..first + n` to the open COPY run, or starts one.
+    fn push_copy(&mut self, first: usize, n: usize, at: usize, out: &mut Vec<u8>) {
         if let Some((start, count)) = self.run {
-            if start + count == j {
-                self.run = Some((start, count + 1));
+            if start + count == first {
+                self.run = Some((start, count + n));
                 return;
             }
             self.close_run(out);
         }
-        self.run = Some((j, 1));
+        self.run = Some((first, n));
+        self.run_pos = self.base + at as u64;
+    }
+
+    /// Bytes covered by `count` sub-blocks from `first`.
+    fn run_bytes(&self, first: usize, count: usize) -> usize {
+        let end = ((first + count) as u64 * self.ul as u64).min(self.sig.instance_len);
+        (end - first as u64 * self.ul as u64) as usize
     }
 
     fn close_run(&mut self, out: &mut Vec<u8>) {
@@ -402,13 +514,23 @@ impl Encoder {
             put_varint(dst, count as u64);
             self.copy_next = start + count;
             self.stats.copy_ops += 1;
+            if self.batch_start.is_some() && self.dict_len < self.window {
+                // Known to both sides: the pending chunk may refer to it.
+                let room = (self.window - self.dict_len).div_ceil(self.ul);
+                let n = count.min(room);
+                self.dict_runs.push((start, n, self.run_pos));
+                self.dict_len += self.run_bytes(start, n);
+            }
         }
     }
 
-    /// A batch that spans too much output would pin that output in memory: flush it.
+    /// The pending chunk is emitted once enough copied content follows it to
+    /// serve as context, or when it spans so much output that keeping it
+    /// would pin that output in memory.
     fn maybe_flush_span(&mut self, out: &mut Vec<u8>) -> Result<()> {
         if let Some(start) = self.batch_start {
-            if self.base + self.pos as u64 - start > 4 * self.window as u64 {
+            let open = self.run.map_or(0, |(f, n)| self.run_bytes(f, n));
+            if self.base + self.pos as u64 - start > 4 * self.window as u64 || self.dict_len + open >= self.window {
                 self.close_run(out);
                 self.flush_batch(out)?;
             }
@@ -419,15 +541,29 @@ impl Encoder {
     fn flush_batch(&mut self, out: &mut Vec<u8>) -> Result<()> {
         let Some(start) = self.batch_start.take() else { return Ok(()) };
         let rel = (start - self.base) as usize;
-        let prefix = &self.buf[rel.saturating_sub(self.window)..rel];
         debug_assert!(rel >= self.window || self.base == 0);
+        // Context: the output just before the chunk, then the runs copied after it.
+        let mut prefix = std::mem::take(&mut self.prefix);
+        prefix.clear();
+        prefix.extend_from_slice(&self.buf[rel.saturating_sub(self.window)..rel]);
+        for &(first, n, at) in &self.dict_runs {
+            let from = (at - self.base) as usize;
+            prefix.extend_from_slice(&self.buf[from..from + self.run_bytes(first, n)]);
+        }
         let raw = self.batch.len();
         let mark = out.len();
         out.push(OP_LIT_ZSTD);
         put_varint(out, raw as u64);
+        put_varint(out, self.dict_runs.len() as u64);
+        let mut next = 0usize;
+        for &(first, n, _) in &self.dict_runs {
+            put_varint(out, zigzag(first as i64 - next as i64));
+            put_varint(out, n as u64);
+            next = first + n;
+        }
         let mut comp = Vec::new();
-        let n = zstdx::compress(self.opts.level, self.opts.window_log as u32 + 1, prefix, &self.batch, &mut comp)?;
-        if n < raw {
+        let n = zstdx::compress(self.opts.level, self.opts.window_log as u32 + 2, &prefix, &self.batch, &mut comp)?;
+        if n + (out.len() - mark) < raw {
             put_varint(out, n as u64);
             out.extend_from_slice(&comp);
         } else {
@@ -439,6 +575,9 @@ impl Encoder {
         out.extend_from_slice(&self.batch_ops);
         self.batch.clear();
         self.batch_ops.clear();
+        self.dict_runs.clear();
+        self.dict_len = 0;
+        self.prefix = prefix;
         self.stats.literal_chunks += 1;
         Ok(())
     }

@@ -7,7 +7,7 @@ use crate::delta::{
     OP_LIT_RAW, OP_LIT_ZSTD,
 };
 use crate::error::{Error, Result};
-use crate::signature::{MAX_BLOCK_LEN, MIN_BLOCK_LEN};
+use crate::signature::{MAX_BLOCK_LEN, MIN_SUB_LEN};
 use crate::wire::{unzigzag, Reader};
 use crate::zstdx;
 use xxhash_rust::xxh3::xxh3_128;
@@ -28,6 +28,7 @@ impl Default for PatchLimits {
 /// The header fields of a delta.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeltaHeader {
+    /// Length of the COPY unit (a sub-block of the signature).
     pub block_len: u32,
     pub base_len: u64,
     pub window_log: u8,
@@ -42,9 +43,9 @@ fn read_header(r: &mut Reader<'_>) -> Result<DeltaHeader> {
     if v != DELTA_VERSION {
         return Err(Error::UnsupportedVersion(v));
     }
-    let block_len = r.varint("delta block length")?;
-    if !(MIN_BLOCK_LEN as u64..=MAX_BLOCK_LEN as u64).contains(&block_len) {
-        return Err(Error::Malformed("delta block length out of range"));
+    let block_len = r.varint("delta unit length")?;
+    if !(MIN_SUB_LEN as u64..=MAX_BLOCK_LEN as u64).contains(&block_len) {
+        return Err(Error::Malformed("delta unit length out of range"));
     }
     let base_len = r.varint("delta base length")?;
     let window_log = r.u8("delta header")?;
@@ -70,8 +71,9 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
     if h.base_len != old.len() as u64 {
         return Err(Error::WrongBase);
     }
-    let bl = h.block_len as u64;
-    let blocks = h.base_len.div_ceil(bl);
+    let ul = h.block_len as u64;
+    let units = h.base_len.div_ceil(ul);
+    let mut prefix: Vec<u8> = Vec::new();
     let window = 1usize << h.window_log;
     let mut out: Vec<u8> = Vec::new();
     let mut lit: Vec<u8> = Vec::new();
@@ -90,11 +92,11 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
                 let rel = unzigzag(r.varint("copy start")?);
                 let count = r.varint("copy count")?;
                 let start = (copy_next as i64).checked_add(rel).ok_or(Error::Malformed("copy start out of range"))?;
-                if start < 0 || count == 0 || start as u64 >= blocks || count > blocks - start as u64 {
+                if start < 0 || count == 0 || start as u64 >= units || count > units - start as u64 {
                     return Err(Error::Malformed("copy outside the base instance"));
                 }
-                let from = start as u64 * bl;
-                let to = ((start as u64 + count) * bl).min(h.base_len);
+                let from = start as u64 * ul;
+                let to = ((start as u64 + count) * ul).min(h.base_len);
                 grow(&out, to - from)?;
                 out.extend_from_slice(&old[from as usize..to as usize]);
                 copy_next = start as u64 + count;
@@ -121,10 +123,29 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
                     lit.clear();
                     lit.extend_from_slice(bytes);
                 } else {
+                    // Context: the output so far (one window), then the old runs named here.
+                    let runs = r.varint("literal context runs")?;
+                    prefix.clear();
+                    prefix.extend_from_slice(&out[out.len().saturating_sub(window)..]);
+                    let mut next: u64 = 0;
+                    for _ in 0..runs {
+                        let rel = unzigzag(r.varint("context run start")?);
+                        let count = r.varint("context run length")?;
+                        let first = (next as i64).checked_add(rel).ok_or(Error::Malformed("context run out of range"))?;
+                        if first < 0 || count == 0 || first as u64 >= units || count > units - first as u64 {
+                            return Err(Error::Malformed("context run outside the base instance"));
+                        }
+                        let from = first as u64 * ul;
+                        let to = ((first as u64 + count) * ul).min(h.base_len);
+                        if (prefix.len() as u64) + (to - from) > 2 * window as u64 + ul {
+                            return Err(Error::Malformed("literal context larger than the window"));
+                        }
+                        prefix.extend_from_slice(&old[from as usize..to as usize]);
+                        next = first as u64 + count;
+                    }
                     let n = r.varint("compressed literal length")?;
                     let comp = r.bytes(usize::try_from(n).unwrap_or(usize::MAX).min(r.remaining() + 1), "compressed literal bytes")?;
-                    let prefix = &out[out.len().saturating_sub(window)..];
-                    zstdx::decompress(&mut dctx, prefix, comp, raw as usize, &mut lit)?;
+                    zstdx::decompress(&mut dctx, &prefix, comp, raw as usize, &mut lit)?;
                 }
                 lit_pos = 0;
             }

@@ -52,10 +52,10 @@ pub fn roll(h: u64, out: u8, inb: u8, factor: u64) -> u64 {
         .wrapping_add(TABLE[inb as usize])
 }
 
-/// The `bytes` most significant bytes of a rolling hash, as stored in a signature.
+/// The `bits` most significant bits of a rolling hash, as stored in a signature.
 #[inline(always)]
-pub fn weak(h: u64, bytes: u8) -> u32 {
-    (h >> (64 - 8 * bytes as u32)) as u32
+pub fn weak(h: u64, bits: u8) -> u32 {
+    (h >> (64 - bits as u32)) as u32
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! Signatures: what a client sends about the copy it holds.
 //!
 //! The instance is cut into blocks of `block_len` bytes (the last one may be
-//! shorter). For each block the signature keeps the top `weak_len` bytes of
-//! the rolling checksum and the low `strong_len` bytes of its xxh3-64. The
-//! byte layout is in docs/protocol.md.
+//! shorter). For each block the signature keeps the top `weak_bits` of the
+//! rolling checksum and the low `strong_bits` of its xxh3-64, packed as a
+//! bit stream. The byte layout is in docs/protocol.md.
 
 use crate::error::{Error, Result};
 use crate::rollsum;
 use crate::wire::{put_varint, Reader};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// First bytes of every signature: "hs", then the format version.
 pub const SIG_MAGIC: [u8; 2] = *b"hs";
@@ -19,21 +19,52 @@ pub const SIG_VERSION: u8 = 1;
 pub const MAX_SIGNATURE_LEN: usize = 4608;
 pub const MIN_BLOCK_LEN: u32 = 16;
 pub const MAX_BLOCK_LEN: u32 = 1 << 24;
+pub const MIN_SUB_LEN: u32 = 8;
 /// Largest instance length a signature may describe (8 GiB; larger copies are refetched whole).
 pub const MAX_INSTANCE_LEN: u64 = 1 << 33;
+/// Seed of the sub-block check (xxh3-64 with this seed, low `sub_bits` bits).
+pub const SUB_SEED: u64 = 0x6873_796e_6373_7562; // "hsyncsub"
 
-/// How a signature is cut and how many bytes each block costs.
+/// How a signature is cut and how many bits each block costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SigParams {
     pub block_len: u32,
-    pub weak_len: u8,
-    pub strong_len: u8,
+    /// Bits of the rolling checksum kept per block (1..=32).
+    pub weak_bits: u8,
+    /// Bits of the strong checksum kept per block (1..=32).
+    pub strong_bits: u8,
+    /// Each block is also cut into `2^sub_log` sub-blocks ...
+    pub sub_log: u8,
+    /// ... each with a check of `sub_bits` bits (0: no sub-block checks).
+    pub sub_bits: u8,
 }
 
-/// Probability budget for a false block match anywhere in one response,
-/// as a power of two: bits per block are chosen so that
-/// `new_len * blocks * 2^-bits <= 2^-FALSE_MATCH_MARGIN`. A false match is
-/// caught by the delta's whole-instance digest (the client then refetches).
+/// Knobs of [`SigParams::choose`].
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Block length is about `block_scale * sqrt(len)`.
+    pub block_scale: f64,
+    pub min_block: u32,
+    /// Sub-blocks per block (log2; 0 = none) and bits per sub-block check.
+    pub sub_log: u8,
+    pub sub_bits: u8,
+    /// See [`FALSE_MATCH_MARGIN`].
+    pub margin: f64,
+    /// Margin (bits) for the check of the block right after a match.
+    pub pinned_margin: f64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { block_scale: 1.5, min_block: 64, sub_log: 0, sub_bits: 16, margin: FALSE_MATCH_MARGIN, pinned_margin: 14.0 }
+    }
+}
+
+/// Probability budget for a false match found by the search, as a power of
+/// two: a search match needs two consecutive blocks, and their bits are
+/// chosen so that `new_len * blocks * 2^-(2 * bits) <= 2^-FALSE_MATCH_MARGIN`.
+/// A false match is caught by the delta's whole-instance digest (the client
+/// then refetches).
 pub const FALSE_MATCH_MARGIN: f64 = 12.0;
 
 impl SigParams {
@@ -44,41 +75,88 @@ impl SigParams {
     }
 
     /// As [`SigParams::for_len`], with another size cap (at least 64 bytes).
-    ///
-    /// The block length grows with the square root of the instance length
-    /// (as in rsync): the cost of a changed region is about one block of
-    /// literal bytes, and the signature costs `len / block_len` entries, so
-    /// the sum is smallest near `sqrt(len * entry_bytes / edits)`.
     pub fn for_len_within(len: u64, max_sig: usize) -> SigParams {
+        Self::choose(len, max_sig, &Tuning::default())
+    }
+
+    /// The choice behind [`SigParams::for_len`], with its knobs exposed for
+    /// experiments (the corpus sweep example).
+    ///
+    /// - The block length grows with the square root of the instance length
+    ///   (as in rsync): a changed region costs about a block of literal bytes
+    ///   and the signature costs one entry per block, so their sum is
+    ///   smallest near `sqrt(len * entry / edits)`.
+    /// - A block is checked alone only at one position, right after a match
+    ///   (`blocks` comparisons in all): `log2(blocks) + pinned_margin` bits.
+    ///   A match found by searching anywhere needs the next block to match
+    ///   too, so twice the bits cover `len * blocks` comparisons with
+    ///   `margin` to spare. The delta's digest catches what slips through.
+    /// - Optional sub-block checks (off by default) let an edit cost a
+    ///   sub-block of literal bytes instead of a block, at a price in bits.
+    pub fn choose(len: u64, max_sig: usize, t: &Tuning) -> SigParams {
         let max_sig = max_sig.max(64);
         let lenf = (len.max(1)) as f64;
-        let mut block = (lenf.sqrt() * 2.0).ceil() as u64;
-        block = block.clamp(64, MAX_BLOCK_LEN as u64);
-        block = (block + 15) & !15;
+        let mut block = ((lenf.sqrt() * t.block_scale).ceil() as u64).clamp(t.min_block.max(MIN_BLOCK_LEN) as u64, MAX_BLOCK_LEN as u64);
         loop {
-            let blocks = len.div_ceil(block).max(1);
-            let bits = lenf.log2() + (blocks as f64).log2() + FALSE_MATCH_MARGIN;
-            let per = ((bits / 8.0).ceil() as u64).clamp(4, 8) as u8;
-            let size = header_len(block as u32, len) + blocks as usize * per as usize;
-            if size <= max_sig || block >= MAX_BLOCK_LEN as u64 {
-                let weak_len = per.div_ceil(2).min(4);
-                return SigParams { block_len: block as u32, weak_len, strong_len: per - weak_len };
+            let mut sub_log = t.sub_log;
+            while sub_log > 0 && (block >> sub_log) < 16 {
+                sub_log -= 1;
             }
-            block = (block + block / 8 + 15) & !15;
-            block = block.min(MAX_BLOCK_LEN as u64);
+            let sub_bits = if sub_log == 0 { 0 } else { t.sub_bits };
+            let align = 16u64 << sub_log;
+            let block_len = (block.div_ceil(align) * align).min(MAX_BLOCK_LEN as u64);
+            let blocks = len.div_ceil(block_len).max(1);
+            let lb = (blocks as f64).log2();
+            let pinned = lb + t.pinned_margin;
+            let search = (lenf.log2() + lb + t.margin) / 2.0;
+            let per = (pinned.max(search).ceil() as u8).clamp(16, 64);
+            let weak_bits = (per - 4).min(32);
+            let p = SigParams { block_len: block_len as u32, weak_bits, strong_bits: per - weak_bits, sub_log, sub_bits };
+            if p.signature_len(len) <= max_sig || block_len >= MAX_BLOCK_LEN as u64 {
+                return p;
+            }
+            block = block_len + block_len / 8;
         }
     }
 
-    pub fn entry_len(&self) -> usize {
-        self.weak_len as usize + self.strong_len as usize
+    /// Bits per block entry.
+    pub fn entry_bits(&self) -> usize {
+        self.weak_bits as usize + self.strong_bits as usize
+    }
+
+    /// Length of a sub-block (the unit of COPY in a delta).
+    pub fn sub_len(&self) -> u32 {
+        if self.sub_bits == 0 {
+            self.block_len
+        } else {
+            self.block_len >> self.sub_log
+        }
+    }
+
+    /// Sub-blocks per block.
+    pub fn subs_per_block(&self) -> usize {
+        (self.block_len / self.sub_len()) as usize
+    }
+
+    /// Bytes of the whole signature for an instance of `len` bytes.
+    pub fn signature_len(&self, len: u64) -> usize {
+        let blocks = len.div_ceil(self.block_len as u64) as usize;
+        let subs = if self.sub_bits == 0 { 0 } else { len.div_ceil(self.sub_len() as u64) as usize };
+        header_len(self.block_len, len) + (blocks * self.entry_bits() + subs * self.sub_bits as usize).div_ceil(8)
     }
 
     fn validate(&self) -> Result<()> {
         if !(MIN_BLOCK_LEN..=MAX_BLOCK_LEN).contains(&self.block_len) {
             return Err(Error::Malformed("block length out of range"));
         }
-        if !(1..=4).contains(&self.weak_len) || !(1..=8).contains(&self.strong_len) {
+        if !(1..=32).contains(&self.weak_bits) || !(1..=32).contains(&self.strong_bits) {
             return Err(Error::Malformed("checksum widths out of range"));
+        }
+        if self.sub_bits > 16 || (self.sub_bits == 0) != (self.sub_log == 0) || self.sub_log > 8 {
+            return Err(Error::Malformed("sub-block parameters out of range"));
+        }
+        if self.sub_bits > 0 && (self.block_len % (1 << self.sub_log) != 0 || self.sub_len() < MIN_SUB_LEN) {
+            return Err(Error::Malformed("sub-block length out of range"));
         }
         Ok(())
     }
@@ -90,17 +168,63 @@ fn varint_len(v: u64) -> usize {
 }
 
 fn header_len(block_len: u32, len: u64) -> usize {
-    SIG_MAGIC.len() + 2 + varint_len(block_len as u64) + varint_len(len)
+    SIG_MAGIC.len() + 4 + varint_len(block_len as u64) + varint_len(len)
 }
 
-/// The strong checksum of a block, truncated to `bytes`.
+/// The strong checksum of a block, truncated to its low `bits`.
 #[inline]
-pub fn strong(data: &[u8], bytes: u8) -> u64 {
-    let h = xxh3_64(data);
-    if bytes >= 8 {
-        h
-    } else {
-        h & ((1u64 << (8 * bytes as u32)) - 1)
+pub fn strong(data: &[u8], bits: u8) -> u32 {
+    (xxh3_64(data) & ((1u64 << bits) - 1)) as u32
+}
+
+/// The check of a sub-block, `bits` wide.
+#[inline]
+pub fn sub_check(data: &[u8], bits: u8) -> u16 {
+    (xxh3_64_with_seed(data, SUB_SEED) & ((1u64 << bits) - 1)) as u16
+}
+
+/// Writes fields of up to 32 bits, most significant bit first.
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl BitWriter<'_> {
+    fn put(&mut self, v: u32, bits: u8) {
+        self.acc = (self.acc << bits) | (v as u64 & ((1u64 << bits) - 1));
+        self.n += bits as u32;
+        while self.n >= 8 {
+            self.n -= 8;
+            self.out.push((self.acc >> self.n) as u8);
+        }
+        self.acc &= (1u64 << self.n) - 1;
+    }
+
+    fn finish(self) {
+        if self.n > 0 {
+            self.out.push((self.acc << (8 - self.n)) as u8);
+        }
+    }
+}
+
+struct BitReader<'a> {
+    it: std::slice::Iter<'a, u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl BitReader<'_> {
+    fn get(&mut self, bits: u8) -> Result<u32> {
+        while self.n < bits as u32 {
+            let b = *self.it.next().ok_or(Error::Truncated("signature block table"))?;
+            self.acc = (self.acc << 8) | b as u64;
+            self.n += 8;
+        }
+        self.n -= bits as u32;
+        let v = (self.acc >> self.n) as u32 & (((1u64 << bits) - 1) as u32);
+        self.acc &= (1u64 << self.n) - 1;
+        Ok(v)
     }
 }
 
@@ -110,10 +234,12 @@ pub struct Signature {
     pub params: SigParams,
     /// Length of the instance the signature describes.
     pub instance_len: u64,
-    /// Per block: the weak checksum's top `weak_len` bytes.
+    /// Per block: the weak checksum's top `weak_bits`.
     pub weak: Vec<u32>,
-    /// Per block: the strong checksum's low `strong_len` bytes.
-    pub strong: Vec<u64>,
+    /// Per block: the strong checksum's low `strong_bits`.
+    pub strong: Vec<u32>,
+    /// Per sub-block: its check (empty when `sub_bits` is 0).
+    pub sub: Vec<u16>,
 }
 
 /// Limits applied when parsing a signature from the wire.
@@ -150,16 +276,14 @@ impl Signature {
         self.weak.len()
     }
 
-    /// Length of block `i` (the last one may be short).
-    pub fn block_size(&self, i: usize) -> usize {
-        let bl = self.params.block_len as u64;
-        let start = i as u64 * bl;
-        (self.instance_len - start).min(bl) as usize
-    }
-
     /// Serialized size in bytes.
     pub fn encoded_len(&self) -> usize {
-        header_len(self.params.block_len, self.instance_len) + self.block_count() * self.params.entry_len()
+        self.params.signature_len(self.instance_len)
+    }
+
+    /// Number of sub-blocks (the COPY unit).
+    pub fn sub_count(&self) -> usize {
+        self.instance_len.div_ceil(self.params.sub_len() as u64) as usize
     }
 
     /// The wire form: exactly the bytes that go base64url-encoded into `Hsync-Signature`.
@@ -168,13 +292,20 @@ impl Signature {
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(&SIG_MAGIC);
         out.push(SIG_VERSION);
-        out.push((p.weak_len << 4) | p.strong_len);
+        out.push(p.weak_bits);
+        out.push(p.strong_bits);
+        out.push(if p.sub_bits == 0 { 0 } else { (p.sub_log << 4) | (p.sub_bits - 1) });
         put_varint(&mut out, p.block_len as u64);
         put_varint(&mut out, self.instance_len);
-        for (w, s) in self.weak.iter().zip(&self.strong) {
-            out.extend_from_slice(&w.to_be_bytes()[4 - p.weak_len as usize..]);
-            out.extend_from_slice(&s.to_be_bytes()[8 - p.strong_len as usize..]);
+        let mut w = BitWriter { out: &mut out, acc: 0, n: 0 };
+        for (&wk, &st) in self.weak.iter().zip(&self.strong) {
+            w.put(wk, p.weak_bits);
+            w.put(st, p.strong_bits);
         }
+        for &c in &self.sub {
+            w.put(c as u32, p.sub_bits);
+        }
+        w.finish();
         out
     }
 
@@ -192,37 +323,46 @@ impl Signature {
         if version != SIG_VERSION {
             return Err(Error::UnsupportedVersion(version));
         }
-        let widths = r.u8("signature header")?;
+        let weak_bits = r.u8("signature header")?;
+        let strong_bits = r.u8("signature header")?;
+        let subs = r.u8("signature header")?;
         let block_len = r.varint("signature block length")?;
         let instance_len = r.varint("signature instance length")?;
-        if block_len > MAX_BLOCK_LEN as u64 {
+        if !(MIN_BLOCK_LEN as u64..=MAX_BLOCK_LEN as u64).contains(&block_len) {
             return Err(Error::Malformed("block length out of range"));
         }
         if instance_len > MAX_INSTANCE_LEN {
             return Err(Error::Malformed("instance length out of range"));
         }
-        let params = SigParams { block_len: block_len as u32, weak_len: widths >> 4, strong_len: widths & 15 };
+        let (sub_log, sub_bits) = if subs == 0 { (0, 0) } else { (subs >> 4, (subs & 15) + 1) };
+        let params = SigParams { block_len: block_len as u32, weak_bits, strong_bits, sub_log, sub_bits };
         params.validate()?;
-        let entry = params.entry_len();
-        let blocks = instance_len.div_ceil(block_len);
-        let body = r.remaining();
-        // Checked before anything is allocated: the count must agree with the bytes present.
-        if body % entry != 0 {
-            return Err(Error::Truncated("signature block table"));
+        // Checked before anything is allocated: the counts must agree with the bytes present.
+        let expect = params.signature_len(instance_len);
+        if expect != bytes.len() {
+            return Err(if expect > bytes.len() {
+                Error::Truncated("signature block table")
+            } else {
+                Error::Malformed("signature longer than its block count")
+            });
         }
-        if (body / entry) as u64 != blocks {
-            return Err(Error::Malformed("block count does not match instance length"));
-        }
-        let blocks = blocks as usize;
+        let blocks = instance_len.div_ceil(block_len) as usize;
+        let nsub = if sub_bits == 0 { 0 } else { instance_len.div_ceil(params.sub_len() as u64) as usize };
         let mut weak = Vec::with_capacity(blocks);
         let mut strong = Vec::with_capacity(blocks);
+        let mut sub = Vec::with_capacity(nsub);
+        let mut br = BitReader { it: r.bytes(r.remaining(), "signature block table")?.iter(), acc: 0, n: 0 };
         for _ in 0..blocks {
-            let e = r.bytes(entry, "signature block table")?;
-            let (w, s) = e.split_at(params.weak_len as usize);
-            weak.push(w.iter().fold(0u32, |a, &b| (a << 8) | b as u32));
-            strong.push(s.iter().fold(0u64, |a, &b| (a << 8) | b as u64));
+            weak.push(br.get(weak_bits)?);
+            strong.push(br.get(strong_bits)?);
         }
-        Ok(Signature { params, instance_len, weak, strong })
+        for _ in 0..nsub {
+            sub.push(br.get(sub_bits)? as u16);
+        }
+        if br.acc != 0 {
+            return Err(Error::Malformed("signature padding bits are not zero"));
+        }
+        Ok(Signature { params, instance_len, weak, strong, sub })
     }
 }
 
@@ -238,13 +378,19 @@ impl SignatureBuilder {
         SignatureBuilder {
             params,
             block: Vec::with_capacity(params.block_len as usize),
-            sig: Signature { params, instance_len: 0, weak: Vec::new(), strong: Vec::new() },
+            sig: Signature { params, instance_len: 0, weak: Vec::new(), strong: Vec::new(), sub: Vec::new() },
         }
     }
 
     fn push_block(&mut self, data: &[u8]) {
-        self.sig.weak.push(rollsum::weak(rollsum::hash(data), self.params.weak_len));
-        self.sig.strong.push(strong(data, self.params.strong_len));
+        let p = self.params;
+        self.sig.weak.push(rollsum::weak(rollsum::hash(data), p.weak_bits));
+        self.sig.strong.push(strong(data, p.strong_bits));
+        if p.sub_bits > 0 {
+            for piece in data.chunks(p.sub_len() as usize) {
+                self.sig.sub.push(sub_check(piece, p.sub_bits));
+            }
+        }
     }
 
     pub fn update(&mut self, mut data: &[u8]) {
@@ -285,24 +431,29 @@ mod tests {
     fn params_fit_the_header_budget() {
         for len in [0u64, 1, 100, 5_000, 150_000, 1 << 20, 10 << 20, 1 << 30, 1 << 33] {
             let p = SigParams::for_len(len);
-            let blocks = len.div_ceil(p.block_len as u64) as usize;
-            let size = header_len(p.block_len, len) + blocks * p.entry_len();
-            assert!(size <= MAX_SIGNATURE_LEN, "len {len}: {size}");
+            assert!(p.signature_len(len) <= MAX_SIGNATURE_LEN, "len {len}: {}", p.signature_len(len));
+            assert!(p.validate().is_ok());
         }
     }
 
     #[test]
     fn round_trip_and_streaming_agree() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-        let sig = Signature::compute(&data);
-        let mut b = SignatureBuilder::new(sig.params);
-        for chunk in data.chunks(777) {
-            b.update(chunk);
+        for params in [
+            SigParams::for_len(data.len() as u64),
+            SigParams { block_len: 512, weak_bits: 13, strong_bits: 7, sub_log: 3, sub_bits: 11 },
+            SigParams { block_len: 64, weak_bits: 32, strong_bits: 32, sub_log: 0, sub_bits: 0 },
+        ] {
+            let sig = Signature::compute_with(&data, params);
+            let mut b = SignatureBuilder::new(sig.params);
+            for chunk in data.chunks(777) {
+                b.update(chunk);
+            }
+            assert_eq!(b.finish(), sig);
+            let bytes = sig.to_bytes();
+            assert_eq!(bytes.len(), sig.encoded_len());
+            assert_eq!(Signature::parse(&bytes, &SigLimits { max_len: usize::MAX }).unwrap(), sig);
         }
-        assert_eq!(b.finish(), sig);
-        let bytes = sig.to_bytes();
-        assert_eq!(bytes.len(), sig.encoded_len());
-        assert_eq!(Signature::parse(&bytes, &SigLimits::default()).unwrap(), sig);
     }
 
     #[test]
@@ -319,14 +470,16 @@ mod tests {
         longer.extend_from_slice(&[0; 5]);
         assert!(Signature::parse(&longer, &lim).is_err());
         assert!(matches!(Signature::parse(&sig, &SigLimits { max_len: 10 }), Err(Error::TooLarge(_))));
-        // absurd instance length with a tiny body
-        let mut absurd = vec![b'h', b's', 1, 0x32];
+        // An absurd instance length with a tiny body allocates nothing and fails.
+        let mut absurd = vec![b'h', b's', 1, 20, 4, 0];
         put_varint(&mut absurd, 16);
-        put_varint(&mut absurd, 1 << 39);
-        assert!(Signature::parse(&absurd, &lim).is_err());
-        // widths of zero
-        let mut v = sig.clone();
-        v[3] = 0;
-        assert!(Signature::parse(&v, &lim).is_err());
+        put_varint(&mut absurd, 1 << 32);
+        assert!(matches!(Signature::parse(&absurd, &lim), Err(Error::Truncated(_))));
+        // Widths of zero or too wide.
+        for (i, b) in [(3usize, 0u8), (4, 0), (3, 33), (4, 40)] {
+            let mut v = sig.clone();
+            v[i] = b;
+            assert!(Signature::parse(&v, &lim).is_err());
+        }
     }
 }
