@@ -1,21 +1,223 @@
-//! The Apache httpd arm of the server harness.
+//! The Apache arm of the server harness: a throwaway Apache httpd 2.4
+//! (Debian's /usr/sbin/apache2, in the foreground) with
+//! `target/modules/mod_hsync.so`, its config, logs and pid file in a temp
+//! dir, on a free loopback port; stopped on drop ([`RunningServer`]).
 //!
-//! PLACEHOLDER, to be replaced by the Apache module's owner. Expected:
+//! The generated httpd.conf loads only what is needed from
+//! /usr/lib/apache2/modules (mpm_event, authz_core, mime, filter, deflate,
+//! headers, lua, proxy, proxy_http; log_config and unixd are built in) and
+//! serves the locations of [`Options`]:
 //!
-//! ```ignore
-//! pub fn start(opts: &crate::Options) -> crate::RunningServer
-//! ```
+//! * `/`       the docroot; `AddOutputFilterByType HSYNC text/html`
+//!   (and `DEFLATE` with `gzip`);
+//! * `/pre/`   `Content-Encoding: gzip` added, `/nt/` `Cache-Control:
+//!   no-transform` added, both by a mod_lua fixup hook, i.e. before the
+//!   handler, as nginx's add_header is seen by its filters. (mod_headers'
+//!   `Header set` is applied by an output filter that runs after HSYNC and
+//!   DEFLATE, so neither would see it; `Header early` cannot be limited to
+//!   a path.)
+//! * `/off/`   without HSYNC (`FilterChain !`, DEFLATE added back with gzip);
+//! * `/proxy/` `ProxyPass` to the upstream, prefix stripped.
 //!
-//! writes an httpd.conf into `crate::temp_dir("apache")` that loads
-//! `crate::ServerKind::Apache.module()` (target/modules/mod_hsync.so) and
-//! implements every location listed on [`crate::Options`] (`/`, `/pre/`,
-//! `/nt/`, `/off/`, `/proxy/`, `gzip` via mod_deflate, `max_signature`,
-//! `module: false` = same config without mod_hsync), error log at info
-//! level, access log lines ending with `%{hsync_ratio}n`; then starts
-//! `httpd -DFOREGROUND` on `crate::free_port()` with
-//! `crate::RunningServer::spawn(...)` (stopped with SIGTERM on drop).
-//! `crate::nginx::start` is the model.
+//! Build the module first: `build/modules apache`.
 
-pub fn start(_opts: &crate::Options) -> crate::RunningServer {
-    panic!("apache harness not implemented (tests/src/apache.rs)")
+use crate::{free_port, temp_dir, Options, RunningServer, ServerKind};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where Debian keeps httpd's modules.
+pub const MODULES_DIR: &str = "/usr/lib/apache2/modules";
+/// Debian's httpd binary.
+pub const HTTPD: &str = "/usr/sbin/apache2";
+
+/// Apache-only knobs, beyond the shared [`Options`] (for tests/apache_module.rs).
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// `HsyncMinLength`, `HsyncCompressionLevel`.
+    pub min_length: Option<u64>,
+    pub level: Option<i32>,
+    /// Replace the `AddOutputFilterByType` lines for `/` with these lines
+    /// (e.g. `SetOutputFilter DEFLATE;HSYNC`); the module stays loaded.
+    pub filters: Option<String>,
+    /// Threads per child process (default 16).
+    pub threads: Option<u32>,
+    /// Appended to httpd.conf (server context).
+    pub conf: String,
+}
+
+/// Starts Apache as [`Options`] say (panics with the error log if it cannot).
+pub fn start(opts: &Options) -> RunningServer {
+    start_with(opts, &Extra::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts Apache with Apache-only extras; `Err` with the error log when
+/// httpd refuses the configuration or exits.
+pub fn start_with(opts: &Options, extra: &Extra) -> Result<RunningServer, String> {
+    let dir = temp_dir("apache");
+    let port = free_port();
+    let conf = dir.join("httpd.conf");
+    std::fs::write(&conf, config(opts, extra, &dir, port)).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(HTTPD);
+    cmd.arg("-f").arg(&conf).arg("-DFOREGROUND");
+    // Debian's apache2 reads its envvars only via apache2ctl; make sure
+    // nothing from the environment points it at /etc/apache2.
+    cmd.env_remove("APACHE_CONFDIR").env_remove("APACHE_ARGUMENTS");
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    if let Ok(f) = std::fs::File::create(dir.join("stderr.log")) {
+        cmd.stderr(f);
+    }
+    let error_log = dir.join("error.log");
+    let access_log = dir.join("access.log");
+    let pid = dir.join("httpd.pid");
+    RunningServer::spawn(ServerKind::Apache, dir.clone(), cmd, port, Some(&pid), error_log, access_log).map_err(|e| {
+        let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+        format!("{e}\n{stderr}")
+    })
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn load(c: &mut String, name: &str, file: &str) {
+    // log_config and unixd are compiled into Debian's httpd; the others are DSOs.
+    let _ = writeln!(c, "<IfModule !{name}>\n    LoadModule {name} {MODULES_DIR}/{file}\n</IfModule>");
+}
+
+fn q(p: &Path) -> String {
+    format!("\"{}\"", p.display())
+}
+
+/// The httpd.conf for `opts`, listening on 127.0.0.1:`port`, files in `dir`.
+pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
+    let mut c = String::new();
+    let docroot: PathBuf = opts.docroot.clone();
+    let procs = opts.workers.max(1);
+    let threads = extra.threads.unwrap_or(16).max(1);
+
+    let _ = writeln!(c, "# generated by tests/src/apache.rs");
+    let _ = writeln!(c, "ServerRoot {}\nServerName 127.0.0.1\nListen 127.0.0.1:{port}", q(dir));
+    let _ = writeln!(c, "PidFile {}\nDefaultRuntimeDir {}", q(&dir.join("httpd.pid")), q(dir));
+    let _ = writeln!(c, "ErrorLog {}\nLogLevel info", q(&dir.join("error.log")));
+    load(&mut c, "mpm_event_module", "mod_mpm_event.so");
+    load(&mut c, "unixd_module", "mod_unixd.so");
+    load(&mut c, "log_config_module", "mod_log_config.so");
+    load(&mut c, "authz_core_module", "mod_authz_core.so");
+    load(&mut c, "mime_module", "mod_mime.so");
+    load(&mut c, "filter_module", "mod_filter.so");
+    load(&mut c, "deflate_module", "mod_deflate.so");
+    load(&mut c, "headers_module", "mod_headers.so");
+    load(&mut c, "lua_module", "mod_lua.so");
+    load(&mut c, "proxy_module", "mod_proxy.so");
+    load(&mut c, "proxy_http_module", "mod_proxy_http.so");
+    if opts.module {
+        let _ = writeln!(c, "LoadModule hsync_module {}", q(&ServerKind::Apache.module()));
+    }
+    if is_root() {
+        // httpd will not serve as root; the temp dir and docroot are world-readable.
+        let _ = writeln!(c, "User nobody\nGroup nogroup");
+    }
+    let _ = writeln!(
+        c,
+        "ServerLimit {procs}\nStartServers {procs}\nThreadLimit {threads}\nThreadsPerChild {threads}\n\
+         MaxRequestWorkers {}\nMinSpareThreads 1\nMaxSpareThreads {}\nMaxConnectionsPerChild 0",
+        procs * threads,
+        procs * threads
+    );
+    let _ = writeln!(c, "KeepAlive On\nMaxKeepAliveRequests 0\nKeepAliveTimeout 30\nTimeout 60");
+    let _ = writeln!(c, "ServerTokens Prod\nFileETag MTime Size");
+    // MIME types as in the shared contract: .html, .txt, else octet-stream.
+    let types = dir.join("mime.types");
+    let _ = std::fs::write(&types, "text/html html\ntext/plain txt\n");
+    let _ = writeln!(c, "TypesConfig {}", q(&types));
+    let _ = writeln!(
+        c,
+        "LogFormat \"%h \\\"%r\\\" %>s %b %{{hsync_ratio}}n\" hsync\nCustomLog {} hsync",
+        q(&dir.join("access.log"))
+    );
+
+    let _ = writeln!(c, "DocumentRoot {}", q(&docroot));
+    let _ = writeln!(
+        c,
+        "<Directory {}>\n    Require all granted\n    AllowOverride None\n    Options None\n\
+         \x20   <FilesMatch \"^(?!.*\\.(html|txt)$)\">\n        ForceType application/octet-stream\n    </FilesMatch>\n</Directory>",
+        q(&docroot)
+    );
+    let _ = writeln!(c, "<Location />\n    Require all granted\n</Location>");
+
+    // Response headers the filters must see: set before the handler runs.
+    let lua = dir.join("headers.lua");
+    let _ = std::fs::write(
+        &lua,
+        "function pre(r)\n  r.headers_out['Content-Encoding'] = 'gzip'\n  return apache2.DECLINED\nend\n\
+         function nt(r)\n  r.headers_out['Cache-Control'] = 'no-transform'\n  return apache2.DECLINED\nend\n",
+    );
+    let _ = writeln!(c, "<Location /pre/>\n    LuaHookFixups {} pre\n</Location>", q(&lua));
+    let _ = writeln!(c, "<Location /nt/>\n    LuaHookFixups {} nt\n</Location>", q(&lua));
+
+    if let Some(up) = opts.upstream {
+        let _ = writeln!(c, "ProxyPass /proxy/ http://{up}/\nProxyPassReverse /proxy/ http://{up}/");
+    }
+
+    if opts.module {
+        match &extra.filters {
+            Some(lines) => {
+                let _ = writeln!(c, "{lines}");
+            }
+            None => {
+                let _ = writeln!(c, "AddOutputFilterByType HSYNC text/html");
+                if opts.gzip {
+                    let _ = writeln!(c, "AddOutputFilterByType DEFLATE text/html");
+                }
+            }
+        }
+        if let Some(v) = opts.max_signature {
+            let _ = writeln!(c, "HsyncMaxSignature {v}");
+        }
+        if let Some(v) = extra.min_length {
+            let _ = writeln!(c, "HsyncMinLength {v}");
+        }
+        if let Some(v) = extra.level {
+            let _ = writeln!(c, "HsyncCompressionLevel {v}");
+        }
+        // /off/: no HSYNC (the chain is emptied there; DEFLATE comes back with gzip)
+        let _ = writeln!(c, "<Location /off/>\n    FilterChain !");
+        if opts.gzip {
+            let _ = writeln!(c, "    AddOutputFilterByType DEFLATE text/html");
+        }
+        let _ = writeln!(c, "</Location>");
+    } else if opts.gzip {
+        let _ = writeln!(c, "AddOutputFilterByType DEFLATE text/html");
+    }
+    if let Some(cores) = std::env::var_os("HSYNC_APACHE_COREDIR") {
+        // debugging crashed children: `ulimit -c unlimited` and a world-writable dir
+        let _ = writeln!(c, "CoreDumpDirectory {}", q(Path::new(&cores)));
+    }
+    c.push_str(&extra.conf);
+    c.push('\n');
+    c
+}
+
+/// The worker children of a running httpd (for RSS measurements).
+pub fn child_pids(parent: u32) -> Vec<u32> {
+    let mut v = vec![];
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // "pid (comm) state ppid ..."
+            if let Some((_, rest)) = stat.rsplit_once(')') {
+                if rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+                    v.push(pid);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The parent httpd's pid, from the instance's pid file.
+pub fn parent_pid(s: &RunningServer) -> Option<u32> {
+    std::fs::read_to_string(s.dir.join("httpd.pid")).ok()?.trim().parse().ok()
 }
