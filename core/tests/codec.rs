@@ -1,0 +1,279 @@
+//! Round trips and hostile input for the codec.
+
+use hsync_core::{delta, delta_with, patch, EncodeOptions, Encoder, Error, SigParams, Signature};
+use proptest::prelude::*;
+
+fn round_trip(old: &[u8], new: &[u8]) -> Vec<u8> {
+    let sig = Signature::compute(old);
+    let d = delta(&sig, new).unwrap();
+    let rebuilt = patch(old, &d).unwrap();
+    assert_eq!(rebuilt, new);
+    d
+}
+
+/// Text that looks like a page: repeated markup with varying words.
+fn page(seed: u64, len: usize) -> Vec<u8> {
+    let words = ["<div class=\"post\">", "hsync", "delta", "</div>\n", "<p>", "the", "server", "client", "block", "</p>"];
+    let mut x = seed;
+    let mut out = Vec::with_capacity(len + 32);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(format!("{}", x % 1000).as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn edits_at_start_middle_end() {
+    let old = page(1, 200_000);
+    for at in [0, 1, 5_000, 100_000, 199_990, 200_000] {
+        let mut new = old.clone();
+        new.splice(at..at, b"<b>inserted text</b>".iter().copied());
+        let d = round_trip(&old, &new);
+        assert!(d.len() < 4_000, "insert at {at}: delta {}", d.len());
+        let mut new = old.clone();
+        let end = (at + 300).min(new.len());
+        new.drain(at..end);
+        round_trip(&old, &new);
+        let mut new = old.clone();
+        if at < new.len() {
+            new[at] ^= 0x20;
+        }
+        round_trip(&old, &new);
+    }
+}
+
+#[test]
+fn empty_tiny_and_smaller_than_a_block() {
+    let cases: [(&[u8], &[u8]); 7] = [
+        (b"", b""),
+        (b"", b"new"),
+        (b"old", b""),
+        (b"a", b"a"),
+        (b"short old", b"short new"),
+        (b"0123456789abcdef0123", b"0123456789abcdef0123"),
+        (b"xyz", &[0u8; 100_000]),
+    ];
+    for (old, new) in cases {
+        round_trip(old, new);
+    }
+}
+
+#[test]
+fn identical_instance_costs_almost_nothing() {
+    let old = page(7, 1 << 20);
+    let d = round_trip(&old, &old);
+    assert!(d.len() < 64, "identical 1 MiB: delta {}", d.len());
+}
+
+#[test]
+fn repetitive_content() {
+    let old = vec![b'a'; 300_000];
+    let mut new = old.clone();
+    new.extend_from_slice(b"tail");
+    round_trip(&old, &new);
+    let old: Vec<u8> = b"<tr><td>1</td></tr>".iter().cycle().take(500_000).copied().collect();
+    let mut new = old.clone();
+    new[250_000] = b'X';
+    let d = round_trip(&old, &new);
+    assert!(d.len() < 2_000, "repetitive: delta {}", d.len());
+}
+
+#[test]
+fn moved_blocks_are_found() {
+    let a = page(3, 60_000);
+    let b = page(4, 60_000);
+    let old = [a.clone(), b.clone()].concat();
+    let new = [b, a].concat();
+    let d = round_trip(&old, &new);
+    assert!(d.len() < 3_000, "swap: delta {}", d.len());
+}
+
+#[test]
+fn unrelated_content_still_round_trips() {
+    let old = page(5, 100_000);
+    let new: Vec<u8> = (0..150_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    round_trip(&old, &new);
+}
+
+#[test]
+fn streaming_in_any_pieces_matches_one_shot() {
+    let old = page(11, 300_000);
+    let mut new = old.clone();
+    new.splice(1000..1000, page(12, 5000));
+    new.drain(150_000..150_500);
+    let sig = Signature::compute(&old);
+    let one = delta(&sig, &new).unwrap();
+    for piece in [1usize, 7, 100, 4096, 65536] {
+        let mut e = Encoder::new(sig.clone());
+        let mut out = Vec::new();
+        for c in new.chunks(piece) {
+            e.update(c, &mut out).unwrap();
+        }
+        e.finish(&mut out).unwrap();
+        assert_eq!(patch(&old, &out).unwrap(), new, "piece {piece}");
+        // Same matches whatever the pieces; only chunk boundaries of literals may differ.
+        assert!(out.len() <= one.len() + 64, "piece {piece}: {} vs {}", out.len(), one.len());
+    }
+}
+
+#[test]
+fn flush_keeps_the_delta_valid() {
+    let old = page(13, 100_000);
+    let mut new = old.clone();
+    new.splice(50_000..50_000, b"fresh".iter().copied());
+    let mut e = Encoder::new(Signature::compute(&old));
+    let mut out = Vec::new();
+    for c in new.chunks(10_000) {
+        e.update(c, &mut out).unwrap();
+        e.flush(&mut out).unwrap();
+    }
+    e.finish(&mut out).unwrap();
+    assert_eq!(patch(&old, &out).unwrap(), new);
+}
+
+#[test]
+fn memory_does_not_grow_with_the_body() {
+    // 64 MiB of new content against a small signature: the encoder's
+    // buffers stay bounded (checked through its output arriving as it goes).
+    let old = page(17, 50_000);
+    let mut e = Encoder::new(Signature::compute(&old));
+    let chunk = page(18, 1 << 20);
+    let mut produced = 0usize;
+    for _ in 0..64 {
+        let mut out = Vec::new();
+        e.update(&chunk, &mut out).unwrap();
+        produced += out.len();
+    }
+    assert!(produced > 1 << 20, "output must stream, got {produced} bytes before finish");
+}
+
+#[test]
+fn sub_block_checks_round_trip() {
+    let old = page(19, 120_000);
+    let mut new = old.clone();
+    new[30_000] ^= 1;
+    new.splice(90_000..90_000, b"ins".iter().copied());
+    let p = SigParams { block_len: 2048, weak_bits: 24, strong_bits: 8, sub_log: 3, sub_bits: 16 };
+    let sig = Signature::compute_with(&old, p);
+    let with = delta(&sig, &new).unwrap();
+    assert_eq!(patch(&old, &with).unwrap(), new);
+    let plain = delta(&Signature::compute_with(&old, SigParams { sub_log: 0, sub_bits: 0, ..p }), &new).unwrap();
+    assert!(with.len() < plain.len(), "sub-blocks {} vs plain {}", with.len(), plain.len());
+}
+
+#[test]
+fn wrong_base_and_corrupt_deltas_fail() {
+    let old = page(21, 80_000);
+    let mut new = old.clone();
+    new.splice(40_000..40_000, page(22, 3000));
+    let d = delta(&Signature::compute(&old), &new).unwrap();
+    // Another base of the same length: digest mismatch or wrong copies, never wrong bytes.
+    let mut other = old.clone();
+    other[10] ^= 1;
+    assert_eq!(patch(&other, &d), Err(Error::DigestMismatch));
+    assert_eq!(patch(&old[1..], &d), Err(Error::WrongBase));
+    // Every truncation fails.
+    for n in 0..d.len() {
+        assert!(patch(&old, &d[..n]).is_err(), "truncated at {n}");
+    }
+    // Every single bit flip fails (or, at worst, still yields exactly `new`).
+    for i in 0..d.len() {
+        for bit in [0, 3, 7] {
+            let mut c = d.clone();
+            c[i] ^= 1 << bit;
+            if let Ok(out) = patch(&old, &c) {
+                assert_eq!(out, new, "flip at byte {i} bit {bit} gave wrong bytes");
+            }
+        }
+    }
+    // Trailing garbage.
+    let mut c = d.clone();
+    c.push(0);
+    assert!(patch(&old, &c).is_err());
+}
+
+#[test]
+fn absurd_lengths_are_rejected_without_allocating() {
+    let old = b"hello world, this is the old instance".to_vec();
+    let mut d = b"hsd\x01".to_vec();
+    d.push(16); // unit length
+    d.push(old.len() as u8); // base length
+    d.push(18); // window log
+    // A raw literal chunk claiming 2^62 bytes.
+    d.push(4);
+    d.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]);
+    assert!(matches!(patch(&old, &d), Err(Error::Malformed(_))));
+    // A copy of 2^40 units.
+    let mut d2 = b"hsd\x01\x10".to_vec();
+    d2.push(old.len() as u8);
+    d2.push(18);
+    d2.extend_from_slice(&[1, 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
+    assert!(matches!(patch(&old, &d2), Err(Error::Malformed(_))));
+}
+
+#[test]
+fn options_change_size_not_result() {
+    let old = page(23, 150_000);
+    let mut new = old.clone();
+    new.splice(10..10, page(24, 20_000));
+    let sig = Signature::compute(&old);
+    for (level, window_log, batch) in [(1, 10, 1), (3, 16, 4096), (19, 20, 1 << 19)] {
+        let d = delta_with(&sig, &new, EncodeOptions { level, window_log, batch }).unwrap();
+        assert_eq!(patch(&old, &d).unwrap(), new);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_round_trips(old in proptest::collection::vec(any::<u8>(), 0..20_000),
+                          edits in proptest::collection::vec((any::<u16>(), 0usize..200, proptest::collection::vec(any::<u8>(), 0..300)), 0..6)) {
+        let mut new = old.clone();
+        for (at, del, ins) in edits {
+            let at = if new.is_empty() { 0 } else { at as usize % (new.len() + 1) };
+            let end = (at + del).min(new.len());
+            new.splice(at..end, ins);
+        }
+        let sig = Signature::compute(&old);
+        let d = delta(&sig, &new).unwrap();
+        prop_assert_eq!(patch(&old, &d).unwrap(), new);
+    }
+
+    #[test]
+    fn small_blocks_random_params(old in proptest::collection::vec(0u8..4, 0..5_000),
+                                  new in proptest::collection::vec(0u8..4, 0..5_000),
+                                  block in 16u32..200, wb in 1u8..=32, sb in 1u8..=32) {
+        // Tiny alphabets make many false weak matches: the digest must still hold.
+        let p = SigParams { block_len: block, weak_bits: wb, strong_bits: sb, sub_log: 0, sub_bits: 0 };
+        let sig = Signature::compute_with(&old, p);
+        let d = delta(&sig, &new).unwrap();
+        match patch(&old, &d) {
+            Ok(out) => prop_assert_eq!(out, new),
+            Err(e) => prop_assert_eq!(e, Error::DigestMismatch),
+        }
+    }
+
+    #[test]
+    fn patch_never_panics(old in proptest::collection::vec(any::<u8>(), 0..2_000),
+                          junk in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let mut d = b"hsd\x01".to_vec();
+        d.extend_from_slice(&junk);
+        let _ = patch(&old, &d);
+        let _ = patch(&old, &junk);
+    }
+
+    #[test]
+    fn signature_parse_never_panics(junk in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let mut s = b"hs\x01".to_vec();
+        s.extend_from_slice(&junk);
+        let _ = Signature::parse(&s, &Default::default());
+        let _ = Signature::parse(&junk, &Default::default());
+    }
+}
