@@ -218,7 +218,7 @@ impl DiskCache {
     pub fn list(&self) -> Vec<EntryInfo> {
         let idx = self.index.lock().unwrap();
         let mut v: Vec<EntryInfo> = idx.map.values().cloned().collect();
-        v.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        v.sort_by_key(|e| std::cmp::Reverse(e.last_used));
         v
     }
 

@@ -148,6 +148,7 @@ pub struct Stats {
 /// Per-URL counters for the status page.
 #[derive(Debug, Clone, Default)]
 pub struct UrlStats {
+    /// Responses served from a cached copy (fresh, 304, delta or stale); counted by the proxy.
     pub hits: u64,
     pub requests: u64,
     pub wire: u64,
@@ -373,10 +374,7 @@ impl Fetcher {
                 BeforeRequest::Fresh(_) => {
                     let mut headers = from_pairs(&e.meta.headers);
                     headers.insert(header::AGE, HeaderValue::from(e.meta.policy.age(now).as_secs()));
-                    self.note(&url, |s| {
-                        s.hits += 1;
-                        s.last_source = Some(Source::Fresh.as_str());
-                    });
+                    self.note(&url, |s| s.last_source = Some(Source::Fresh.as_str()));
                     return Ok(Outcome {
                         url,
                         status: StatusCode::from_u16(e.meta.status).unwrap_or(StatusCode::OK),
@@ -433,9 +431,6 @@ impl Fetcher {
                     let (wb, src) = (o.wire_bytes, o.source);
                     self.note(&url, |s| {
                         s.wire += wb;
-                        if matches!(src, Source::Revalidated | Source::Delta) {
-                            s.hits += 1;
-                        }
                         s.last_source = Some(src.as_str());
                     });
                     return Ok(o);
@@ -452,10 +447,7 @@ impl Fetcher {
                     let mut headers = from_pairs(&e.meta.headers);
                     headers.insert(header::AGE, HeaderValue::from(e.meta.policy.age(now).as_secs()));
                     headers.insert(HeaderName::from_static("warning"), HeaderValue::from_static(STALE_WARNING));
-                    self.note(&url, |s| {
-                        s.hits += 1;
-                        s.last_source = Some(Source::Stale.as_str());
-                    });
+                    self.note(&url, |s| s.last_source = Some(Source::Stale.as_str()));
                     return Ok(Outcome {
                         url,
                         status: StatusCode::from_u16(e.meta.status).unwrap_or(StatusCode::OK),

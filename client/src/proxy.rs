@@ -159,6 +159,9 @@ impl Proxy {
             let s = m.entry(o.url.clone()).or_default();
             s.requests += 1;
             s.delivered += body.len() as u64;
+            if matches!(o.source, Source::Fresh | Source::Revalidated | Source::Delta | Source::Stale) {
+                s.hits += 1;
+            }
         }
         let mut r = Response::new(Full::new(body));
         *r.status_mut() = status;
@@ -271,7 +274,7 @@ impl Proxy {
         ));
         // Chart: delivered vs on the wire for the busiest URLs.
         let mut busiest: Vec<(String, u64, u64)> = per.iter().map(|(u, s)| (u.clone(), s.delivered, s.wire)).collect();
-        busiest.sort_by(|a, b| b.1.cmp(&a.1));
+        busiest.sort_by_key(|b| std::cmp::Reverse(b.1));
         busiest.truncate(15);
         if !busiest.is_empty() {
             let max = busiest.iter().map(|b| b.1.max(b.2)).max().unwrap_or(1).max(1) as f64;
