@@ -441,27 +441,6 @@ pub fn proxy_child_main() {
     std::process::exit(1);
 }
 
-/// The `hsync` binary: target/{debug,release}/hsync, built first if missing.
-pub fn hsync_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("HSYNC_BIN") {
-        return p.into();
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        // Always (re)build the debug binary so it matches this library's source.
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "hsync"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build -p hsync");
-        assert!(st.success(), "cargo build -p hsync failed");
-    });
-    target.join("debug").join("hsync")
-}
-
 /// Waits until something accepts connections on `addr`.
 pub fn wait_listening(addr: SocketAddr) {
     for _ in 0..200 {
