@@ -1,1 +1,54 @@
-fn main(){}
+//! Throughput of signature, delta and patch (criterion).
+//! `cargo bench -p hsync-core --bench codec`
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hsync_core::{delta, patch, Encoder, Signature};
+use std::path::PathBuf;
+
+fn corpus(rel: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus").join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// ~10 MB: successive feed versions concatenated (old), and the same with the
+/// next versions (new): realistic edits at many places.
+fn big_pair() -> (Vec<u8>, Vec<u8>) {
+    let (mut old, mut new) = (Vec::new(), Vec::new());
+    while old.len() < 10_000_000 {
+        for i in 1..30 {
+            old.extend(corpus(&format!("atom-feed/{i:03}.xml")));
+            new.extend(corpus(&format!("atom-feed/{:03}.xml", i + 1)));
+        }
+    }
+    (old, new)
+}
+
+fn bench(c: &mut Criterion) {
+    let page_old = corpus("blog-home/029.html");
+    let page_new = corpus("blog-home/030.html");
+    let (big_old, big_new) = big_pair();
+    for (name, old, new) in [("page-150KB", &page_old, &page_new), ("feeds-10MB", &big_old, &big_new)] {
+        let sig = Signature::compute(old);
+        let d = delta(&sig, new).unwrap();
+        let mut g = c.benchmark_group(name);
+        g.sample_size(if old.len() > 1 << 20 { 10 } else { 50 });
+        g.throughput(Throughput::Bytes(old.len() as u64));
+        g.bench_function(BenchmarkId::new("signature", old.len()), |b| b.iter(|| Signature::compute(old)));
+        g.throughput(Throughput::Bytes(new.len() as u64));
+        g.bench_function(BenchmarkId::new("delta", new.len()), |b| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(d.len());
+                let mut e = Encoder::new(sig.clone());
+                for chunk in new.chunks(16 << 10) {
+                    e.update(chunk, &mut out).unwrap();
+                }
+                e.finish(&mut out).unwrap();
+                out
+            })
+        });
+        g.bench_function(BenchmarkId::new("patch", new.len()), |b| b.iter(|| patch(old, &d).unwrap()));
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

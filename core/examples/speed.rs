@@ -8,7 +8,7 @@ fn main() {
     let sig = Signature::compute(&old);
     for level in [1, 3, 6, 9, 12, 19] {
         for wl in [16u8, 17, 18] {
-            let o = EncodeOptions { level, window_log: wl, batch: 65536 };
+            let o = EncodeOptions { level, window_log: wl, ..Default::default() };
             let n = 50;
             let t = Instant::now();
             let mut len = 0;

@@ -35,11 +35,24 @@ pub struct EncodeOptions {
     pub window_log: u8,
     /// Literal bytes gathered before a chunk is compressed and emitted.
     pub batch: usize,
+    /// Context bytes a chunk may be compressed against: up to a window of
+    /// output before it plus a window of copies after it, drawn from a
+    /// credit that starts at `context_credit` and grows by one byte for every
+    /// `context_ratio` bytes of input, but never less than `min_context`.
+    /// Indexing context is what costs time: a page gets all it can use, a
+    /// long body with many small edits a share proportionate to its length.
+    pub context_credit: usize,
+    pub context_ratio: usize,
+    pub min_context: usize,
+    /// Once this many literal bytes have been compressed, later chunks use
+    /// `fast_level`: a body that is mostly new content is not worth level 9.
+    pub fast_after: u64,
+    pub fast_level: i32,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10 }
+        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10, context_credit: 1 << 20, context_ratio: 4, min_context: 16 << 10, fast_after: 512 << 10, fast_level: 1 }
     }
 }
 
@@ -130,6 +143,8 @@ pub struct Encoder {
     dict_runs: Vec<(usize, usize, u64)>,
     dict_len: usize,
     prefix: Vec<u8>,
+    /// Context bytes indexed so far (see `EncodeOptions::context_credit`).
+    context_used: u64,
     /// Block the decoder expects the next COPY to start at (for relative encoding).
     copy_next: usize,
     /// Pending literal chunk: its bytes, its ops, and the absolute output offset where it starts.
@@ -182,6 +197,7 @@ impl Encoder {
             dict_runs: Vec::new(),
             dict_len: 0,
             prefix: Vec::new(),
+            context_used: 0,
             copy_next: 0,
             batch: Vec::new(),
             batch_ops: Vec::new(),
@@ -543,26 +559,42 @@ impl Encoder {
         let rel = (start - self.base) as usize;
         debug_assert!(rel >= self.window || self.base == 0);
         // Context: the output just before the chunk, then the runs copied after it.
+        let raw = self.batch.len();
+        let earned = self.opts.context_credit as u64 + self.stats.input_bytes / self.opts.context_ratio.max(1) as u64;
+        let credit = earned.saturating_sub(self.context_used).min(usize::MAX as u64) as usize;
+        let budget = self.window.min(self.opts.min_context.max(credit / 2));
+        let tail = budget.min(rel);
         let mut prefix = std::mem::take(&mut self.prefix);
         prefix.clear();
-        prefix.extend_from_slice(&self.buf[rel.saturating_sub(self.window)..rel]);
+        prefix.extend_from_slice(&self.buf[rel - tail..rel]);
+        let mut runs = Vec::new();
+        let mut ctx = 0usize;
         for &(first, n, at) in &self.dict_runs {
+            if ctx >= budget {
+                break;
+            }
+            let n = n.min((budget - ctx).div_ceil(self.ul));
+            let len = self.run_bytes(first, n);
             let from = (at - self.base) as usize;
-            prefix.extend_from_slice(&self.buf[from..from + self.run_bytes(first, n)]);
+            prefix.extend_from_slice(&self.buf[from..from + len]);
+            runs.push((first, n));
+            ctx += len;
         }
-        let raw = self.batch.len();
+        self.context_used += prefix.len() as u64;
         let mark = out.len();
         out.push(OP_LIT_ZSTD);
         put_varint(out, raw as u64);
-        put_varint(out, self.dict_runs.len() as u64);
+        put_varint(out, tail as u64);
+        put_varint(out, runs.len() as u64);
         let mut next = 0usize;
-        for &(first, n, _) in &self.dict_runs {
+        for &(first, n) in &runs {
             put_varint(out, zigzag(first as i64 - next as i64));
             put_varint(out, n as u64);
             next = first + n;
         }
         let mut comp = Vec::new();
-        let n = zstdx::compress(self.opts.level, self.opts.window_log as u32 + 2, &prefix, &self.batch, &mut comp)?;
+        let level = if self.stats.literal_bytes > self.opts.fast_after { self.opts.fast_level } else { self.opts.level };
+        let n = zstdx::compress(level, self.opts.window_log as u32 + 2, &prefix, &self.batch, &mut comp)?;
         if n + (out.len() - mark) < raw {
             put_varint(out, n as u64);
             out.extend_from_slice(&comp);

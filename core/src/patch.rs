@@ -123,10 +123,14 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
                     lit.clear();
                     lit.extend_from_slice(bytes);
                 } else {
-                    // Context: the output so far (one window), then the old runs named here.
+                    // Context: the last `tail` bytes of output, then the old runs named here.
+                    let tail = r.varint("literal context length")?;
+                    if tail > window as u64 || tail > out.len() as u64 {
+                        return Err(Error::Malformed("literal context longer than the output or the window"));
+                    }
                     let runs = r.varint("literal context runs")?;
                     prefix.clear();
-                    prefix.extend_from_slice(&out[out.len().saturating_sub(window)..]);
+                    prefix.extend_from_slice(&out[out.len() - tail as usize..]);
                     let mut next: u64 = 0;
                     for _ in 0..runs {
                         let rel = unzigzag(r.varint("context run start")?);
