@@ -224,7 +224,7 @@ fn options_change_size_not_result() {
     new.splice(10..10, page(24, 20_000));
     let sig = Signature::compute(&old);
     for (level, window_log, batch) in [(1, 10, 1), (3, 16, 4096), (19, 20, 1 << 19)] {
-        let d = delta_with(&sig, &new, EncodeOptions { level, window_log, batch }).unwrap();
+        let d = delta_with(&sig, &new, EncodeOptions { level, window_log, batch, ..Default::default() }).unwrap();
         assert_eq!(patch(&old, &d).unwrap(), new);
     }
 }
