@@ -111,10 +111,33 @@ pub fn start(kind: ServerKind, opts: &Options) -> Option<RunningServer> {
             kind.name()
         );
     }
+    if opts.module {
+        check_fresh(kind);
+    }
     Some(match kind {
         ServerKind::Nginx => nginx::start(opts),
         ServerKind::Apache => apache::start(opts),
     })
+}
+
+/// The module must not be older than the core sources the tests decode
+/// with: a stale module speaks an older wire format.
+fn check_fresh(kind: ServerKind) {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let module = mtime(&kind.module()).unwrap();
+    let newest = std::fs::read_dir(root().join("core/src"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| mtime(&e.path()))
+        .max();
+    if newest.is_some_and(|t| t > module) {
+        panic!(
+            "{} is older than core/src: run `build/modules {}` again",
+            kind.module().display(),
+            kind.name()
+        );
+    }
 }
 
 fn skipped(kind: ServerKind) -> bool {
