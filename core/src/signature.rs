@@ -56,7 +56,7 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { block_scale: 1.5, min_block: 64, sub_log: 0, sub_bits: 16, margin: FALSE_MATCH_MARGIN, pinned_margin: 14.0 }
+        Tuning { block_scale: 1.5, min_block: 64, sub_log: 0, sub_bits: 16, margin: FALSE_MATCH_MARGIN, pinned_margin: FALSE_MATCH_MARGIN }
     }
 }
 
