@@ -54,6 +54,7 @@ pub fn start(opts: &Options) -> RunningServer {
 /// Starts Apache with Apache-only extras; `Err` with the error log when
 /// httpd refuses the configuration or exits.
 pub fn start_with(opts: &Options, extra: &Extra) -> Result<RunningServer, String> {
+    backdate(&opts.docroot);
     let dir = temp_dir("apache");
     let port = free_port();
     let conf = dir.join("httpd.conf");
@@ -104,6 +105,26 @@ fn wait_children_started(server: &RunningServer, children: usize, threads: usize
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// httpd makes the ETag of a file modified less than a second before the
+/// request weak (ap_make_etag), nginx never does; tests write their docroot
+/// just before starting the server. Files younger than 2 s get an mtime
+/// 10 s in the past, so that static ETags are strong as in production.
+fn backdate(dir: &Path) {
+    let now = std::time::SystemTime::now();
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            backdate(&p);
+        } else if meta.modified().ok().and_then(|m| now.duration_since(m).ok()).map_or(true, |age| age.as_secs() < 2) {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) {
+                let _ = f.set_modified(now - std::time::Duration::from_secs(10));
+            }
+        }
     }
 }
 
