@@ -28,6 +28,8 @@ fn main() {
     if let Some(v) = a.get(2) { o.level = v.parse().unwrap(); }
     if let Some(v) = a.get(3) { o.window_log = v.parse().unwrap(); }
     if let Some(v) = a.get(4) { o.batch = v.parse().unwrap(); }
+    if let Some(v) = a.get(5) { o.min_context = v.parse().unwrap(); }
+    if let Some(v) = a.get(6) { o.context_factor = v.parse().unwrap(); }
     let mut t = Tuning::default();
     let env = |k: &str| std::env::var(k).ok();
     if let Some(v) = env("SCALE") { t.block_scale = v.parse().unwrap(); }

@@ -6,9 +6,11 @@ fn main() {
     let old = std::fs::read(&a[1]).unwrap();
     let new = std::fs::read(&a[2]).unwrap();
     let sig = Signature::compute(&old);
-    for level in [1, 3, 6, 9, 12, 19] {
-        for wl in [16u8, 17, 18] {
-            let o = EncodeOptions { level, window_log: wl, ..Default::default() };
+    let minc: usize = std::env::var("MINC").ok().map(|v| v.parse().unwrap()).unwrap_or(16 << 10);
+    let fac: usize = std::env::var("FAC").ok().map(|v| v.parse().unwrap()).unwrap_or(usize::MAX);
+    for level in [3, 5, 6, 7, 9] {
+        for wl in [18u8] {
+            let o = EncodeOptions { level, window_log: wl, min_context: minc, context_factor: fac, ..Default::default() };
             let n = 50;
             let t = Instant::now();
             let mut len = 0;

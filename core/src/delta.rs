@@ -44,6 +44,9 @@ pub struct EncodeOptions {
     pub context_credit: usize,
     pub context_ratio: usize,
     pub min_context: usize,
+    /// A chunk gets at most `context_factor` times its length as context
+    /// (at least `min_context`): small chunks need little.
+    pub context_factor: usize,
     /// Once this many literal bytes have been compressed, later chunks use
     /// `fast_level`: a body that is mostly new content is not worth level 9.
     pub fast_after: u64,
@@ -52,7 +55,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10, context_credit: 1 << 20, context_ratio: 4, min_context: 16 << 10, fast_after: 512 << 10, fast_level: 1 }
+        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10, context_credit: 1 << 20, context_ratio: 4, min_context: 64 << 10, context_factor: 32, fast_after: 512 << 10, fast_level: 1 }
     }
 }
 
@@ -562,7 +565,8 @@ impl Encoder {
         let raw = self.batch.len();
         let earned = self.opts.context_credit as u64 + self.stats.input_bytes / self.opts.context_ratio.max(1) as u64;
         let credit = earned.saturating_sub(self.context_used).min(usize::MAX as u64) as usize;
-        let budget = self.window.min(self.opts.min_context.max(credit / 2));
+        let wanted = raw.saturating_mul(self.opts.context_factor).min(credit / 2);
+        let budget = self.window.min(self.opts.min_context.max(wanted));
         let tail = budget.min(rel);
         let mut prefix = std::mem::take(&mut self.prefix);
         prefix.clear();
