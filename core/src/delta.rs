@@ -5,6 +5,7 @@
 //! against), the pending literal batch and one block. It never grows with
 //! the length of the body. Output is produced as input arrives.
 
+use std::cell::Cell;
 use crate::error::Result;
 use crate::rollsum;
 use crate::signature::{strong, sub_check, Signature};
@@ -75,9 +76,15 @@ struct Index {
     mask: u32,
     heads: Vec<u32>, // 1 + block index, 0 = empty
     next: Vec<u32>,
+    /// Blocks whose checksums another block shares (repeated content).
+    dup: Vec<bool>,
 }
 
 const MAX_CHAIN: usize = 32;
+/// Search credit (bytes hashed to check candidates) at the start, and per input byte.
+const SEARCH_CREDIT: u64 = 16 << 20;
+const SEARCH_CREDIT_PER_BYTE: u64 = 8;
+const REFUSED_SLOTS: usize = 64;
 
 impl Index {
     fn new(sig: &Signature, full_blocks: usize) -> Index {
@@ -85,6 +92,7 @@ impl Index {
         let mask = (size - 1) as u32;
         let mut heads = vec![0u32; size];
         let mut next = vec![0u32; full_blocks];
+        let mut dups = vec![false; full_blocks];
         // Insert in reverse so that chains list lower block numbers first;
         // skip exact duplicates (the encoder checks the expected block directly).
         for j in (0..full_blocks).rev() {
@@ -96,6 +104,8 @@ impl Index {
                 let k = (i - 1) as usize;
                 if sig.weak[k] == sig.weak[j] && sig.strong[k] == sig.strong[j] {
                     dup = true;
+                    dups[j] = true;
+                    dups[k] = true;
                     break;
                 }
                 i = next[k];
@@ -108,7 +118,7 @@ impl Index {
             next[j] = heads[slot];
             heads[slot] = j as u32 + 1;
         }
-        Index { mask, heads, next }
+        Index { mask, heads, next, dup: dups }
     }
 }
 
@@ -155,6 +165,13 @@ pub struct Encoder {
     batch_ops: Vec<u8>,
     batch_start: Option<u64>,
     hasher: Xxh3,
+    /// Bytes the search may still hash to check candidates (strong
+    /// checksums, confirming blocks): grows with the input, so that no
+    /// signature and no body make the work per byte unbounded.
+    search_credit: Cell<u64>,
+    /// Rolling hashes of windows whose candidates were all refused: the
+    /// same content recurring (periodic text) is not checked again.
+    refused: [Cell<u64>; REFUSED_SLOTS],
     header_done: bool,
     finished: bool,
     stats: EncodeStats,
@@ -206,6 +223,8 @@ impl Encoder {
             batch_ops: Vec::new(),
             batch_start: None,
             hasher: Xxh3::new(),
+            search_credit: Cell::new(SEARCH_CREDIT),
+            refused: std::array::from_fn(|_| Cell::new(0)),
             header_done: false,
             finished: false,
             stats: EncodeStats::default(),
@@ -239,6 +258,7 @@ impl Encoder {
         self.header(out);
         self.hasher.update(data);
         self.stats.input_bytes += data.len() as u64;
+        self.search_credit.set(self.search_credit.get().saturating_add(SEARCH_CREDIT_PER_BYTE * data.len() as u64));
         self.buf.extend_from_slice(data);
         self.scan(out, false)?;
         self.compact();
@@ -365,13 +385,22 @@ impl Encoder {
     /// A block found by searching (anywhere, not right after a match) is
     /// taken only when the block after it matches too: the search compares
     /// every position with every block, so it needs about twice the bits of
-    /// the pinned check after a match. Returns the block, if any.
+    /// the pinned check after a match. That doubling assumes the two checks
+    /// are independent; they are not when the confirming block's content
+    /// recurs (periodic text: the next block then truly matches at many
+    /// positions where this one does not, and every such position is one
+    /// more chance for a false match of this block alone). So a block that
+    /// repeats in the old instance does not confirm. Returns the block, if any.
     #[inline]
     fn candidate(&self, h: u64, at: usize) -> Option<usize> {
         let p = self.sig.params;
         let w = rollsum::weak(h, p.weak_bits);
         let mut i = self.index.heads[(w & self.index.mask) as usize];
         if i == 0 {
+            return None;
+        }
+        let slot = &self.refused[(h ^ (h >> 29)) as usize % REFUSED_SLOTS];
+        if slot.get() == h {
             return None;
         }
         let win = &self.buf[at..at + self.bl];
@@ -381,18 +410,32 @@ impl Encoder {
         while i != 0 && walked < MAX_CHAIN {
             let j = (i - 1) as usize;
             if self.sig.weak[j] == w {
-                let sv = *s.get_or_insert_with(|| strong(win, p.strong_bits));
+                let sv = match s {
+                    Some(v) => v,
+                    None => {
+                        // Out of credit: stop searching (literal bytes, still correct).
+                        let c = self.search_credit.get();
+                        if c < 3 * self.bl as u64 {
+                            return None;
+                        }
+                        self.search_credit.set(c - 3 * self.bl as u64);
+                        *s.insert(strong(win, p.strong_bits))
+                    }
+                };
                 if self.sig.strong[j] == sv {
                     // Prefer continuing the current run when the expected block is a twin.
                     let e = self.expected;
                     let j = if e < self.full_blocks && self.sig.weak[e] == w && self.sig.strong[e] == sv { e } else { j };
-                    if next_ok && j + 1 < self.full_blocks && self.block_at(j + 1, at + self.bl) {
+                    if next_ok && j + 1 < self.full_blocks && !self.index.dup[j + 1] && self.block_at(j + 1, at + self.bl) {
                         return Some(j);
                     }
                 }
             }
             i = self.index.next[j];
             walked += 1;
+        }
+        if s.is_some() {
+            slot.set(h);
         }
         None
     }
@@ -491,18 +534,23 @@ impl Encoder {
             return Ok(());
         }
         self.close_run(out);
-        if self.batch.len() >= self.opts.batch {
-            self.flush_batch(out)?;
+        // In pieces: a chunk never exceeds the batch size (the tail left
+        // at the end can be two blocks, and blocks can be large).
+        while self.lit_start < end {
+            if self.batch.len() >= self.opts.batch {
+                self.flush_batch(out)?;
+            }
+            let n = (end - self.lit_start).min(self.opts.batch - self.batch.len());
+            let bytes = &self.buf[self.lit_start..self.lit_start + n];
+            if self.batch_start.is_none() {
+                self.batch_start = Some(self.base + self.lit_start as u64);
+            }
+            self.batch.extend_from_slice(bytes);
+            self.batch_ops.push(OP_INSERT);
+            put_varint(&mut self.batch_ops, n as u64);
+            self.stats.literal_bytes += n as u64;
+            self.lit_start += n;
         }
-        let bytes = &self.buf[self.lit_start..end];
-        if self.batch_start.is_none() {
-            self.batch_start = Some(self.base + self.lit_start as u64);
-        }
-        self.batch.extend_from_slice(bytes);
-        self.batch_ops.push(OP_INSERT);
-        put_varint(&mut self.batch_ops, bytes.len() as u64);
-        self.stats.literal_bytes += bytes.len() as u64;
-        self.lit_start = end;
         Ok(())
     }
 
