@@ -85,6 +85,8 @@ const MAX_CHAIN: usize = 32;
 const SEARCH_CREDIT: u64 = 16 << 20;
 const SEARCH_CREDIT_PER_BYTE: u64 = 8;
 const REFUSED_SLOTS: usize = 64;
+/// Input taken into the buffer at a time (see [`Encoder::update`]).
+const UPDATE_PIECE: usize = 64 << 10;
 
 impl Index {
     fn new(sig: &Signature, full_blocks: usize) -> Index {
@@ -259,9 +261,14 @@ impl Encoder {
         self.hasher.update(data);
         self.stats.input_bytes += data.len() as u64;
         self.search_credit.set(self.search_credit.get().saturating_add(SEARCH_CREDIT_PER_BYTE * data.len() as u64));
-        self.buf.extend_from_slice(data);
-        self.scan(out, false)?;
-        self.compact();
+        // A piece at a time: the buffer holds the window plus one piece,
+        // however much the server hands over at once (httpd reads files in
+        // 4 MiB maps).
+        for piece in data.chunks(UPDATE_PIECE) {
+            self.buf.extend_from_slice(piece);
+            self.scan(out, false)?;
+            self.compact();
+        }
         self.stats.output_bytes += (out.len() - before) as u64;
         Ok(())
     }

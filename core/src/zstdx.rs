@@ -5,6 +5,9 @@ use crate::error::{Error, Result};
 use std::cell::RefCell;
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter, FrameFormat};
 
+/// log2 of zstd's hash and chain table entries: 2^18, about 2 MiB in all.
+const TABLE_LOG: u32 = 18;
+
 thread_local! {
     // One compression context per thread, reused across requests: a server
     // worker would otherwise allocate and fault in zstd's tables per response.
@@ -25,6 +28,11 @@ pub fn compress(level: i32, window_log: u32, prefix: &[u8], src: &[u8], out: &mu
         cctx.set_parameter(CParameter::ContentSizeFlag(false)).map_err(err)?;
         cctx.set_parameter(CParameter::DictIdFlag(false)).map_err(err)?;
         cctx.set_parameter(CParameter::WindowLog(window_log)).map_err(err)?;
+        // Match-finder tables: zstd would size them for the level (up to
+        // 2^22 entries at level 9, 10+ MiB per thread, kept by every server
+        // worker thread); a literal chunk and its context are at most 2W.
+        cctx.set_parameter(CParameter::HashLog(TABLE_LOG)).map_err(err)?;
+        cctx.set_parameter(CParameter::ChainLog(TABLE_LOG)).map_err(err)?;
         // SAFETY: the prefix is referenced only until the end of the next
         // frame, which compress2 below completes before we return; the
         // 'static is never observed outside this call.
