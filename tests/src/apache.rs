@@ -4,7 +4,7 @@
 //! dir, on a free loopback port; stopped on drop ([`RunningServer`]).
 //!
 //! The generated httpd.conf loads only what is needed from
-//! /usr/lib/apache2/modules (mpm_worker, see [`config`]; authz_core, mime, filter, deflate,
+//! /usr/lib/apache2/modules (mpm_event; authz_core, mime, filter, deflate,
 //! headers, lua, proxy, proxy_http; log_config and unixd are built in) and
 //! serves the locations of [`Options`]:
 //!
@@ -59,7 +59,17 @@ pub fn start_with(opts: &Options, extra: &Extra) -> Result<RunningServer, String
     let port = free_port();
     let conf = dir.join("httpd.conf");
     std::fs::write(&conf, config(opts, extra, &dir, port)).map_err(|e| e.to_string())?;
+    // Cores of crashed children go to `dir` (CoreDumpDirectory; httpd's
+    // children run as nobody).
+    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777));
     let mut cmd = Command::new(HTTPD);
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+            libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
+            Ok(())
+        });
+    }
     cmd.arg("-f").arg(&conf).arg("-DFOREGROUND");
     // Debian's apache2 reads its envvars only via apache2ctl; make sure
     // nothing from the environment points it at /etc/apache2.
@@ -152,14 +162,9 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     let _ = writeln!(c, "ServerRoot {}\nServerName 127.0.0.1\nListen 127.0.0.1:{port}", q(dir));
     let _ = writeln!(c, "PidFile {}\nDefaultRuntimeDir {}", q(&dir.join("httpd.pid")), q(dir));
     let _ = writeln!(c, "ErrorLog {}\nLogLevel info", q(&dir.join("error.log")));
-    // mpm_worker by default: Debian's httpd 2.4 with mpm_event *and*
-    // mod_proxy loaded crashes now and then (main thread in
-    // apr_os_sock_get) when a child is stopped right after it started,
-    // with or without mod_hsync (seen in ~1.7% of start/request/stop
-    // cycles; 0 of 300 with mpm_worker) -- a spurious "exit signal" for
-    // tests that must assert there is none. HSYNC_APACHE_MPM=event
-    // to test under the event MPM anyway.
-    let mpm = std::env::var("HSYNC_APACHE_MPM").unwrap_or_else(|_| "worker".into());
+    // mpm_event, as Debian ships it; HSYNC_APACHE_MPM=worker|prefork to
+    // run the suite under another MPM.
+    let mpm = std::env::var("HSYNC_APACHE_MPM").unwrap_or_else(|_| "event".into());
     load(&mut c, &format!("mpm_{mpm}_module"), &format!("mod_mpm_{mpm}.so"));
     load(&mut c, "unixd_module", "mod_unixd.so");
     load(&mut c, "log_config_module", "mod_log_config.so");
@@ -185,8 +190,10 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
         procs * threads,
         procs * threads
     );
-    let _ = writeln!(c, "KeepAlive On\nMaxKeepAliveRequests 0\nKeepAliveTimeout 30\nTimeout 60");
+    let _ = writeln!(c, "KeepAlive On\nMaxKeepAliveRequests 0\nKeepAliveTimeout 30\nTimeout 60\nGracefulShutdownTimeout 5");
     let _ = writeln!(c, "ServerTokens Prod\nFileETag MTime Size");
+    // A crashed child leaves its core beside the logs (kept with HSYNC_KEEP_TMP).
+    let _ = writeln!(c, "CoreDumpDirectory {}", q(dir));
     // MIME types as in the shared contract: .html, .txt, else octet-stream.
     let types = dir.join("mime.types");
     let _ = std::fs::write(&types, "text/html html\ntext/plain txt\n");

@@ -275,11 +275,20 @@ impl RunningServer {
             .unwrap_or(0)
     }
 
-    /// Stops the server gracefully (SIGTERM; SIGKILL after 10 s).
+    /// Stops the server the way its Debian service does (SIGKILL after 10 s):
+    /// nginx with SIGTERM, httpd with graceful-stop (SIGWINCH; Debian's
+    /// apache2.service runs `apachectl graceful-stop`). httpd's immediate
+    /// stop under mpm_event now and then crashes a child in its main thread
+    /// (apr_os_sock_get, while worker threads exit), which would read as a
+    /// crash of ours in the error log.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
+        let sig = match self.kind {
+            ServerKind::Nginx => libc::SIGTERM,
+            ServerKind::Apache => libc::SIGWINCH,
+        };
         unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(child.id() as libc::pid_t, sig);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
