@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-pub const CORPUS: &str = "/work/shared/corpus";
+/// `../shared/corpus` beside the checkout (`HSYNC_CORPUS` overrides it).
+pub const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus");
 
 /// The shared runtime the origin and in-process proxies run on.
 pub fn rt() -> &'static tokio::runtime::Runtime {
