@@ -1,0 +1,651 @@
+//! The client against the real servers: the library (`Fetcher`), `hsync get`
+//! and `hsync proxy` (driven by curl) fetch pages from nginx and Apache with
+//! the hsync modules while the pages change on disk. Every case runs against
+//! each server (`nginx::<case>`, `apache::<case>`); every body is compared
+//! byte for byte, and the server's access log (status, bytes sent,
+//! `hsync_ratio`) confirms what travelled as a delta.
+//!
+//! Needs the `hsync` binary (`cargo build --release -p hsync`; `HSYNC_BIN`
+//! names another one) and curl. `HSYNC_SKIP_SERVER_TESTS=1` (or `=apache`,
+//! `=nginx`) skips servers; `HSYNC_KEEP_TMP=1` keeps the temporary directories.
+//!
+//! The servers send `Last-Modified` and no `Cache-Control`, so a client may
+//! treat a page as fresh for 10 % of its age (RFC 9111 heuristic freshness).
+//! Files are therefore written once the server runs, with an mtime [`AGE`] in
+//! the past (which also keeps Apache's ETags strong), and the tests wait
+//! [`SETTLE`] after a change before fetching again, so that the client asks
+//! the server. Successive versions of a file are dated at least a second
+//! apart: nginx derives the ETag from mtime (seconds) and size, and
+//! pages/cnn v1 and v2 have the same size.
+
+use hsync_client::{DiskCache, FetchOptions, Fetcher, Outcome, Source};
+use hsync_tests::{corpus, root, start, temp_dir, RunningServer, ServerKind};
+use http::HeaderMap;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How far in the past written files are dated.
+const AGE: Duration = Duration::from_secs(3);
+/// Wait after a change: past the heuristic freshness (about 0.1 × AGE) of
+/// what the client holds, and at least a second after the previous version.
+const SETTLE: Duration = Duration::from_millis(1200);
+const STALE_WARNING: &str = "111 - \"Revalidation Failed\"";
+
+/// A temporary directory, removed on drop (unless `HSYNC_KEEP_TMP`).
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        Scratch { dir: temp_dir(tag) }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("HSYNC_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A document root (with the subdirectories `Options` names).
+struct Site {
+    root: Scratch,
+    /// The mtime (Unix seconds) last given to each file.
+    dated: Mutex<HashMap<String, u64>>,
+}
+
+impl Site {
+    fn new() -> Site {
+        let root = Scratch::new("client-docroot");
+        for sub in ["pre", "nt", "off"] {
+            std::fs::create_dir_all(root.dir.join(sub)).unwrap();
+        }
+        Site { root, dated: Mutex::new(HashMap::new()) }
+    }
+
+    /// Writes `rel`, dated [`AGE`] ago, and at least a second (as the
+    /// servers count for ETag and Last-Modified) after its previous version.
+    fn put(&self, rel: &str, data: &[u8]) {
+        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let mut dated = self.dated.lock().unwrap();
+        let mtime = loop {
+            let t = SystemTime::now() - AGE;
+            if dated.get(rel).map_or(true, |&last| secs(t) > last) {
+                break t;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        dated.insert(rel.to_string(), secs(mtime));
+        let p = self.root.dir.join(rel);
+        std::fs::write(&p, data).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+
+    fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.root.dir.join(rel)).unwrap();
+    }
+
+    fn options(&self) -> hsync_tests::Options {
+        hsync_tests::Options::new(&self.root.dir)
+    }
+}
+
+fn read(p: impl AsRef<Path>) -> Vec<u8> {
+    std::fs::read(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))
+}
+
+/// blog-home version `n` (1-based).
+fn blog(n: usize) -> Vec<u8> {
+    read(corpus().join(format!("blog-home/{n:03}.html")))
+}
+
+fn url(s: &RunningServer, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", s.port)
+}
+
+/// Byte-exact comparison with a readable failure.
+#[track_caller]
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        panic!("{what}: body differs ({} bytes, want {}; first difference at byte {at})", got.len(), want.len());
+    }
+}
+
+// ---------------------------------------------------------------- access log
+
+/// One access log line: `addr "request" status bytes ratio` (both harnesses).
+#[derive(Debug)]
+struct Logged {
+    path: String,
+    status: u16,
+    /// nginx: `$bytes_sent` (head and body); Apache: `%b` (body).
+    bytes: u64,
+    /// `hsync_ratio`; `None` when the response was not hsync-coded ("-").
+    ratio: Option<f64>,
+}
+
+fn parse_log(text: &str) -> Vec<Logged> {
+    text.lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once('"')?;
+            let (req, rest) = rest.split_once('"')?;
+            let path = req.split_whitespace().nth(1)?.to_string();
+            let mut f = rest.split_whitespace();
+            let status = f.next()?.parse().ok()?;
+            let bytes = f.next()?.parse().unwrap_or(0);
+            let ratio = f.next().and_then(|r| r.parse::<f64>().ok());
+            Some(Logged { path, status, bytes, ratio })
+        })
+        .collect()
+}
+
+/// The access log lines for `path`, once there are at least `n`.
+fn log_for(s: &RunningServer, path: &str, n: usize) -> Vec<Logged> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<Logged> = parse_log(&s.access_log_text()).into_iter().filter(|l| l.path == path).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        if Instant::now() > deadline {
+            panic!("{n} access log lines for {path} expected, found {}:\n{}", lines.len(), s.access_log_text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `n`th request for `path` (1-based) was answered with an hsync delta
+/// far smaller than `page`.
+#[track_caller]
+fn assert_logged_delta(s: &RunningServer, path: &str, n: usize, page: &[u8]) {
+    let lines = log_for(s, path, n);
+    let l = &lines[n - 1];
+    assert_eq!(l.status, 200, "request {n} for {path}: {l:?}");
+    let ratio = l.ratio.unwrap_or_else(|| panic!("request {n} for {path} was not hsync-coded: {l:?}"));
+    assert!(ratio > 5.0, "request {n} for {path}: ratio {ratio}");
+    assert!(l.bytes * 5 < page.len() as u64, "request {n} for {path}: {} bytes sent for {}", l.bytes, page.len());
+}
+
+/// The `n`th request for `path` got a full, uncoded response of `page`.
+#[track_caller]
+fn assert_logged_full(s: &RunningServer, path: &str, n: usize, page: &[u8]) {
+    let lines = log_for(s, path, n);
+    let l = &lines[n - 1];
+    assert_eq!(l.status, 200, "request {n} for {path}: {l:?}");
+    assert_eq!(l.ratio, None, "request {n} for {path}: {l:?}");
+    assert!(l.bytes >= page.len() as u64, "request {n} for {path}: {l:?}");
+}
+
+#[track_caller]
+fn assert_logged_status(s: &RunningServer, path: &str, n: usize, status: u16) {
+    let lines = log_for(s, path, n);
+    assert_eq!(lines[n - 1].status, status, "request {n} for {path}: {:?}", lines[n - 1]);
+    assert_eq!(lines.len(), n, "more requests for {path} than expected: {lines:?}");
+}
+
+// ------------------------------------------------------------------- library
+
+struct Lib {
+    rt: tokio::runtime::Runtime,
+    f: Fetcher,
+    _cache: Scratch,
+}
+
+impl Lib {
+    fn new() -> Lib {
+        let cache = Scratch::new("client-cache");
+        let f = Fetcher::new(
+            Arc::new(DiskCache::open(&cache.dir, 1 << 30).unwrap()),
+            FetchOptions { timeout: Duration::from_secs(10), ..Default::default() },
+        );
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        Lib { rt, f, _cache: cache }
+    }
+
+    fn get(&self, url: &str) -> Arc<Outcome> {
+        self.rt
+            .block_on(self.f.fetch(&url.parse().unwrap(), &HeaderMap::new(), None))
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+}
+
+/// What the origin answered last (from the outcome's trace), e.g. "200 OK"
+/// and the value of its Content-Encoding.
+fn last_response(o: &Outcome) -> (String, Option<String>) {
+    let ex = o.trace.last().unwrap_or_else(|| panic!("no request sent ({:?})", o.source));
+    let status = ex.response.first().cloned().unwrap_or_default();
+    let ce = ex.response.iter().find_map(|l| l.strip_prefix("content-encoding: ").map(str::to_string));
+    (status, ce)
+}
+
+fn sent_signature(o: &Outcome) -> bool {
+    o.trace.last().is_some_and(|ex| ex.request.iter().any(|l| l.starts_with("hsync-signature: ")))
+}
+
+/// The outcome is `page`, served as an ordinary identity response.
+#[track_caller]
+fn assert_page(o: &Outcome, page: &[u8], what: &str) {
+    assert_eq!(o.status, 200, "{what}: status");
+    assert_same(&o.body, page, what);
+    assert!(o.headers.get("content-encoding").is_none(), "{what}: {:?}", o.headers);
+    assert_eq!(o.headers.get("content-length").and_then(|v| v.to_str().ok()), Some(page.len().to_string().as_str()), "{what}");
+}
+
+fn library_fetches_changes_as_deltas(kind: ServerKind) {
+    let site = Site::new();
+    let Some(s) = start(kind, &site.options()) else { return };
+    site.put("page.html", &blog(1));
+    let lib = Lib::new();
+    let u = url(&s, "/page.html");
+
+    let o = lib.get(&u);
+    assert_page(&o, &blog(1), "first fetch");
+    assert_eq!(o.source, Source::Full);
+    assert!(!sent_signature(&o), "nothing cached, no signature");
+    assert_logged_full(&s, "/page.html", 1, &blog(1));
+
+    // Unchanged: heuristically fresh right away, then revalidated with a 304.
+    let o = lib.get(&u);
+    assert!(matches!(o.source, Source::Fresh | Source::Revalidated), "{:?}", o.source);
+    assert_page(&o, &blog(1), "unchanged, at once");
+    let mut requests = 1 + usize::from(o.source == Source::Revalidated);
+    std::thread::sleep(SETTLE);
+    let o = lib.get(&u);
+    assert_eq!(o.source, Source::Revalidated);
+    assert_page(&o, &blog(1), "unchanged, revalidated");
+    assert!(last_response(&o).0.contains("304"), "{:?}", o.trace);
+    assert!(o.wire_bytes < 1000, "a 304 of {} bytes", o.wire_bytes);
+    requests += 1;
+    assert_logged_status(&s, "/page.html", requests, 304);
+
+    // Changed on disk: deltas against the cached copy.
+    for n in 2..=5 {
+        let page = blog(n);
+        site.put("page.html", &page);
+        std::thread::sleep(SETTLE);
+        let o = lib.get(&u);
+        let what = format!("blog-home {n:03}");
+        assert_eq!(o.source, Source::Delta, "{what}: {:?}", o.trace);
+        assert!(sent_signature(&o));
+        assert_eq!(last_response(&o).1.as_deref(), Some("hsync"), "{what}");
+        assert_page(&o, &page, &what);
+        assert!(o.wire_bytes * 5 < page.len() as u64, "{what}: {} bytes on the wire for {}", o.wire_bytes, page.len());
+        assert_same(&lib.f.cache.get(&u).expect("cached").body, &page, &format!("{what}, cached"));
+        requests += 1;
+        assert_logged_delta(&s, "/page.html", requests, &page);
+    }
+
+    // A page whose two versions have the same size (the ETag differs by mtime only).
+    let (v1, v2) = (read(corpus().join("pages/cnn/v1.html")), read(corpus().join("pages/cnn/v2.html")));
+    assert_eq!(v1.len(), v2.len());
+    site.put("cnn.html", &v1);
+    let c = url(&s, "/cnn.html");
+    let o = lib.get(&c);
+    assert_eq!(o.source, Source::Full);
+    assert_page(&o, &v1, "cnn v1");
+    site.put("cnn.html", &v2);
+    std::thread::sleep(SETTLE);
+    let o = lib.get(&c);
+    assert_eq!(o.source, Source::Delta, "{:?}", o.trace);
+    assert_page(&o, &v2, "cnn v2");
+    assert_logged_delta(&s, "/cnn.html", 2, &v2);
+    s.finish();
+}
+
+// ----------------------------------------------------------------- hsync get
+
+fn hsync_bin() -> PathBuf {
+    let bin = match std::env::var_os("HSYNC_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"))
+            .join("release")
+            .join("hsync"),
+    };
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = mtime(&bin) else {
+        panic!("{} is missing: run `cargo build --release -p hsync` first (or set HSYNC_BIN)", bin.display())
+    };
+    if std::env::var_os("HSYNC_BIN").is_none() {
+        let newest = ["client/src", "cli/src", "core/src"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(root().join(d)).into_iter().flatten().flatten())
+            .filter_map(|e| mtime(&e.path()))
+            .max();
+        if newest.is_some_and(|t| t > built) {
+            panic!("{} is older than its sources: run `cargo build --release -p hsync` again", bin.display());
+        }
+    }
+    bin
+}
+
+fn hsync_get(url: &str, out: &Path, cache: &Path) -> Output {
+    let o = Command::new(hsync_bin())
+        .args(["get", "-v", "--timeout", "10", url, "-o"])
+        .arg(out)
+        .arg("--cache")
+        .arg(cache)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    eprintln!("hsync get {url}: {}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// The `-v` savings line: (body bytes, bytes on the wire, percent saved, source).
+fn savings(stderr: &str) -> (u64, u64, f64, String) {
+    let l = stderr.lines().find(|l| l.starts_with("hsync: ") && l.contains(" on the wire ")).unwrap_or_else(|| {
+        panic!("no savings line in:\n{stderr}");
+    });
+    // "hsync: 97711 bytes, 1753 on the wire (98.2% saved) [DELTA]"
+    let w: Vec<&str> = l.split_whitespace().collect();
+    assert_eq!((w.len(), w[2], w[8]), (10, "bytes,", "saved)"), "{l}");
+    let pct = w[7].trim_start_matches('(').trim_end_matches('%').parse().unwrap();
+    (w[1].parse().unwrap(), w[3].parse().unwrap(), pct, w[9].trim_matches(|c| c == '[' || c == ']').to_string())
+}
+
+fn get_command_across_a_change(kind: ServerKind) {
+    let site = Site::new();
+    let Some(s) = start(kind, &site.options()) else { return };
+    site.put("page.html", &blog(8));
+    let work = Scratch::new("client-get");
+    let (out, cache) = (work.dir.join("out.html"), work.dir.join("cache"));
+    let u = url(&s, "/page.html");
+
+    let o = hsync_get(&u, &out, &cache);
+    assert!(o.status.success());
+    assert_same(&read(&out), &blog(8), "first get");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(savings(&err).3, "MISS");
+    assert!(!err.contains("> hsync-signature:"), "{err}");
+    assert_logged_full(&s, "/page.html", 1, &blog(8));
+
+    let page = blog(9);
+    site.put("page.html", &page);
+    std::thread::sleep(SETTLE);
+    let o = hsync_get(&u, &out, &cache);
+    assert!(o.status.success());
+    assert_same(&read(&out), &page, "second get");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("> hsync-signature: "), "{err}");
+    assert!(err.contains("< content-encoding: hsync"), "{err}");
+    let (size, wire, pct, source) = savings(&err);
+    assert_eq!(source, "DELTA");
+    assert_eq!(size, page.len() as u64);
+    assert!(wire * 5 < size && pct > 80.0, "{wire} bytes on the wire, {pct}% saved");
+    assert_logged_delta(&s, "/page.html", 2, &page);
+
+    // Unchanged: a 304 (or still fresh), the same file.
+    std::thread::sleep(SETTLE);
+    let o = hsync_get(&u, &out, &cache);
+    assert!(o.status.success());
+    assert_same(&read(&out), &page, "third get");
+    assert_eq!(savings(&String::from_utf8_lossy(&o.stderr)).3, "REVALIDATED");
+    assert_logged_status(&s, "/page.html", 3, 304);
+
+    // Missing: an error, no file.
+    let none = work.dir.join("none.html");
+    let o = hsync_get(&url(&s, "/missing.html"), &none, &cache);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"));
+    assert!(!none.exists());
+    s.finish();
+}
+
+// --------------------------------------------------------------- hsync proxy
+
+/// `hsync proxy` as a child process on a free port; killed on drop.
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    _cache: Scratch,
+}
+
+impl Proxy {
+    fn start() -> Proxy {
+        let cache = Scratch::new("client-proxy");
+        let mut child = Command::new(hsync_bin())
+            .args(["proxy", "--listen", "127.0.0.1:0", "--timeout", "1", "--cache"])
+            .arg(&cache.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let (pipe, log) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(a) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(a.split('/').next().unwrap_or("").to_string());
+                }
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("hsync proxy did not start:\n{}", stderr.lock().unwrap());
+            }
+        };
+        Proxy { child, addr, stderr, _cache: cache }
+    }
+
+    /// GET `url` through the proxy with curl.
+    fn get(&self, url: &str) -> Curl {
+        curl(self.addr, url)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("hsync proxy stderr:\n{}", self.stderr.lock().unwrap());
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Curl {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Curl {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// `curl -x http://PROXY URL`, as a browser would ask (gzip accepted).
+fn curl(proxy: SocketAddr, url: &str) -> Curl {
+    let work = Scratch::new("client-curl");
+    let head = work.dir.join("head");
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-H", "Accept-Encoding: gzip, deflate", "-x"])
+        .arg(format!("http://{proxy}"))
+        .arg("-D")
+        .arg(&head)
+        .arg(url)
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl");
+    assert!(o.status.success(), "curl {url}: {}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+    let head = String::from_utf8(read(&head)).unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Curl { status, headers, body: o.stdout }
+}
+
+/// The proxy's status.json.
+fn proxy_status(p: &Proxy) -> serde_json::Value {
+    let r = p.get("http://hsync.proxy/status.json");
+    assert_eq!(r.status, 200);
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+fn cached_urls(p: &Proxy) -> Vec<String> {
+    proxy_status(p)["entries"].as_array().unwrap().iter().map(|e| e["url"].as_str().unwrap().to_string()).collect()
+}
+
+#[track_caller]
+fn assert_served(r: &Curl, page: &[u8], cache: &str, what: &str) {
+    assert_eq!(r.status, 200, "{what}: {:?}", r.headers);
+    assert_same(&r.body, page, what);
+    assert_eq!(r.header("content-encoding"), None, "{what}: identity to the client");
+    assert_eq!(r.header("x-hsync-cache"), Some(cache), "{what}: {:?}", r.headers);
+    assert_eq!(r.header("warning"), None, "{what}");
+}
+
+fn proxy_serves_changes_byte_exact(kind: ServerKind) {
+    let site = Site::new();
+    let Some(s) = start(kind, &site.options()) else { return };
+    site.put("page.html", &blog(12));
+    let p = Proxy::start();
+    let u = url(&s, "/page.html");
+    for (i, n) in (12..=16).enumerate() {
+        let page = blog(n);
+        if i > 0 {
+            site.put("page.html", &page);
+            std::thread::sleep(SETTLE);
+        }
+        let r = p.get(&u);
+        let what = format!("load {} (blog-home {n:03})", i + 1);
+        if i == 0 {
+            assert_served(&r, &page, "MISS", &what);
+            assert_logged_full(&s, "/page.html", 1, &page);
+        } else {
+            assert_served(&r, &page, "DELTA", &what);
+            assert_logged_delta(&s, "/page.html", i + 1, &page);
+        }
+    }
+    // Unchanged: the proxy revalidates (304) and sends the whole page.
+    std::thread::sleep(SETTLE);
+    let r = p.get(&u);
+    assert_served(&r, &blog(16), "REVALIDATED", "unchanged");
+    assert_logged_status(&s, "/page.html", 6, 304);
+    let st = proxy_status(&p);
+    let (wire, decoded) = (st["wire_bytes"].as_u64().unwrap(), st["decoded_bytes"].as_u64().unwrap());
+    assert!(wire * 3 < decoded, "{wire} bytes on the wire for {decoded}");
+    assert_eq!(cached_urls(&p), vec![u]);
+    s.finish();
+}
+
+/// The stale page with the proxy's notice taken out.
+fn without_notice(body: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(body);
+    let start = text.find("<div id=\"hsync-stale-notice\"").expect("stale notice");
+    let len = text[start..].find("</div>").expect("end of the notice") + "</div>".len();
+    assert!(text[start..start + len].contains("may be out of date"), "{}", &text[start..start + len]);
+    let mut out = body[..start].to_vec();
+    out.extend_from_slice(&body[start + len..]);
+    out
+}
+
+fn proxy_serves_stale_copy_when_server_is_down(kind: ServerKind) {
+    let site = Site::new();
+    let feed = read(corpus().join("atom-feed/007.xml"));
+    let Some(mut s) = start(kind, &site.options()) else { return };
+    site.put("page.html", &blog(20));
+    site.put("feed.txt", &feed);
+    let p = Proxy::start();
+    let (pu, fu) = (url(&s, "/page.html"), url(&s, "/feed.txt"));
+    assert_served(&p.get(&pu), &blog(20), "MISS", "page");
+    assert_served(&p.get(&fu), &feed, "MISS", "feed");
+    let page = blog(21);
+    site.put("page.html", &page);
+    std::thread::sleep(SETTLE);
+    assert_served(&p.get(&pu), &page, "DELTA", "page changed");
+    assert_logged_delta(&s, "/page.html", 2, &page);
+
+    s.stop();
+    std::thread::sleep(SETTLE);
+    let t = Instant::now();
+    let r = p.get(&pu);
+    assert!(t.elapsed() < Duration::from_secs(5), "stale copy after {:?}", t.elapsed());
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-hsync-cache"), Some("STALE"));
+    assert_eq!(r.header("warning"), Some(STALE_WARNING));
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+    assert_same(&without_notice(&r.body), &page, "stale page without the notice");
+    // Not HTML: no notice, the copy as it is.
+    let r = p.get(&fu);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("warning"), Some(STALE_WARNING));
+    assert_same(&r.body, &feed, "stale feed");
+    // Nothing cached: an error from the proxy.
+    let r = p.get(&url(&s, "/never.html"));
+    assert!(r.status == 502 || r.status == 504, "{r:?}");
+    s.finish();
+}
+
+fn proxy_passes_not_found(kind: ServerKind) {
+    let site = Site::new();
+    let Some(mut s) = start(kind, &site.options()) else { return };
+    site.put("gone.html", &blog(25));
+    let p = Proxy::start();
+    let u = url(&s, "/gone.html");
+    assert_served(&p.get(&u), &blog(25), "MISS", "before");
+    assert_eq!(cached_urls(&p), vec![u.clone()]);
+
+    site.remove("gone.html");
+    std::thread::sleep(SETTLE);
+    let r = p.get(&u);
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(r.header("x-hsync-cache"), Some("PASS"));
+    assert_eq!(r.header("warning"), None);
+    assert!(r.body.len() < 2000, "the server's error page, not the copy ({} bytes)", r.body.len());
+    assert_logged_status(&s, "/gone.html", 2, 404);
+    assert!(cached_urls(&p).is_empty(), "the copy is dropped");
+
+    // Really dropped: with the server down there is nothing to serve.
+    s.stop();
+    let r = p.get(&u);
+    assert!(r.status == 502 || r.status == 504, "{r:?}");
+    s.finish();
+}
+
+macro_rules! server_cases {
+    ($($case:ident),* $(,)?) => {
+        mod nginx {
+            $( #[test] fn $case() { super::$case(super::ServerKind::Nginx) } )*
+        }
+        mod apache {
+            $( #[test] fn $case() { super::$case(super::ServerKind::Apache) } )*
+        }
+    };
+}
+
+server_cases!(
+    library_fetches_changes_as_deltas,
+    get_command_across_a_change,
+    proxy_serves_changes_byte_exact,
+    proxy_serves_stale_copy_when_server_is_down,
+    proxy_passes_not_found,
+);
