@@ -50,5 +50,30 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// What a server module pays per request when hsync does not engage: the
+/// one call into the core that declines (the not-engaged overhead of the
+/// nginx and Apache benchmarks, measured without their noise).
+fn decline(c: &mut Criterion) {
+    use hsync_core::ffi::{hsync_config, hsync_config_default, hsync_request};
+    let mut cfg = hsync_config { min_length: 0, max_signature: 0, level: 0 };
+    unsafe { hsync_config_default(&mut cfg) };
+    let mut g = c.benchmark_group("ffi");
+    for (name, ae) in [("no-accept-encoding", ""), ("browser-accept-encoding", "gzip, deflate, br, zstd")] {
+        g.bench_function(BenchmarkId::new("hsync_request-declines", name), |b| {
+            b.iter(|| {
+                let mut enc = std::ptr::null_mut();
+                let mut msg = [0 as std::os::raw::c_char; 256];
+                let ae_ptr = if ae.is_empty() { std::ptr::null() } else { ae.as_ptr() as *const std::os::raw::c_char };
+                let rc = unsafe {
+                    hsync_request(&cfg, b"GET".as_ptr() as _, 3, ae_ptr, ae.len(), std::ptr::null(), 0, 0, &mut enc, msg.as_mut_ptr(), msg.len())
+                };
+                assert!(rc > 0 && enc.is_null());
+                rc
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, decline);
 criterion_main!(benches);
