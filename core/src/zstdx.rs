@@ -2,24 +2,41 @@
 //! against a prefix (the last bytes of the rebuilt instance, known to both sides).
 
 use crate::error::{Error, Result};
-use std::cell::RefCell;
+use std::sync::Mutex;
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter, FrameFormat};
 
 /// log2 of zstd's hash and chain table entries: 2^18, about 2 MiB in all.
 const TABLE_LOG: u32 = 18;
 
-thread_local! {
-    // One compression context per thread, reused across requests: a server
-    // worker would otherwise allocate and fault in zstd's tables per response.
-    static CCTX: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
+/// Compression contexts not in use. A context is taken for one frame and
+/// put back: a server with many worker threads (httpd's mpm_event runs
+/// dozens per child) keeps about as many contexts as frames are compressed
+/// at once, not one per thread, and allocates and faults in zstd's tables
+/// only when that peak grows.
+static CCTX_POOL: Mutex<Vec<CCtx<'static>>> = Mutex::new(Vec::new());
+
+fn take_cctx() -> CCtx<'static> {
+    let pooled = CCTX_POOL.lock().map(|mut p| p.pop()).unwrap_or(None);
+    pooled.unwrap_or_else(CCtx::create)
+}
+
+fn put_cctx(c: CCtx<'static>) {
+    if let Ok(mut p) = CCTX_POOL.lock() {
+        p.push(c);
+    }
 }
 
 /// Compresses `src` as one magicless zstd frame referencing `prefix`.
 /// Appends to `out`; returns the compressed length.
 pub fn compress(level: i32, window_log: u32, prefix: &[u8], src: &[u8], out: &mut Vec<u8>) -> Result<usize> {
-    CCTX.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let cctx = slot.get_or_insert_with(CCtx::create);
+    let mut cctx = take_cctx();
+    let r = compress_with(&mut cctx, level, window_log, prefix, src, out);
+    put_cctx(cctx);
+    r
+}
+
+fn compress_with(cctx: &mut CCtx<'static>, level: i32, window_log: u32, prefix: &[u8], src: &[u8], out: &mut Vec<u8>) -> Result<usize> {
+    {
         let err = |_| Error::Compression("zstd compression failed");
         cctx.reset(zstd_safe::ResetDirective::SessionAndParameters).map_err(err)?;
         cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(err)?;
@@ -29,8 +46,8 @@ pub fn compress(level: i32, window_log: u32, prefix: &[u8], src: &[u8], out: &mu
         cctx.set_parameter(CParameter::DictIdFlag(false)).map_err(err)?;
         cctx.set_parameter(CParameter::WindowLog(window_log)).map_err(err)?;
         // Match-finder tables: zstd would size them for the level (up to
-        // 2^22 entries at level 9, 10+ MiB per thread, kept by every server
-        // worker thread); a literal chunk and its context are at most 2W.
+        // 2^22 entries at level 9, 10+ MiB a context); a literal chunk and
+        // its context are at most 2W.
         cctx.set_parameter(CParameter::HashLog(TABLE_LOG)).map_err(err)?;
         cctx.set_parameter(CParameter::ChainLog(TABLE_LOG)).map_err(err)?;
         // SAFETY: the prefix is referenced only until the end of the next
@@ -54,7 +71,7 @@ pub fn compress(level: i32, window_log: u32, prefix: &[u8], src: &[u8], out: &mu
         };
         out.truncate(start + n);
         Ok(n)
-    })
+    }
 }
 
 /// Decompresses one magicless frame referencing `prefix` into `out`

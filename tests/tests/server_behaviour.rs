@@ -272,7 +272,7 @@ fn large_body(kind: ServerKind) {
     site.put("page.html", &page_new);
     let Some(s) = start(kind, &site.options()) else { return };
     // A page first: what any hsync response costs (the encoder's
-    // compression context is made once per worker thread and kept).
+    // compression contexts are pooled and kept).
     let r = hsync_get(&s, "/page.html", &page_old, &[]);
     assert!(decode(&page_old, &r) == page_new);
     let before = s.peak_rss_kb();
