@@ -319,3 +319,17 @@ impl Drop for RunningServer {
         }
     }
 }
+
+/// One `#[test]` per case and server: `server_cases!(a, b)` in a test file
+/// makes `nginx::a`, `apache::a`, ... each calling `a(ServerKind::...)`.
+#[macro_export]
+macro_rules! server_cases {
+    ($($case:ident),* $(,)?) => {
+        mod nginx {
+            $( #[test] fn $case() { super::$case($crate::ServerKind::Nginx) } )*
+        }
+        mod apache {
+            $( #[test] fn $case() { super::$case($crate::ServerKind::Apache) } )*
+        }
+    };
+}

@@ -631,18 +631,7 @@ fn proxy_passes_not_found(kind: ServerKind) {
     s.finish();
 }
 
-macro_rules! server_cases {
-    ($($case:ident),* $(,)?) => {
-        mod nginx {
-            $( #[test] fn $case() { super::$case(super::ServerKind::Nginx) } )*
-        }
-        mod apache {
-            $( #[test] fn $case() { super::$case(super::ServerKind::Apache) } )*
-        }
-    };
-}
-
-server_cases!(
+hsync_tests::server_cases!(
     library_fetches_changes_as_deltas,
     get_command_across_a_change,
     proxy_serves_changes_byte_exact,

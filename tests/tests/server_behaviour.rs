@@ -458,18 +458,7 @@ fn max_signature_setting(kind: ServerKind) {
     s.finish();
 }
 
-macro_rules! server_cases {
-    ($($case:ident),* $(,)?) => {
-        mod nginx {
-            $( #[test] fn $case() { super::$case(super::ServerKind::Nginx) } )*
-        }
-        mod apache {
-            $( #[test] fn $case() { super::$case(super::ServerKind::Apache) } )*
-        }
-    };
-}
-
-server_cases!(
+hsync_tests::server_cases!(
     static_corpus_roundtrip,
     proxy_corpus_roundtrip,
     proxy_regenerated_page,
