@@ -74,7 +74,9 @@ fn open_in(p: &Path) -> io::Result<Box<dyn Read>> {
     Ok(if is_dash(p) { Box::new(io::stdin().lock()) } else { Box::new(BufReader::new(File::open(p)?)) })
 }
 
-/// Output goes to a temporary file renamed into place, so a failure never leaves a partial NEW.
+/// Output goes to a temporary file renamed into place, so a failure never
+/// leaves a partial NEW (unless it is a device, FIFO or symlink: see
+/// `replace_by_rename`).
 struct Output {
     tmp: Option<(PathBuf, PathBuf)>,
     w: Box<dyn Write>,
@@ -84,6 +86,11 @@ impl Output {
     fn create(p: &Path) -> io::Result<Output> {
         if is_dash(p) {
             return Ok(Output { tmp: None, w: Box::new(BufWriter::new(io::stdout().lock())) });
+        }
+        if !hsync_client::cli::replace_by_rename(p) {
+            // a device, FIFO or symlink: written through, never replaced
+            let f = std::fs::OpenOptions::new().write(true).truncate(true).open(p)?;
+            return Ok(Output { tmp: None, w: Box::new(BufWriter::new(f)) });
         }
         let mut name = p.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".hsync-tmp.{}", std::process::id()));

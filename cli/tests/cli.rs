@@ -93,3 +93,35 @@ fn help_for_every_command() {
     let o = hsync().arg("nope").output().unwrap();
     assert!(!o.status.success());
 }
+
+#[test]
+fn output_through_a_symlink_or_fifo_is_written_not_replaced() {
+    // `-o /dev/null` once replaced the device with a regular file (the
+    // output is renamed into place); a symlink or FIFO shows the same
+    // without touching /dev.
+    let d = tmp("links");
+    let old = corpus("blog-home/029.html");
+    let target = d.join("target.sig");
+    let link = d.join("link.sig");
+    let _ = std::fs::remove_file(&link);
+    std::fs::write(&target, b"stale").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    ok(hsync().arg("signature").arg(&old).arg(&link).output().unwrap());
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    let direct = d.join("direct.sig");
+    ok(hsync().arg("signature").arg(&old).arg(&direct).output().unwrap());
+    assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(&direct).unwrap());
+
+    let fifo = d.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    ok(hsync().arg("signature").arg(&old).arg(&fifo).output().unwrap());
+    assert_eq!(reader.join().unwrap(), std::fs::read(&direct).unwrap());
+    let ft = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&ft), "the FIFO was replaced");
+}

@@ -197,7 +197,22 @@ pub fn get(args: GetArgs) -> ExitCode {
     }
 }
 
+/// Whether an output file may be written as a temporary file renamed into
+/// place: only when `p` is absent or a regular file. A device (`-o
+/// /dev/null`), a FIFO or a symlink is written through, as curl does;
+/// renaming over it would replace the device or the link itself.
+pub fn replace_by_rename(p: &std::path::Path) -> bool {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) => m.file_type().is_file(),
+        Err(_) => true,
+    }
+}
+
 fn write_atomic(p: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    if !replace_by_rename(p) {
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(p)?;
+        return f.write_all(data).and_then(|_| f.flush());
+    }
     let tmp = p.with_file_name(format!(
         ".{}.hsync-{}.tmp",
         p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
