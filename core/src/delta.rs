@@ -56,7 +56,7 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10, context_credit: 1 << 20, context_ratio: 4, min_context: 64 << 10, context_factor: 32, fast_after: 512 << 10, fast_level: 1 }
+        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10, context_credit: 1 << 20, context_ratio: 4, min_context: 16 << 10, context_factor: 32, fast_after: 512 << 10, fast_level: 1 }
     }
 }
 
