@@ -1,13 +1,16 @@
 //! The client against the real servers: the library (`Fetcher`), `hsync get`
-//! and `hsync proxy` (driven by curl) fetch pages from nginx and Apache with
-//! the hsync modules while the pages change on disk. Every case runs against
-//! each server (`nginx::<case>`, `apache::<case>`); every body is compared
-//! byte for byte, and the server's access log (status, bytes sent,
-//! `hsync_ratio`) confirms what travelled as a delta.
+//! and `hsync proxy` (driven by curl, and by headless Chromium) fetch pages
+//! from nginx and Apache with the hsync modules while the pages change on
+//! disk. Every case runs against each server (`nginx::<case>`,
+//! `apache::<case>`); every body is compared byte for byte, and the server's
+//! access log (status, bytes sent, `hsync_ratio`) confirms what travelled as
+//! a delta.
 //!
 //! Needs the `hsync` binary (`cargo build --release -p hsync`; `HSYNC_BIN`
-//! names another one) and curl. `HSYNC_SKIP_SERVER_TESTS=1` (or `=apache`,
-//! `=nginx`) skips servers; `HSYNC_KEEP_TMP=1` keeps the temporary directories.
+//! names another one) and curl; the Chromium case needs /usr/bin/chromium
+//! (skipped with a notice without it, a failure if `HSYNC_REQUIRE_CHROMIUM`
+//! is set). `HSYNC_SKIP_SERVER_TESTS=1` (or `=apache`, `=nginx`) skips
+//! servers; `HSYNC_KEEP_TMP=1` keeps the temporary directories.
 //!
 //! The servers send `Last-Modified` and no `Cache-Control`, so a client may
 //! treat a page as fresh for 10 % of its age (RFC 9111 heuristic freshness).
@@ -25,6 +28,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -631,10 +635,149 @@ fn proxy_passes_not_found(kind: ServerKind) {
     s.finish();
 }
 
+// ------------------------------------------------------ hsync proxy, Chromium
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Whether to run the Chromium case: a skip notice when Chromium is missing,
+/// a failure instead when `HSYNC_REQUIRE_CHROMIUM` is set.
+fn chromium_available() -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    if std::env::var_os("HSYNC_REQUIRE_CHROMIUM").is_some() {
+        panic!("HSYNC_REQUIRE_CHROMIUM is set but {CHROMIUM} is missing");
+    }
+    eprintln!("SKIPPED: {CHROMIUM} not installed (apt-get install chromium); set HSYNC_REQUIRE_CHROMIUM to make this a failure");
+    false
+}
+
+/// A Chromium process group (browser, renderer, helpers), killed on drop.
+struct Chromium(Child);
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the group this test spawned (`process_group(0)`).
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh headless Chromium (new profile) loads `url` through `proxy`:
+/// the DOM it ends up with, and its net log (which records the response
+/// heads it received).
+fn chromium_load(proxy: SocketAddr, url: &str) -> (String, String) {
+    let work = Scratch::new("client-chromium");
+    let netlog = work.dir.join("netlog.json");
+    let (dom_file, err_file) = (work.dir.join("dom.html"), work.dir.join("stderr"));
+    let mut cmd = Command::new(CHROMIUM);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-quic",
+        "--blink-settings=imagesEnabled=false",
+        // Chromium never proxies loopback unless told to.
+        "--proxy-bypass-list=<-loopback>",
+        "--virtual-time-budget=2000",
+        "--dump-dom",
+    ])
+    .arg(format!("--user-data-dir={}", work.dir.join("profile").display()))
+    .arg(format!("--proxy-server=http://{proxy}"))
+    .arg(format!("--log-net-log={}", netlog.display()))
+    .arg(url)
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(&dom_file).unwrap())
+    .stderr(std::fs::File::create(&err_file).unwrap());
+    let mut chromium = Chromium(cmd.process_group(0).spawn().expect("run chromium"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = chromium.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "chromium {url}: no exit after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(chromium);
+    assert!(status.success(), "chromium {url}: {status}\n{}", String::from_utf8_lossy(&read(&err_file)));
+    let dom = String::from_utf8_lossy(&read(&dom_file)).into_owned();
+    (dom, std::fs::read_to_string(&netlog).unwrap_or_default())
+}
+
+/// The response heads Chromium's net log records for requests of `url`
+/// (status line first, then `name: value` lines).
+fn response_heads(netlog: &str, url: &str) -> Vec<Vec<String>> {
+    let log: serde_json::Value = serde_json::from_str(netlog).expect("Chromium's net log (JSON)");
+    let types = &log["constants"]["logEventTypes"];
+    let (start_job, read_headers) = (&types["URL_REQUEST_START_JOB"], &types["HTTP_TRANSACTION_READ_RESPONSE_HEADERS"]);
+    let events = log["events"].as_array().expect("net log events");
+    let ids: Vec<&serde_json::Value> =
+        events.iter().filter(|e| &e["type"] == start_job && e["params"]["url"] == url).map(|e| &e["source"]["id"]).collect();
+    events
+        .iter()
+        .filter(|e| &e["type"] == read_headers && ids.contains(&&e["source"]["id"]))
+        .map(|e| e["params"]["headers"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect())
+        .collect()
+}
+
+/// `page` with an element naming `tag` put before `</body>`, so that each
+/// version written is told apart in the DOM (the blog-home titles repeat).
+fn marked(page: &[u8], tag: &str) -> (Vec<u8>, String) {
+    let marker = format!("hsync-chromium-{tag}");
+    let at = page.windows(7).rposition(|w| w.eq_ignore_ascii_case(b"</body>")).expect("</body>");
+    let mut out = page[..at].to_vec();
+    out.extend_from_slice(format!("<p id=\"hsync-marker\">{marker}</p>\n").as_bytes());
+    out.extend_from_slice(&page[at..]);
+    (out, marker)
+}
+
+fn chromium_through_proxy_across_changes(kind: ServerKind) {
+    if !chromium_available() {
+        return;
+    }
+    let site = Site::new();
+    let Some(s) = start(kind, &site.options()) else { return };
+    let p = Proxy::start();
+    let u = url(&s, "/index.html");
+    for (i, n) in (26..=28).enumerate() {
+        let (page, marker) = marked(&blog(n), &format!("{}-blog-home-{n:03}", kind.name()));
+        site.put("index.html", &page);
+        if i > 0 {
+            std::thread::sleep(SETTLE);
+        }
+        let what = format!("load {} (blog-home {n:03})", i + 1);
+        let (dom, netlog) = chromium_load(p.addr, &u);
+        assert!(dom.contains(&marker), "{what}: {marker} not in the DOM ({} bytes):\n{}", dom.len(), &dom[..dom.len().min(2000)]);
+        for m in (26..=28).filter(|&m| m != n) {
+            assert!(!dom.contains(&format!("blog-home-{m:03}")), "{what}: another version's marker in the DOM");
+        }
+        let cache = if i == 0 { "MISS" } else { "DELTA" };
+        let heads = response_heads(&netlog, &u);
+        assert_eq!(heads.len(), 1, "{what}: one response for the page in Chromium's net log: {heads:?}");
+        assert_eq!(heads[0].first().map(String::as_str), Some("HTTP/1.1 200 OK"), "{what}: {heads:?}");
+        assert!(heads[0].contains(&format!("x-hsync-cache: {cache}")), "{what}: {heads:?}");
+        if i == 0 {
+            assert_logged_full(&s, "/index.html", 1, &page);
+        } else {
+            assert_logged_delta(&s, "/index.html", i + 1, &page);
+        }
+    }
+    // Chromium asked once per load (the log has no extra requests for the page).
+    assert_eq!(log_for(&s, "/index.html", 3).len(), 3);
+    let st = proxy_status(&p);
+    let (wire, decoded) = (st["wire_bytes"].as_u64().unwrap(), st["decoded_bytes"].as_u64().unwrap());
+    assert!(wire * 2 < decoded, "{wire} bytes on the wire for {decoded}");
+    s.finish();
+}
+
 hsync_tests::server_cases!(
     library_fetches_changes_as_deltas,
     get_command_across_a_change,
     proxy_serves_changes_byte_exact,
     proxy_serves_stale_copy_when_server_is_down,
     proxy_passes_not_found,
+    chromium_through_proxy_across_changes,
 );
