@@ -7,45 +7,12 @@ mod common;
 use common::*;
 use hsync_client::proxy::{self, ProxyConfig};
 use hsync_client::{DiskCache, FetchOptions, Fetcher};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn chromium_available() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    if std::env::var_os("HSYNC_REQUIRE_CHROMIUM").is_some() {
-        panic!("HSYNC_REQUIRE_CHROMIUM is set but {CHROMIUM} is missing");
-    }
-    eprintln!("SKIPPED: {CHROMIUM} not installed (apt-get install chromium); set HSYNC_REQUIRE_CHROMIUM to make this a failure");
-    false
-}
-
 fn dump_dom(proxy: std::net::SocketAddr, url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--disable-quic",
-            "--blink-settings=imagesEnabled=false",
-            &format!("--user-data-dir={}", profile.path().display()),
-            &format!("--proxy-server=http://{proxy}"),
-            // Chromium never proxies loopback unless told to.
-            "--proxy-bypass-list=<-loopback>",
-            "--virtual-time-budget=2000",
-            "--dump-dom",
-            url,
-        ])
-        .output()
-        .expect("run chromium");
+    let out = hsync_tests::chromium::dump_dom_command(profile.path(), proxy).arg(url).output().expect("run chromium");
     assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -60,7 +27,7 @@ fn title(html: &[u8]) -> String {
 
 #[test]
 fn chromium_browses_changing_pages_through_the_proxy() {
-    if !chromium_available() {
+    if !hsync_tests::chromium::available() {
         return;
     }
     let mut origin = Origin::start_local(true);

@@ -637,21 +637,6 @@ fn proxy_passes_not_found(kind: ServerKind) {
 
 // ------------------------------------------------------ hsync proxy, Chromium
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Whether to run the Chromium case: a skip notice when Chromium is missing,
-/// a failure instead when `HSYNC_REQUIRE_CHROMIUM` is set.
-fn chromium_available() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    if std::env::var_os("HSYNC_REQUIRE_CHROMIUM").is_some() {
-        panic!("HSYNC_REQUIRE_CHROMIUM is set but {CHROMIUM} is missing");
-    }
-    eprintln!("SKIPPED: {CHROMIUM} not installed (apt-get install chromium); set HSYNC_REQUIRE_CHROMIUM to make this a failure");
-    false
-}
-
 /// A Chromium process group (browser, renderer, helpers), killed on drop.
 struct Chromium(Child);
 
@@ -670,24 +655,8 @@ fn chromium_load(proxy: SocketAddr, url: &str) -> (String, String) {
     let work = Scratch::new("client-chromium");
     let netlog = work.dir.join("netlog.json");
     let (dom_file, err_file) = (work.dir.join("dom.html"), work.dir.join("stderr"));
-    let mut cmd = Command::new(CHROMIUM);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-quic",
-        "--blink-settings=imagesEnabled=false",
-        // Chromium never proxies loopback unless told to.
-        "--proxy-bypass-list=<-loopback>",
-        "--virtual-time-budget=2000",
-        "--dump-dom",
-    ])
-    .arg(format!("--user-data-dir={}", work.dir.join("profile").display()))
-    .arg(format!("--proxy-server=http://{proxy}"))
-    .arg(format!("--log-net-log={}", netlog.display()))
+    let mut cmd = hsync_tests::chromium::dump_dom_command(&work.dir.join("profile"), proxy);
+    cmd    .arg(format!("--log-net-log={}", netlog.display()))
     .arg(url)
     .stdin(Stdio::null())
     .stdout(std::fs::File::create(&dom_file).unwrap())
@@ -735,7 +704,7 @@ fn marked(page: &[u8], tag: &str) -> (Vec<u8>, String) {
 }
 
 fn chromium_through_proxy_across_changes(kind: ServerKind) {
-    if !chromium_available() {
+    if !hsync_tests::chromium::available() {
         return;
     }
     let site = Site::new();
