@@ -1,0 +1,61 @@
+//! The encoder against the decoder: for any old instance, any edit of it,
+//! any signature parameters the wire allows and any way of feeding the body
+//! in pieces (with flushes), the delta rebuilds the new instance exactly.
+//! With the block size a client picks and full 32+32-bit checksums a false
+//! block match is out of reach, so only an exact rebuild passes; with
+//! arbitrary (thin) checksums the digest may catch a false match
+//! (`DigestMismatch`), and nothing else may go wrong.
+#![no_main]
+use hsync_core::{patch, Encoder, Error, SigLimits, SigParams, Signature};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 8 {
+        return;
+    }
+    let (h, rest) = data.split_at(8);
+    let split = (u16::from_le_bytes([h[0], h[1]]) as usize).min(rest.len());
+    let old = &rest[..split];
+    let insert = &rest[split..];
+    // new = old[..p] + insert + old[q..], and a repeat of old when asked
+    let p = h[2] as usize * old.len() / 255;
+    let q = (p + h[3] as usize * (old.len() - p) / 255).min(old.len());
+    let mut new = Vec::with_capacity(old.len() + insert.len());
+    new.extend_from_slice(&old[..p]);
+    new.extend_from_slice(insert);
+    new.extend_from_slice(&old[q..]);
+    if h[4] & 1 == 1 {
+        new.extend_from_slice(old);
+    }
+    let chosen = h[5] & 0x80 == 0;
+    let params = if chosen {
+        let p = SigParams::for_len_within(old.len() as u64, 64 + (h[5] as usize & 0x7f) * 36);
+        SigParams { weak_bits: 32, strong_bits: 32, ..p }
+    } else {
+        SigParams {
+            block_len: 16 + (h[6] as u32 % 64) * 16,
+            weak_bits: 1 + h[5] % 32,
+            strong_bits: 1 + h[7] % 32,
+            sub_log: 0,
+            sub_bits: 0,
+        }
+    };
+    let sig = Signature::compute_with(old, params);
+    // What a server gets: the signature's bytes, parsed.
+    let sig = Signature::parse(&sig.to_bytes(), &SigLimits::default()).expect("own signature parses");
+    let mut enc = Encoder::new(sig);
+    let mut delta = Vec::new();
+    let piece = 1 + h[6] as usize * 13;
+    for (i, c) in new.chunks(piece).enumerate() {
+        enc.update(c, &mut delta).expect("update");
+        if h[7] & 0x80 != 0 && i % 3 == 1 {
+            enc.flush(&mut delta).expect("flush");
+        }
+    }
+    enc.finish(&mut delta).expect("finish");
+    match patch(old, &delta) {
+        Ok(v) => assert!(v == new, "patch returned other bytes than the digest's"),
+        Err(Error::DigestMismatch) if !chosen => {}
+        Err(e) => panic!("{e:?} (params {params:?}, old {} new {})", old.len(), new.len()),
+    }
+});
