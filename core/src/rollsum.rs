@@ -60,24 +60,55 @@ const fn make_wide() -> [[u64; 256]; 8] {
 /// Hash of a whole window: `sum TABLE[b_i] * MULT^(n-1-i)`.
 ///
 /// Horner's rule eight bytes at a time, so that the chain of dependent
-/// multiplications is one per eight bytes instead of one per byte.
+/// multiplications is one per eight bytes instead of one per byte; and two
+/// chains at once, over the two halves of the window, joined at the end
+/// (`h = h_first * MULT^len_second + h_second`): one chain alone waits on
+/// its multiplications, two keep the table loads busy.
 #[inline]
 pub fn hash(data: &[u8]) -> u64 {
-    let w = &WIDE;
-    let mut h: u64 = 0;
-    let chunks = data.chunks_exact(8);
+    let half = data.len() / 16 * 8;
+    let (a, rest) = data.split_at(half);
+    let (b, tail) = rest.split_at(half);
+    let (mut ha, mut hb) = (0u64, 0u64);
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        ha = ha.wrapping_mul(P8).wrapping_add(group(ca));
+        hb = hb.wrapping_mul(P8).wrapping_add(group(cb));
+    }
+    let mut h = ha.wrapping_mul(pow_p8(half / 8)).wrapping_add(hb);
+    let chunks = tail.chunks_exact(8);
     let rest = chunks.remainder();
     for c in chunks {
-        let a = w[0][c[0] as usize].wrapping_add(w[1][c[1] as usize]);
-        let b = w[2][c[2] as usize].wrapping_add(w[3][c[3] as usize]);
-        let d = w[4][c[4] as usize].wrapping_add(w[5][c[5] as usize]);
-        let e = w[6][c[6] as usize].wrapping_add(w[7][c[7] as usize]);
-        h = h.wrapping_mul(P8).wrapping_add(a.wrapping_add(b).wrapping_add(d.wrapping_add(e)));
+        h = h.wrapping_mul(P8).wrapping_add(group(c));
     }
-    for &b in rest {
-        h = h.wrapping_mul(MULT).wrapping_add(TABLE[b as usize]);
+    for &x in rest {
+        h = h.wrapping_mul(MULT).wrapping_add(TABLE[x as usize]);
     }
     h
+}
+
+/// `sum TABLE[c_k] * MULT^(7-k)` for one 8-byte group.
+#[inline(always)]
+fn group(c: &[u8]) -> u64 {
+    let w = &WIDE;
+    let a = w[0][c[0] as usize].wrapping_add(w[1][c[1] as usize]);
+    let b = w[2][c[2] as usize].wrapping_add(w[3][c[3] as usize]);
+    let d = w[4][c[4] as usize].wrapping_add(w[5][c[5] as usize]);
+    let e = w[6][c[6] as usize].wrapping_add(w[7][c[7] as usize]);
+    a.wrapping_add(b).wrapping_add(d.wrapping_add(e))
+}
+
+/// `P8^k = MULT^(8k)`, by squaring.
+#[inline]
+fn pow_p8(mut k: usize) -> u64 {
+    let (mut base, mut r) = (P8, 1u64);
+    while k > 0 {
+        if k & 1 == 1 {
+            r = r.wrapping_mul(base);
+        }
+        base = base.wrapping_mul(base);
+        k >>= 1;
+    }
+    r
 }
 
 /// `MULT^(n-1)`, the weight of the byte leaving a window of `n` bytes.
@@ -121,7 +152,7 @@ mod tests {
 
     #[test]
     fn wide_hash_equals_horner() {
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 256) as u8).collect();
+        let data: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         for n in 0..data.len() {
             let mut h: u64 = 0;
             for &b in &data[..n] {
