@@ -62,6 +62,8 @@ typedef struct {
 static ngx_int_t ngx_http_hsync_header(ngx_http_request_t *r,
     ngx_list_t *headers, const char *name, ngx_str_t *value,
     ngx_table_elt_t **first);
+static ngx_table_elt_t *ngx_http_hsync_push_header(ngx_http_request_t *r,
+    char *key);
 static ngx_int_t ngx_http_hsync_engage(ngx_http_request_t *r,
     ngx_http_hsync_ctx_t *ctx);
 static ngx_int_t ngx_http_hsync_encode(ngx_http_request_t *r,
@@ -284,6 +286,29 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
 }
 
 
+/* A new response header named key (a literal); its value is the caller's. */
+
+static ngx_table_elt_t *
+ngx_http_hsync_push_header(ngx_http_request_t *r, char *key)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->hash = 1;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    h->key.len = ngx_strlen(key);
+    h->key.data = (u_char *) key;
+
+    return h;
+}
+
+
 static ngx_int_t
 ngx_http_hsync_engage(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx)
 {
@@ -293,16 +318,11 @@ ngx_http_hsync_engage(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx)
     const char       *p;
     ngx_table_elt_t  *h;
 
-    h = ngx_list_push(&r->headers_out.headers);
+    h = ngx_http_hsync_push_header(r, "Content-Encoding");
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    h->hash = 1;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    ngx_str_set(&h->key, "Content-Encoding");
     ngx_str_set(&h->value, "hsync");
     r->headers_out.content_encoding = h;
 
@@ -321,16 +341,10 @@ ngx_http_hsync_engage(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx)
     }
 
     if (h == NULL) {
-        h = ngx_list_push(&r->headers_out.headers);
+        h = ngx_http_hsync_push_header(r, "Vary");
         if (h == NULL) {
             return NGX_ERROR;
         }
-
-        h->hash = 1;
-#if (nginx_version >= 1023000)
-        h->next = NULL;
-#endif
-        ngx_str_set(&h->key, "Vary");
     }
 
     h->value.data = ngx_pnalloc(r->pool, len);

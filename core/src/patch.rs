@@ -65,6 +65,17 @@ pub fn patch(old: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
     patch_with_limits(old, delta, &PatchLimits::default())
 }
 
+/// A run of `count` units starting `rel` units from `next`, checked against
+/// the base instance: (first unit, byte range). `None` when any part of it
+/// falls outside, or it is empty.
+fn unit_run(next: u64, rel: i64, count: u64, units: u64, ul: u64, base_len: u64) -> Option<(u64, u64, u64)> {
+    let first = u64::try_from((next as i64).checked_add(rel)?).ok()?;
+    if count == 0 || first >= units || count > units - first {
+        return None;
+    }
+    Some((first, first * ul, ((first + count) * ul).min(base_len)))
+}
+
 pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Result<Vec<u8>> {
     let mut r = Reader::new(delta);
     let h = read_header(&mut r)?;
@@ -91,15 +102,11 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
             OP_COPY => {
                 let rel = unzigzag(r.varint("copy start")?);
                 let count = r.varint("copy count")?;
-                let start = (copy_next as i64).checked_add(rel).ok_or(Error::Malformed("copy start out of range"))?;
-                if start < 0 || count == 0 || start as u64 >= units || count > units - start as u64 {
-                    return Err(Error::Malformed("copy outside the base instance"));
-                }
-                let from = start as u64 * ul;
-                let to = ((start as u64 + count) * ul).min(h.base_len);
+                let (start, from, to) = unit_run(copy_next, rel, count, units, ul, h.base_len)
+                    .ok_or(Error::Malformed("copy outside the base instance"))?;
                 grow(&out, to - from)?;
                 out.extend_from_slice(&old[from as usize..to as usize]);
-                copy_next = start as u64 + count;
+                copy_next = start + count;
             }
             OP_INSERT => {
                 let n = r.varint("insert length")?;
@@ -135,17 +142,13 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
                     for _ in 0..runs {
                         let rel = unzigzag(r.varint("context run start")?);
                         let count = r.varint("context run length")?;
-                        let first = (next as i64).checked_add(rel).ok_or(Error::Malformed("context run out of range"))?;
-                        if first < 0 || count == 0 || first as u64 >= units || count > units - first as u64 {
-                            return Err(Error::Malformed("context run outside the base instance"));
-                        }
-                        let from = first as u64 * ul;
-                        let to = ((first as u64 + count) * ul).min(h.base_len);
+                        let (first, from, to) = unit_run(next, rel, count, units, ul, h.base_len)
+                            .ok_or(Error::Malformed("context run outside the base instance"))?;
                         if (prefix.len() as u64) + (to - from) > 2 * window as u64 + ul {
                             return Err(Error::Malformed("literal context larger than the window"));
                         }
                         prefix.extend_from_slice(&old[from as usize..to as usize]);
-                        next = first as u64 + count;
+                        next = first + count;
                     }
                     let n = r.varint("compressed literal length")?;
                     let comp = r.bytes(usize::try_from(n).unwrap_or(usize::MAX).min(r.remaining() + 1), "compressed literal bytes")?;
