@@ -32,6 +32,9 @@ fn main() {
     if let Some(v) = a.get(6) { o.context_factor = v.parse().unwrap(); }
     let mut t = Tuning::default();
     let env = |k: &str| std::env::var(k).ok();
+    if let Some(v) = env("CREDIT") { o.context_credit = v.parse().unwrap(); }
+    if let Some(v) = env("CRATIO") { o.context_ratio = v.parse().unwrap(); }
+    if let Some(v) = env("FAST_AFTER") { o.fast_after = v.parse().unwrap(); }
     if let Some(v) = env("SCALE") { t.block_scale = v.parse().unwrap(); }
     if let Some(v) = env("SUBLOG") { t.sub_log = v.parse().unwrap(); }
     if let Some(v) = env("SUBBITS") { t.sub_bits = v.parse().unwrap(); }

@@ -1,32 +1,55 @@
-//! Quick timing of delta encoding for one pair at several levels (exploration).
-use hsync_core::{EncodeOptions, Encoder, Signature};
+//! Where delta time goes on one pair (exploration): the whole encoder with
+//! and without literal context, and each hashing pass alone.
+//! Usage: cargo run --release --example speed OLD NEW
+use hsync_core::{rollsum, signature::strong, EncodeOptions, Encoder, Signature};
 use std::time::Instant;
+
+fn time<T>(what: &str, len: usize, mut f: impl FnMut() -> T) -> T {
+    let n = 20;
+    let mut r = f();
+    let t = Instant::now();
+    for _ in 0..n {
+        r = std::hint::black_box(f());
+    }
+    let dt = t.elapsed().as_secs_f64() / n as f64;
+    println!("{what:32} {:8.3} ms  {:7.0} MB/s", dt * 1e3, len as f64 / dt / 1e6);
+    r
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let old = std::fs::read(&a[1]).unwrap();
     let new = std::fs::read(&a[2]).unwrap();
     let sig = Signature::compute(&old);
-    let minc: usize = std::env::var("MINC").ok().map(|v| v.parse().unwrap()).unwrap_or(16 << 10);
-    let fac: usize = std::env::var("FAC").ok().map(|v| v.parse().unwrap()).unwrap_or(usize::MAX);
-    for level in [3, 5, 6, 7, 9] {
-        for wl in [18u8] {
-            let o = EncodeOptions { level, window_log: wl, min_context: minc, context_factor: fac, ..Default::default() };
-            let n = 50;
-            let t = Instant::now();
-            let mut len = 0;
-            for _ in 0..n {
-                let mut out = Vec::new();
-                let mut e = Encoder::with_options(sig.clone(), o);
-                e.update(&new, &mut out).unwrap();
-                e.finish(&mut out).unwrap();
-                len = out.len();
-            }
-            let dt = t.elapsed().as_secs_f64() / n as f64;
-            println!("level {level:2} wl {wl}: {len:6} bytes, {:.3} ms/delta, {:.0} MB/s", dt * 1e3, new.len() as f64 / dt / 1e6);
+    let bl = sig.params.block_len as usize;
+    let run = |o: EncodeOptions| {
+        let mut out = Vec::new();
+        let mut e = Encoder::with_options(sig.clone(), o);
+        for piece in new.chunks(64 << 10) {
+            e.update(piece, &mut out).unwrap();
         }
-    }
-    let t = Instant::now();
-    for _ in 0..50 { std::hint::black_box(flate2_like(&new)); }
-    println!("memcpy ref {:.3} ms", t.elapsed().as_secs_f64() / 50.0 * 1e3);
+        e.finish(&mut out).unwrap();
+        out.len()
+    };
+    let mut d = EncodeOptions::default();
+    if let Ok(v) = std::env::var("FAST_AFTER") { d.fast_after = v.parse().unwrap(); }
+    let n = time("delta (default)", new.len(), || run(d));
+    println!("  {n} bytes");
+    let n = time("delta, no context", new.len(), || run(EncodeOptions { context_credit: 0, context_ratio: usize::MAX, min_context: 0, context_factor: 0, ..d }));
+    println!("  {n} bytes");
+    let n = time("delta, level 1", new.len(), || run(EncodeOptions { level: 1, ..d }));
+    println!("  {n} bytes");
+    time("xxh3-128 digest", new.len(), || xxhash_rust::xxh3::xxh3_128(&new));
+    time("strong per block", new.len(), || new.chunks_exact(bl).map(|c| strong(c, 32) as u64).sum::<u64>());
+    time("weak per block", new.len(), || new.chunks_exact(bl).map(rollsum::hash).fold(0u32, |a, b| a ^ b));
+    let f = rollsum::out_factor(bl);
+    time("rolling every byte", new.len(), || {
+        let mut h = rollsum::hash(&new[..bl]);
+        let mut acc = 0u32;
+        for i in 0..new.len() - bl {
+            h = rollsum::roll(h, new[i], new[i + bl], f);
+            acc ^= rollsum::weak(h, 20);
+        }
+        acc
+    });
 }
-fn flate2_like(d: &[u8]) -> usize { d.iter().map(|&b| b as usize).sum() }

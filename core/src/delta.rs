@@ -78,7 +78,15 @@ struct Index {
     next: Vec<u32>,
     /// Blocks whose checksums another block shares (repeated content).
     dup: Vec<bool>,
+    /// One bit per value of the low `filter_bits` of a weak checksum: set
+    /// when some block has it. The search tests every position against it
+    /// first; at 2^16 bits for at most a few thousand blocks, nearly every
+    /// test says no, so the loop rarely branches away.
+    filter: Vec<u64>,
+    filter_mask: u32,
 }
+
+const FILTER_BITS: u8 = 16;
 
 const MAX_CHAIN: usize = 32;
 /// Search credit (bytes hashed to check candidates) at the start, and per input byte.
@@ -120,7 +128,14 @@ impl Index {
             next[j] = heads[slot];
             heads[slot] = j as u32 + 1;
         }
-        Index { mask, heads, next, dup: dups }
+        let fb = sig.params.weak_bits.min(FILTER_BITS);
+        let filter_mask = ((1u64 << fb) - 1) as u32;
+        let mut filter = vec![0u64; (1usize << fb).div_ceil(64)];
+        for &w in &sig.weak[..full_blocks] {
+            let v = (w & filter_mask) as usize;
+            filter[v / 64] |= 1 << (v % 64);
+        }
+        Index { mask, heads, next, dup: dups, filter, filter_mask }
     }
 }
 
@@ -137,7 +152,7 @@ pub struct Encoder {
     units: usize,
     /// Set right after a whole block matched: the next mismatch tries sub-blocks forward.
     just_matched: bool,
-    factor: u64,
+    factor: u32,
     window: usize,
     /// Bytes of the new instance not yet dropped; `base` is the absolute offset of `buf[0]`.
     buf: Vec<u8>,
@@ -147,7 +162,7 @@ pub struct Encoder {
     /// Start of bytes not yet assigned to an op.
     lit_start: usize,
     /// Rolling hash of `buf[pos..pos + bl]`, valid when `Some`; that position was already looked up.
-    roll: Option<u64>,
+    roll: Option<u32>,
     /// The block after the last one matched.
     expected: usize,
     /// Open run of copied sub-blocks (start, count) and where it starts in the output.
@@ -399,15 +414,17 @@ impl Encoder {
     /// more chance for a false match of this block alone). So a block that
     /// repeats in the old instance does not confirm. Returns the block, if any.
     #[inline]
-    fn candidate(&self, h: u64, at: usize) -> Option<usize> {
+    fn candidate(&self, h: u32, at: usize) -> Option<usize> {
         let p = self.sig.params;
         let w = rollsum::weak(h, p.weak_bits);
         let mut i = self.index.heads[(w & self.index.mask) as usize];
         if i == 0 {
             return None;
         }
-        let slot = &self.refused[(h ^ (h >> 29)) as usize % REFUSED_SLOTS];
-        if slot.get() == h {
+        // Keyed by the whole hash, marked (bit 32) so that an empty slot matches nothing.
+        let key = h as u64 | 1 << 32;
+        let slot = &self.refused[(h ^ (h >> 17)) as usize % REFUSED_SLOTS];
+        if slot.get() == key {
             return None;
         }
         let win = &self.buf[at..at + self.bl];
@@ -442,7 +459,7 @@ impl Encoder {
             walked += 1;
         }
         if s.is_some() {
-            slot.set(h);
+            slot.set(key);
         }
         None
     }
@@ -489,13 +506,15 @@ impl Encoder {
                     let limit = buf.len().saturating_sub(reach);
                     let mut pos = self.pos;
                     let mut found = None;
-                    let heads = &self.index.heads;
-                    let mask = self.index.mask;
+                    let filter = &self.index.filter[..];
+                    let fmask = self.index.filter_mask;
                     let wl = p.weak_bits;
+                    let factor = self.factor;
                     while pos < limit {
-                        h = rollsum::roll(h, buf[pos], buf[pos + bl], self.factor);
+                        h = rollsum::roll(h, buf[pos], buf[pos + bl], factor);
                         pos += 1;
-                        if heads[(rollsum::weak(h, wl) & mask) as usize] != 0 {
+                        let v = (rollsum::weak(h, wl) & fmask) as usize;
+                        if filter[v / 64] >> (v % 64) & 1 != 0 {
                             if let Some(j) = self.candidate(h, pos) {
                                 found = Some(j);
                                 break;

@@ -1,32 +1,23 @@
-//! The weak rolling checksum: a polynomial (Rabin–Karp) hash over a byte
-//! substitution table, modulo 2^64. Rolling one byte costs two table loads
-//! and two multiplications. The signature keeps its top bits, which depend
-//! on every bit of every byte in the window.
+//! The weak rolling checksum (signature version 2): a polynomial
+//! (Rabin–Karp) hash of the bytes, modulo 2^32,
+//! `R(b_0 .. b_{n-1}) = sum b_k * M^(n-1-k)`. The signature keeps its top
+//! bits, which depend on every bit of every byte in the window.
+//!
+//! Why this form: the encoder hashes every block it copies (the check of the
+//! block right after a match), so whole-window hashing is the cost per byte
+//! of a mostly unchanged body. Without a substitution table the window sum
+//! is a dot product with powers of `M`, which vector units compute many
+//! lanes at a time (8 bytes per 256-bit multiply); rolling one byte is one
+//! multiplication and two additions.
 
-/// Multiplier of the polynomial (odd, from the golden ratio).
-pub const MULT: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Multiplier of the polynomial (odd; xxHash32's first prime).
+pub const MULT: u32 = 0x9E37_79B1;
 
-/// Byte substitution table, fixed by the protocol (see docs/protocol.md):
-/// `TABLE[i] = splitmix64` output number `i + 1` from seed 0.
-pub const TABLE: [u64; 256] = make_table();
+/// Lanes of the whole-window hash: byte `i` of the window goes to lane `i % LANES`.
+const LANES: usize = 64;
 
-const fn make_table() -> [u64; 256] {
-    let mut t = [0u64; 256];
-    let mut state: u64 = 0;
-    let mut i = 0;
-    while i < 256 {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        t[i] = z ^ (z >> 31);
-        i += 1;
-    }
-    t
-}
-
-const fn pow(n: u32) -> u64 {
-    let mut f: u64 = 1;
+const fn pow(n: u32) -> u32 {
+    let mut f: u32 = 1;
     let mut i = 0;
     while i < n {
         f = f.wrapping_mul(MULT);
@@ -35,72 +26,103 @@ const fn pow(n: u32) -> u64 {
     f
 }
 
-const P8: u64 = pow(8);
-
-/// `WIDE[k][b] = TABLE[b] * MULT^(7-k)`: the weight of byte `b` at place
-/// `k` of an 8-byte group, so whole-window hashing needs no multiplication
-/// per byte (16 KiB, fits in L1).
-static WIDE: [[u64; 256]; 8] = make_wide();
-
-const fn make_wide() -> [[u64; 256]; 8] {
-    let mut w = [[0u64; 256]; 8];
+/// `POW[k] = MULT^k`, for `k <= LANES`.
+const POW: [u32; LANES + 1] = {
+    let mut p = [0u32; LANES + 1];
     let mut k = 0;
-    while k < 8 {
-        let f = pow(7 - k as u32);
-        let mut b = 0;
-        while b < 256 {
-            w[k][b] = TABLE[b].wrapping_mul(f);
-            b += 1;
-        }
+    while k <= LANES {
+        p[k] = pow(k as u32);
         k += 1;
     }
-    w
+    p
+};
+
+/// Hash of a whole window: `sum b_i * MULT^(n-1-i) mod 2^32`.
+#[inline]
+pub fn hash(data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if data.len() >= 2 * LANES && avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { hash_avx2(data) };
+        }
+    }
+    hash_lanes(data)
 }
 
-/// Hash of a whole window: `sum TABLE[b_i] * MULT^(n-1-i)`.
-///
-/// Horner's rule eight bytes at a time, so that the chain of dependent
-/// multiplications is one per eight bytes instead of one per byte; and two
-/// chains at once, over the two halves of the window, joined at the end
-/// (`h = h_first * MULT^len_second + h_second`): one chain alone waits on
-/// its multiplications, two keep the table loads busy.
+#[cfg(target_arch = "x86_64")]
 #[inline]
-pub fn hash(data: &[u8]) -> u64 {
-    let half = data.len() / 16 * 8;
-    let (a, rest) = data.split_at(half);
-    let (b, tail) = rest.split_at(half);
-    let (mut ha, mut hb) = (0u64, 0u64);
-    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        ha = ha.wrapping_mul(P8).wrapping_add(group(ca));
-        hb = hb.wrapping_mul(P8).wrapping_add(group(cb));
+fn avx2() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static HAVE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
+    match HAVE.load(Ordering::Relaxed) {
+        0 => {
+            let yes = std::arch::is_x86_feature_detected!("avx2");
+            HAVE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+        v => v == 2,
     }
-    let mut h = ha.wrapping_mul(pow_p8(half / 8)).wrapping_add(hb);
-    let chunks = tail.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        h = h.wrapping_mul(P8).wrapping_add(group(c));
+}
+
+/// [`hash_lanes`] with AVX2: eight 8-lane accumulators, so that eight
+/// multiplications are in flight at once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn hash_avx2(data: &[u8]) -> u32 {
+    use std::arch::x86_64::*;
+    let m = _mm256_set1_epi32(POW[LANES] as i32);
+    let mut a = [_mm256_setzero_si256(); LANES / 8];
+    let steps = data.len() / LANES;
+    let p = data.as_ptr();
+    for s in 0..steps {
+        let q = p.add(s * LANES);
+        for (g, acc) in a.iter_mut().enumerate() {
+            // SAFETY: q + 8g + 8 <= data.as_ptr() + data.len().
+            let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.add(8 * g) as *const __m128i));
+            *acc = _mm256_add_epi32(_mm256_mullo_epi32(*acc, m), b);
+        }
     }
-    for &x in rest {
-        h = h.wrapping_mul(MULT).wrapping_add(TABLE[x as usize]);
+    let mut acc = [0u32; LANES];
+    for (g, v) in a.iter().enumerate() {
+        _mm256_storeu_si256(acc.as_mut_ptr().add(8 * g) as *mut __m256i, *v);
+    }
+    join(&acc, &data[steps * LANES..])
+}
+
+/// Horner's rule per lane, `LANES` bytes a step: lane `k` accumulates the
+/// bytes at `i % LANES == k` with multiplier `MULT^LANES`; the lanes are
+/// then joined with their weights `MULT^(LANES-1-k)`, and the tail shorter
+/// than a step is added byte by byte.
+#[inline(always)]
+fn hash_lanes(data: &[u8]) -> u32 {
+    let mut acc = [0u32; LANES];
+    let steps = data.chunks_exact(LANES);
+    let tail = steps.remainder();
+    for c in steps {
+        for k in 0..LANES {
+            acc[k] = acc[k].wrapping_mul(POW[LANES]).wrapping_add(c[k] as u32);
+        }
+    }
+    join(&acc, tail)
+}
+
+/// Joins the lanes with their weights and adds the tail.
+#[inline(always)]
+fn join(acc: &[u32; LANES], tail: &[u8]) -> u32 {
+    let mut h = 0u32;
+    for k in 0..LANES {
+        h = h.wrapping_add(acc[k].wrapping_mul(POW[LANES - 1 - k]));
+    }
+    for &b in tail {
+        h = h.wrapping_mul(MULT).wrapping_add(b as u32);
     }
     h
 }
 
-/// `sum TABLE[c_k] * MULT^(7-k)` for one 8-byte group.
-#[inline(always)]
-fn group(c: &[u8]) -> u64 {
-    let w = &WIDE;
-    let a = w[0][c[0] as usize].wrapping_add(w[1][c[1] as usize]);
-    let b = w[2][c[2] as usize].wrapping_add(w[3][c[3] as usize]);
-    let d = w[4][c[4] as usize].wrapping_add(w[5][c[5] as usize]);
-    let e = w[6][c[6] as usize].wrapping_add(w[7][c[7] as usize]);
-    a.wrapping_add(b).wrapping_add(d.wrapping_add(e))
-}
-
-/// `P8^k = MULT^(8k)`, by squaring.
-#[inline]
-fn pow_p8(mut k: usize) -> u64 {
-    let (mut base, mut r) = (P8, 1u64);
+/// `MULT^n`: the weight a byte has once it has left a window of `n` bytes.
+pub fn out_factor(n: usize) -> u32 {
+    let (mut base, mut r, mut k) = (MULT, 1u32, n);
     while k > 0 {
         if k & 1 == 1 {
             r = r.wrapping_mul(base);
@@ -111,60 +133,66 @@ fn pow_p8(mut k: usize) -> u64 {
     r
 }
 
-/// `MULT^(n-1)`, the weight of the byte leaving a window of `n` bytes.
-pub fn out_factor(n: usize) -> u64 {
-    let mut f: u64 = 1;
-    for _ in 1..n {
-        f = f.wrapping_mul(MULT);
-    }
-    f
-}
-
-/// Slides the window one byte: removes `out` (weight `factor`), adds `inb`.
+/// Slides the window one byte: adds `inb`, removes `out` (`factor` from
+/// [`out_factor`] of the window length). The two byte terms do not depend
+/// on `h`, so the chain from one position to the next is one
+/// multiplication and one addition.
 #[inline(always)]
-pub fn roll(h: u64, out: u8, inb: u8, factor: u64) -> u64 {
-    h.wrapping_sub(TABLE[out as usize].wrapping_mul(factor))
-        .wrapping_mul(MULT)
-        .wrapping_add(TABLE[inb as usize])
+pub fn roll(h: u32, out: u8, inb: u8, factor: u32) -> u32 {
+    h.wrapping_mul(MULT).wrapping_add((inb as u32).wrapping_sub((out as u32).wrapping_mul(factor)))
 }
 
 /// The `bits` most significant bits of a rolling hash, as stored in a signature.
 #[inline(always)]
-pub fn weak(h: u64, bits: u8) -> u32 {
-    (h >> (64 - bits as u32)) as u32
+pub fn weak(h: u32, bits: u8) -> u32 {
+    h >> (32 - bits as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn horner(d: &[u8]) -> u32 {
+        d.iter().fold(0u32, |h, &b| h.wrapping_mul(MULT).wrapping_add(b as u32))
+    }
+
     #[test]
     fn rolling_equals_direct() {
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
-        let n = 64;
-        let f = out_factor(n);
-        let mut h = hash(&data[..n]);
-        for i in 1..data.len() - n {
-            h = roll(h, data[i - 1], data[i + n - 1], f);
-            assert_eq!(h, hash(&data[i..i + n]));
+        for n in [1usize, 16, 64, 200] {
+            let f = out_factor(n);
+            let mut h = hash(&data[..n]);
+            for i in 1..data.len() - n {
+                h = roll(h, data[i - 1], data[i + n - 1], f);
+                assert_eq!(h, hash(&data[i..i + n]), "n = {n}, i = {i}");
+            }
         }
     }
 
     #[test]
-    fn wide_hash_equals_horner() {
+    fn lanes_equal_horner() {
         let data: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         for n in 0..data.len() {
-            let mut h: u64 = 0;
-            for &b in &data[..n] {
-                h = h.wrapping_mul(MULT).wrapping_add(TABLE[b as usize]);
-            }
-            assert_eq!(hash(&data[..n]), h, "n = {n}");
+            assert_eq!(hash(&data[..n]), horner(&data[..n]), "n = {n}");
+            assert_eq!(hash_lanes(&data[..n]), horner(&data[..n]), "n = {n}");
         }
     }
 
     #[test]
-    fn table_is_fixed() {
-        // Pinned so that a change to the table (a protocol change) fails loudly.
-        assert_eq!(TABLE[0], 0xE220_A839_7B1D_CDAF);
+    fn out_factor_is_power() {
+        for n in [0usize, 1, 2, 31, 32, 33, 6800, 1 << 24] {
+            assert_eq!(out_factor(n), (0..n).fold(1u32, |f, _| f.wrapping_mul(MULT)));
+        }
+    }
+
+    #[test]
+    fn values_are_fixed() {
+        // Pinned so that a change of the checksum (a protocol change) fails loudly.
+        assert_eq!(hash(b"hsync"), 0x5e07_9255);
+        let long: Vec<u8> = (0..768).map(|i| i as u8).collect();
+        assert_eq!(hash(&long), 0x2b78_6e80);
+        assert_eq!(hash(b""), 0);
+        assert_eq!(hash(&[1]), 1);
+        assert_eq!(hash(&[1, 0]), MULT);
     }
 }

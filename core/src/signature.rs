@@ -12,7 +12,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// First bytes of every signature: "hs", then the format version.
 pub const SIG_MAGIC: [u8; 2] = *b"hs";
-pub const SIG_VERSION: u8 = 1;
+pub const SIG_VERSION: u8 = 2;
 
 /// Largest signature a client sends: 4608 bytes raw, 6144 in base64url,
 /// under the 8 KiB header-line limit of nginx and Apache.
@@ -465,13 +465,16 @@ mod tests {
         let mut v = sig.clone();
         v[2] = 9;
         assert_eq!(Signature::parse(&v, &lim), Err(Error::UnsupportedVersion(9)));
+        // Version 1 (the table-driven 64-bit weak sum) is not spoken any more.
+        v[2] = 1;
+        assert_eq!(Signature::parse(&v, &lim), Err(Error::UnsupportedVersion(1)));
         assert!(Signature::parse(&sig[..sig.len() - 1], &lim).is_err());
         let mut longer = sig.clone();
         longer.extend_from_slice(&[0; 5]);
         assert!(Signature::parse(&longer, &lim).is_err());
         assert!(matches!(Signature::parse(&sig, &SigLimits { max_len: 10 }), Err(Error::TooLarge(_))));
         // An absurd instance length with a tiny body allocates nothing and fails.
-        let mut absurd = vec![b'h', b's', 1, 20, 4, 0];
+        let mut absurd = vec![b'h', b's', SIG_VERSION, 20, 4, 0];
         put_varint(&mut absurd, 16);
         put_varint(&mut absurd, 1 << 32);
         assert!(matches!(Signature::parse(&absurd, &lim), Err(Error::Truncated(_))));
