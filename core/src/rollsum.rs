@@ -176,6 +176,11 @@ mod tests {
             assert_eq!(hash(&data[..n]), horner(&data[..n]), "n = {n}");
             assert_eq!(hash_lanes(&data[..n]), horner(&data[..n]), "n = {n}");
         }
+        // Any alignment of the window (the vector path loads unaligned).
+        for off in 1..40 {
+            let w = &data[off..off + 777];
+            assert_eq!(hash(w), horner(w), "offset {off}");
+        }
     }
 
     #[test]
