@@ -1,7 +1,7 @@
 //! `hsync`: rdiff-style codec commands, plus the HTTP client (`get`, `proxy`).
 
 use clap::{Parser, Subcommand};
-use hsync_core::{patch_with_limits, Encoder, PatchLimits, SigLimits, SigParams, Signature, SignatureBuilder};
+use hsync_core::{patch_to, patch_with_limits, Encoder, PatchLimits, SigLimits, SigParams, Signature, SignatureBuilder};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -72,6 +72,42 @@ fn read_all(p: &Path) -> io::Result<Vec<u8>> {
 
 fn open_in(p: &Path) -> io::Result<Box<dyn Read>> {
     Ok(if is_dash(p) { Box::new(io::stdin().lock()) } else { Box::new(BufReader::new(File::open(p)?)) })
+}
+
+/// An instance to read whole: a regular file of 1 MiB or more is mapped
+/// (as ripgrep does; no copy, no fresh pages), anything else read.
+enum Input {
+    Map(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Input {
+    fn open(p: &Path) -> io::Result<Input> {
+        if !is_dash(p) {
+            let f = File::open(p)?;
+            let meta = f.metadata()?;
+            if meta.is_file() && meta.len() >= 1 << 20 {
+                // SAFETY: a read-only private mapping. Should another process
+                // truncate the file meanwhile, reading it faults (SIGBUS),
+                // as for any program that maps its input; the output is then
+                // left as a temporary file, never in place.
+                if let Ok(m) = unsafe { memmap2::MmapOptions::new().populate().map(&f) } {
+                    return Ok(Input::Map(m));
+                }
+            }
+        }
+        read_all(p).map(Input::Owned)
+    }
+}
+
+impl std::ops::Deref for Input {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Input::Map(m) => m,
+            Input::Owned(v) => v,
+        }
+    }
 }
 
 /// Output goes to a temporary file renamed into place, so a failure never
@@ -191,11 +227,20 @@ fn patch(old: &Path, delta: &Path, new: &Path) -> Result<(), String> {
     if is_dash(old) && is_dash(delta) {
         return Err("OLD and DELTA cannot both be stdin".into());
     }
-    let o = ctx(read_all(old), old)?;
+    let o = ctx(Input::open(old), old)?;
     let d = ctx(read_all(delta), delta)?;
-    let rebuilt = patch_with_limits(&o, &d, &PatchLimits { max_output: u64::MAX }).map_err(|e| format!("{}: {e}", delta.display()))?;
+    let limits = PatchLimits { max_output: u64::MAX };
+    let bad = |e: hsync_core::Error| format!("{}: {e}", delta.display());
     let mut out = ctx(Output::create(new), new)?;
-    ctx(out.w.write_all(&rebuilt), new)?;
+    if out.tmp.is_some() {
+        // A temporary file, renamed into place only once the digest matched
+        // (dropped otherwise): the instance can be written as it is rebuilt.
+        patch_to(&o, &d, &limits, &mut |piece| out.w.write_all(piece)).map_err(bad)?;
+    } else {
+        // stdout, a device or a FIFO: nothing may reach it unverified.
+        let rebuilt = patch_with_limits(&o, &d, &limits).map_err(bad)?;
+        ctx(out.w.write_all(&rebuilt), new)?;
+    }
     ctx(out.commit(), new)
 }
 

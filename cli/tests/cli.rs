@@ -125,3 +125,38 @@ fn output_through_a_symlink_or_fifo_is_written_not_replaced() {
     let ft = std::fs::symlink_metadata(&fifo).unwrap().file_type();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&ft), "the FIFO was replaced");
 }
+
+#[test]
+fn large_patch_streams_to_a_file_only_when_verified() {
+    // 3 MB: the old instance is mapped and the new one written as it is
+    // rebuilt, through a temporary file renamed only once the digest matched.
+    let d = tmp("large");
+    let f = |n: &str| d.join(n);
+    let page = std::fs::read(corpus("blog-home/029.html")).unwrap();
+    let next = std::fs::read(corpus("blog-home/030.html")).unwrap();
+    let old: Vec<u8> = page.iter().chain(next.iter()).cycle().take(3 << 20).copied().collect();
+    let mut new = old.clone();
+    new.splice(1_000_000..1_000_100, b"an edit in the middle".iter().copied());
+    new.extend_from_slice(&next);
+    std::fs::write(f("old"), &old).unwrap();
+    std::fs::write(f("new"), &new).unwrap();
+    ok(hsync().arg("signature").arg(f("old")).arg(f("sig")).output().unwrap());
+    ok(hsync().arg("delta").arg(f("sig")).arg(f("new")).arg(f("delta")).output().unwrap());
+    ok(hsync().arg("patch").arg(f("old")).arg(f("delta")).arg(f("out")).output().unwrap());
+    assert!(std::fs::read(f("out")).unwrap() == new, "rebuilt instance differs");
+    // A flipped digest bit: one-line error, the existing output untouched,
+    // no temporary file left, nothing on stdout.
+    let mut bad = std::fs::read(f("delta")).unwrap();
+    *bad.last_mut().unwrap() ^= 1;
+    std::fs::write(f("bad"), &bad).unwrap();
+    std::fs::write(f("out"), b"previous content").unwrap();
+    let o = hsync().arg("patch").arg(f("old")).arg(f("bad")).arg(f("out")).output().unwrap();
+    one_line_error(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("digest mismatch"));
+    assert_eq!(std::fs::read(f("out")).unwrap(), b"previous content");
+    let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains("tmp")).collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    let o = hsync().arg("patch").arg(f("old")).arg(f("bad")).arg("-").output().unwrap();
+    one_line_error(&o);
+    assert!(o.stdout.is_empty(), "unverified bytes reached stdout");
+}

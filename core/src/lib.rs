@@ -17,5 +17,5 @@ mod zstdx;
 
 pub use delta::{delta, delta_with, EncodeOptions, EncodeStats, Encoder};
 pub use error::{Error, Result};
-pub use patch::{delta_header, patch, patch_with_limits, DeltaHeader, PatchLimits};
+pub use patch::{delta_header, patch, patch_to, patch_with_limits, DeltaHeader, PatchLimits};
 pub use signature::{SigLimits, SigParams, Signature, SignatureBuilder, MAX_SIGNATURE_LEN};

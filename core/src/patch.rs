@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::signature::{MAX_BLOCK_LEN, MIN_SUB_LEN};
 use crate::wire::{unzigzag, Reader};
 use crate::zstdx;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 /// Limits for [`patch_with_limits`].
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +77,109 @@ fn unit_run(next: u64, rel: i64, count: u64, units: u64, ul: u64, base_len: u64)
 }
 
 pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Result<Vec<u8>> {
+    let mut out = Whole(Vec::new());
+    decode(old, delta, limits, &mut out)?;
+    Ok(out.0)
+}
+
+/// Streaming form of [`patch_with_limits`]: hands the rebuilt instance to
+/// `sink` in order, piece by piece, holding only the last window of it (the
+/// context of literal chunks) instead of all of it. Returns its length.
+///
+/// The pieces are verified only when this returns `Ok`: on any error the
+/// caller MUST discard everything `sink` received (the CLI writes them to a
+/// temporary file that is renamed into place only on success).
+pub fn patch_to(old: &[u8], delta: &[u8], limits: &PatchLimits, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<u64> {
+    let mut out = Streamed { buf: Vec::new(), sent: 0, hasher: Xxh3::new(), sink, keep: 0 };
+    decode(old, delta, limits, &mut out)?;
+    Ok(out.sent)
+}
+
+/// Where [`decode`] puts the rebuilt instance.
+trait Out {
+    /// Bytes written so far.
+    fn len(&self) -> u64;
+    fn extend(&mut self, bytes: &[u8]) -> Result<()>;
+    /// The last `n` bytes written (`n` at most the window given to [`Out::window`]).
+    fn tail(&self, n: usize) -> &[u8];
+    fn window(&mut self, w: usize);
+    /// Everything written, then the digest of it all.
+    fn finish(&mut self) -> Result<u128>;
+}
+
+/// The whole instance in memory.
+struct Whole(Vec<u8>);
+
+impl Out for Whole {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn extend(&mut self, bytes: &[u8]) -> Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn tail(&self, n: usize) -> &[u8] {
+        &self.0[self.0.len() - n..]
+    }
+    fn window(&mut self, _: usize) {}
+    fn finish(&mut self) -> Result<u128> {
+        Ok(xxh3_128(&self.0))
+    }
+}
+
+/// The last window and a batch in memory; older bytes handed to the sink.
+struct Streamed<'a> {
+    buf: Vec<u8>,
+    /// Bytes already handed to the sink (they precede `buf`).
+    sent: u64,
+    hasher: Xxh3,
+    sink: &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    keep: usize,
+}
+
+/// Bytes gathered beyond the window before they are handed on.
+const STREAM_BATCH: usize = 256 << 10;
+
+impl Streamed<'_> {
+    fn send(&mut self, n: usize) -> Result<()> {
+        let piece = &self.buf[..n];
+        self.hasher.update(piece);
+        (self.sink)(piece)?;
+        self.sent += n as u64;
+        self.buf.drain(..n);
+        Ok(())
+    }
+}
+
+impl Out for Streamed<'_> {
+    fn len(&self) -> u64 {
+        self.sent + self.buf.len() as u64
+    }
+    fn extend(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let room = (self.keep + STREAM_BATCH).saturating_sub(self.buf.len()).max(1);
+            let n = bytes.len().min(room);
+            self.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.buf.len() >= self.keep + STREAM_BATCH {
+                self.send(self.buf.len() - self.keep)?;
+            }
+        }
+        Ok(())
+    }
+    fn tail(&self, n: usize) -> &[u8] {
+        &self.buf[self.buf.len() - n..]
+    }
+    fn window(&mut self, w: usize) {
+        self.keep = w;
+    }
+    fn finish(&mut self) -> Result<u128> {
+        self.send(self.buf.len())?;
+        Ok(self.hasher.digest128())
+    }
+}
+
+fn decode(old: &[u8], delta: &[u8], limits: &PatchLimits, out: &mut dyn Out) -> Result<()> {
     let mut r = Reader::new(delta);
     let h = read_header(&mut r)?;
     if h.base_len != old.len() as u64 {
@@ -86,13 +189,13 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
     let units = h.base_len.div_ceil(ul);
     let mut prefix: Vec<u8> = Vec::new();
     let window = 1usize << h.window_log;
-    let mut out: Vec<u8> = Vec::new();
+    out.window(window);
     let mut lit: Vec<u8> = Vec::new();
     let mut lit_pos = 0usize;
     let mut copy_next: u64 = 0;
     let mut dctx = zstdx::dctx();
-    let grow = |out: &Vec<u8>, n: u64| -> Result<()> {
-        if out.len() as u64 + n > limits.max_output {
+    let grow = |out: &dyn Out, n: u64| -> Result<()> {
+        if out.len() + n > limits.max_output {
             return Err(Error::TooLarge("rebuilt instance larger than the configured maximum"));
         }
         Ok(())
@@ -104,8 +207,8 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
                 let count = r.varint("copy count")?;
                 let (start, from, to) = unit_run(copy_next, rel, count, units, ul, h.base_len)
                     .ok_or(Error::Malformed("copy outside the base instance"))?;
-                grow(&out, to - from)?;
-                out.extend_from_slice(&old[from as usize..to as usize]);
+                grow(out, to - from)?;
+                out.extend(&old[from as usize..to as usize])?;
                 copy_next = start + count;
             }
             OP_INSERT => {
@@ -113,8 +216,8 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
                 if n == 0 || n > (lit.len() - lit_pos) as u64 {
                     return Err(Error::Malformed("insert longer than the literal bytes available"));
                 }
-                grow(&out, n)?;
-                out.extend_from_slice(&lit[lit_pos..lit_pos + n as usize]);
+                grow(out, n)?;
+                out.extend(&lit[lit_pos..lit_pos + n as usize])?;
                 lit_pos += n as usize;
             }
             op @ (OP_LIT_ZSTD | OP_LIT_RAW) => {
@@ -132,12 +235,12 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
                 } else {
                     // Context: the last `tail` bytes of output, then the old runs named here.
                     let tail = r.varint("literal context length")?;
-                    if tail > window as u64 || tail > out.len() as u64 {
+                    if tail > window as u64 || tail > out.len() {
                         return Err(Error::Malformed("literal context longer than the output or the window"));
                     }
                     let runs = r.varint("literal context runs")?;
                     prefix.clear();
-                    prefix.extend_from_slice(&out[out.len() - tail as usize..]);
+                    prefix.extend_from_slice(out.tail(tail as usize));
                     let mut next: u64 = 0;
                     for _ in 0..runs {
                         let rel = unzigzag(r.varint("context run start")?);
@@ -165,10 +268,10 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
                 if lit_pos != lit.len() {
                     return Err(Error::Malformed("unused literal bytes"));
                 }
-                if total != out.len() as u64 || xxh3_128(&out).to_be_bytes() != digest {
+                if total != out.len() || out.finish()?.to_be_bytes() != digest {
                     return Err(Error::DigestMismatch);
                 }
-                return Ok(out);
+                return Ok(());
             }
             _ => return Err(Error::Malformed("unknown delta op")),
         }

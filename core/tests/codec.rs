@@ -325,3 +325,46 @@ proptest! {
         let _ = Signature::parse(&junk, &Default::default());
     }
 }
+
+/// The streaming decoder hands on exactly the bytes the one-shot decoder
+/// returns, in order, for windows from 1 KiB up, and fails where it fails.
+#[test]
+fn patch_to_streams_the_same_bytes() {
+    use hsync_core::{patch_to, PatchLimits};
+    let page = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/blog-home/029.html")).unwrap();
+    let mut old = Vec::new();
+    while old.len() < 1_500_000 {
+        old.extend_from_slice(&page);
+        old.extend_from_slice(format!("<!-- {} -->", old.len()).as_bytes());
+    }
+    let mut new = old.clone();
+    for (i, at) in [10usize, 400_000, 900_000, 1_400_000].into_iter().enumerate() {
+        new.splice(at..at + 50, format!("<p>edit number {i}, new text here</p>").bytes());
+    }
+    let sig = Signature::compute(&old);
+    for window_log in [10u8, 14, 18] {
+        let d = delta_with(&sig, &new, EncodeOptions { window_log, ..Default::default() }).unwrap();
+        let mut got = Vec::new();
+        let mut pieces = 0;
+        let n = patch_to(&old, &d, &PatchLimits::default(), &mut |p| {
+            got.extend_from_slice(p);
+            pieces += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, new.len() as u64);
+        assert!(got == new, "window_log {window_log}: streamed bytes differ");
+        assert!(pieces > 1, "window_log {window_log}: expected several pieces");
+        assert_eq!(patch(&old, &d).unwrap(), new);
+        let mut bad = d.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        let r = patch_to(&old, &bad, &PatchLimits::default(), &mut |_| Ok(()));
+        assert_eq!(r, Err(hsync_core::Error::DigestMismatch));
+        // A sink that fails stops the decoder with its error.
+        let r = patch_to(&old, &d, &PatchLimits::default(), &mut |_| Err(std::io::Error::other("disk full")));
+        assert!(matches!(r, Err(hsync_core::Error::Io(ref m)) if m.contains("disk full")), "{r:?}");
+        // The output limit holds when streaming too.
+        let r = patch_to(&old, &d, &PatchLimits { max_output: 1 << 20 }, &mut |_| Ok(()));
+        assert!(matches!(r, Err(hsync_core::Error::TooLarge(_))), "{r:?}");
+    }
+}
