@@ -16,22 +16,12 @@ pub const MULT: u32 = 0x9E37_79B1;
 /// Lanes of the whole-window hash: byte `i` of the window goes to lane `i % LANES`.
 const LANES: usize = 64;
 
-const fn pow(n: u32) -> u32 {
-    let mut f: u32 = 1;
-    let mut i = 0;
-    while i < n {
-        f = f.wrapping_mul(MULT);
-        i += 1;
-    }
-    f
-}
-
 /// `POW[k] = MULT^k`, for `k <= LANES`.
 const POW: [u32; LANES + 1] = {
     let mut p = [0u32; LANES + 1];
     let mut k = 0;
     while k <= LANES {
-        p[k] = pow(k as u32);
+        p[k] = out_factor(k);
         k += 1;
     }
     p
@@ -42,27 +32,12 @@ const POW: [u32; LANES + 1] = {
 pub fn hash(data: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if data.len() >= 2 * LANES && avx2() {
+        if data.len() >= 2 * LANES && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked at run time).
             return unsafe { hash_avx2(data) };
         }
     }
     hash_lanes(data)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn avx2() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static HAVE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
-    match HAVE.load(Ordering::Relaxed) {
-        0 => {
-            let yes = std::arch::is_x86_feature_detected!("avx2");
-            HAVE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-        v => v == 2,
-    }
 }
 
 /// [`hash_lanes`] with AVX2: eight 8-lane accumulators, so that eight
@@ -121,7 +96,7 @@ fn join(acc: &[u32; LANES], tail: &[u8]) -> u32 {
 }
 
 /// `MULT^n`: the weight a byte has once it has left a window of `n` bytes.
-pub fn out_factor(n: usize) -> u32 {
+pub const fn out_factor(n: usize) -> u32 {
     let (mut base, mut r, mut k) = (MULT, 1u32, n);
     while k > 0 {
         if k & 1 == 1 {
