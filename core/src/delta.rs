@@ -78,8 +78,8 @@ struct Index {
     next: Vec<u32>,
     /// Blocks whose checksums another block shares (repeated content).
     dup: Vec<bool>,
-    /// One bit per value of the low `filter_bits` of a weak checksum: set
-    /// when some block has it. The search tests every position against it
+    /// One bit per value of the low bits (at most `FILTER_BITS`) of a weak
+    /// checksum, `filter_mask` selecting them: set when some block has it. The search tests every position against it
     /// first; at 2^16 bits for at most a few thousand blocks, nearly every
     /// test says no, so the loop rarely branches away.
     filter: Vec<u64>,
