@@ -37,6 +37,11 @@ enum Cmd {
         /// zstd level for literal bytes
         #[arg(long, default_value_t = hsync_core::EncodeOptions::default().level)]
         level: i32,
+        /// Threads: 1 does everything on one; 2 compresses literal bytes on a
+        /// second thread while the search goes on [default: 2 when the
+        /// machine has two CPUs or more]. The delta is the same either way.
+        #[arg(short = 'T', long, value_parser = clap::value_parser!(u32).range(1..=2))]
+        threads: Option<u32>,
         /// Print what the encoder did to stderr
         #[arg(short, long)]
         verbose: bool,
@@ -83,20 +88,27 @@ enum Input {
 
 impl Input {
     fn open(p: &Path) -> io::Result<Input> {
-        if !is_dash(p) {
-            let f = File::open(p)?;
-            let meta = f.metadata()?;
-            if meta.is_file() && meta.len() >= 1 << 20 {
-                // SAFETY: a read-only private mapping. Should another process
-                // truncate the file meanwhile, reading it faults (SIGBUS),
-                // as for any program that maps its input; the output is then
-                // left as a temporary file, never in place.
-                if let Ok(m) = unsafe { memmap2::MmapOptions::new().populate().map(&f) } {
-                    return Ok(Input::Map(m));
-                }
-            }
+        match Input::map(p)? {
+            Some(m) => Ok(Input::Map(m)),
+            None => read_all(p).map(Input::Owned),
         }
-        read_all(p).map(Input::Owned)
+    }
+
+    /// A map of `p` if it is a regular file of 1 MiB or more.
+    fn map(p: &Path) -> io::Result<Option<memmap2::Mmap>> {
+        if is_dash(p) {
+            return Ok(None);
+        }
+        let f = File::open(p)?;
+        let meta = f.metadata()?;
+        if !meta.is_file() || meta.len() < 1 << 20 {
+            return Ok(None);
+        }
+        // SAFETY: a read-only private mapping. Should another process
+        // truncate the file meanwhile, reading it faults (SIGBUS), as for
+        // any program that maps its input; the output is then left as a
+        // temporary file, never in place.
+        Ok(unsafe { memmap2::MmapOptions::new().populate().map(&f) }.ok())
     }
 }
 
@@ -191,12 +203,24 @@ fn signature(old: &Path, sig: &Path, block_len: Option<u32>) -> Result<(), Strin
     ctx(out.commit(), sig)
 }
 
-fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, verbose: bool) -> Result<(), String> {
+fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, background: bool, verbose: bool) -> Result<(), String> {
     let sig_bytes = ctx(read_all(sig), sig)?;
     let limits = SigLimits { max_len: usize::MAX };
     let s = Signature::parse(&sig_bytes, &limits).map_err(|e| format!("{}: {e}", sig.display()))?;
-    let opts = hsync_core::EncodeOptions { level, ..Default::default() };
+    let opts = hsync_core::EncodeOptions { level, background, ..Default::default() };
     let mut enc = Encoder::with_options(s, opts);
+    if let Some(map) = ctx(Input::map(new), new)? {
+        // Searched where it lies, not copied through the encoder's window.
+        let mut out = ctx(Output::create(dst), dst)?;
+        let mut failed = None;
+        let r = enc.encode_all(&map, |b| {
+            out.w.write_all(b).inspect_err(|e| failed = Some(format!("{}: {e}", dst.display())))
+        });
+        let st = r.map_err(|e| failed.take().unwrap_or_else(|| e.to_string()))?;
+        ctx(out.commit(), dst)?;
+        report(verbose, &st);
+        return Ok(());
+    }
     let mut input = ctx(open_in(new), new)?;
     let mut out = ctx(Output::create(dst), dst)?;
     let mut buf = vec![0u8; 1 << 16];
@@ -213,14 +237,17 @@ fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, verbose: bool) -> Resul
         ctx(out.w.write_all(&chunk), dst)?;
     }
     ctx(out.commit(), dst)?;
+    report(verbose, &enc.stats());
+    Ok(())
+}
+
+fn report(verbose: bool, st: &hsync_core::EncodeStats) {
     if verbose {
-        let st = enc.stats();
         eprintln!(
             "hsync: {} bytes in, {} bytes out ({} copied, {} literal in {} chunks, {} copy ops)",
             st.input_bytes, st.output_bytes, st.copied_bytes, st.literal_bytes, st.literal_chunks, st.copy_ops
         );
     }
-    Ok(())
 }
 
 fn patch(old: &Path, delta: &Path, new: &Path) -> Result<(), String> {
@@ -244,21 +271,34 @@ fn patch(old: &Path, delta: &Path, new: &Path) -> Result<(), String> {
     ctx(out.commit(), new)
 }
 
-/// zstd sizes its workspace (1.4–2.4 MB) to each literal chunk and
-/// reallocates it when a chunk needs more than the last; glibc serves such
-/// blocks from fresh mappings and unmaps them on free, so a one-shot
-/// `hsync delta` paid for new zeroed pages each time (page faults were a
-/// third of a 10 MB run on the benchmark VM). Keeping freed memory in the
-/// heap lets later allocations reuse those pages: 1,917 → 1,548 faults per
-/// run. The servers are long-lived and pool their contexts, so only the
-/// tool needs this.
-fn keep_freed_memory() {
+/// Heap settings for one `hsync delta` run. Fresh memory costs a page
+/// fault per 4 KiB page when first touched, and on the benchmark VM these
+/// were a third of a 10 MB run. zstd sizes its workspace (1.4–2.4 MB) to
+/// each literal chunk and reallocates it when a chunk needs more; glibc
+/// would serve such blocks from new mappings and unmap them on free. Freed
+/// memory stays in the heap instead (1,917 → 1,548 faults), and the heap is
+/// backed by transparent huge pages where the kernel allows it (→ about 500).
+/// The servers are long-lived and pool their contexts: only the tool needs this.
+fn tune_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes glibc's allocator; called before any
-    // other thread exists.
+    // SAFETY: mallopt, sbrk and madvise only tune glibc's allocator and the
+    // heap's own pages; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+        // The compression thread allocates from the same heap.
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        // Grow the heap once, by 32 MiB of address space (touched only as
+        // used), and ask for transparent huge pages on it.
+        libc::mallopt(libc::M_TOP_PAD, 32 << 20);
+        let before = libc::sbrk(0) as usize;
+        libc::free(std::hint::black_box(libc::malloc(1 << 20)));
+        let after = libc::sbrk(0) as usize;
+        let huge = 2usize << 20;
+        let start = (before + huge - 1) & !(huge - 1);
+        if after > start {
+            libc::madvise(start as *mut libc::c_void, after - start, libc::MADV_HUGEPAGE);
+        }
     }
 }
 
@@ -266,9 +306,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Signature { old, sig, block_len } => signature(&old, &sig, block_len),
-        Cmd::Delta { sig, new, delta: d, level, verbose } => {
-            keep_freed_memory();
-            delta(&sig, &new, &d, level, verbose)
+        Cmd::Delta { sig, new, delta: d, level, threads, verbose } => {
+            tune_heap();
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            delta(&sig, &new, &d, level, threads.unwrap_or(cpus.min(2)) >= 2, verbose)
         }
         Cmd::Patch { old, delta: d, new } => patch(&old, &d, &new),
         Cmd::Get(args) => return hsync_client::cli::get(args),

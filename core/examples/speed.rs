@@ -6,7 +6,10 @@ use std::time::Instant;
 
 fn time<T>(what: &str, len: usize, mut f: impl FnMut() -> T) -> T {
     let n = 20;
+    let f0 = minflt();
+    let t0 = Instant::now();
     let mut r = f();
+    println!("{what:32} {:8.3} ms  (first call, {} faults)", t0.elapsed().as_secs_f64() * 1e3, minflt() - f0);
     let t = Instant::now();
     for _ in 0..n {
         r = std::hint::black_box(f());
@@ -33,7 +36,25 @@ fn main() {
     };
     let mut d = EncodeOptions::default();
     if let Ok(v) = std::env::var("FAST_AFTER") { d.fast_after = v.parse().unwrap(); }
+    if let Ok(k) = std::env::var("ONLY") {
+        // For profiling the default encoder alone.
+        let mut t = 0;
+        for _ in 0..k.parse::<usize>().unwrap() {
+            t += run(d);
+        }
+        println!("{t}");
+        return;
+    }
     let n = time("delta (default)", new.len(), || run(d));
+    println!("  {n} bytes");
+    let all = |o: EncodeOptions| {
+        let mut n = 0;
+        Encoder::with_options(sig.clone(), o).encode_all(&new, |b| { n += b.len(); Ok(()) }).unwrap();
+        n
+    };
+    let n = time("delta, encode_all (in place)", new.len(), || all(d));
+    println!("  {n} bytes");
+    let n = time("delta, encode_all, background", new.len(), || all(EncodeOptions { background: true, ..d }));
     println!("  {n} bytes");
     let n = time("delta, no context", new.len(), || run(EncodeOptions { context_credit: 0, context_ratio: usize::MAX, min_context: 0, context_factor: 0, ..d }));
     println!("  {n} bytes");
@@ -52,4 +73,10 @@ fn main() {
         }
         acc
     });
+}
+
+fn minflt() -> i64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    u.ru_minflt
 }

@@ -52,11 +52,16 @@ pub struct EncodeOptions {
     /// `fast_level`: a body that is mostly new content is not worth level 9.
     pub fast_after: u64,
     pub fast_level: i32,
+    /// Compress literal chunks on a helper thread while the search goes
+    /// on (the CLI uses it; a server worker keeps it off). The delta's
+    /// bytes are the same either way; output is released in order, once
+    /// the chunks before it are done.
+    pub background: bool,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10, context_credit: 1 << 20, context_ratio: 4, min_context: 16 << 10, context_factor: 32, fast_after: 512 << 10, fast_level: 1 }
+        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10, context_credit: 1 << 20, context_ratio: 4, min_context: 16 << 10, context_factor: 32, fast_after: 512 << 10, fast_level: 1, background: false }
     }
 }
 
@@ -172,7 +177,6 @@ pub struct Encoder {
     /// count, output offset): the chunk is compressed against them too.
     dict_runs: Vec<(usize, usize, u64)>,
     dict_len: usize,
-    prefix: Vec<u8>,
     /// Context bytes indexed so far (see `EncodeOptions::context_credit`).
     context_used: u64,
     /// Block the decoder expects the next COPY to start at (for relative encoding).
@@ -191,7 +195,98 @@ pub struct Encoder {
     refused: [Cell<u64>; REFUSED_SLOTS],
     header_done: bool,
     finished: bool,
+    /// Set by `encode_all`: the input is searched where it lies.
+    in_place: bool,
     stats: EncodeStats,
+    /// With `background`: the helper thread, and output held back behind
+    /// chunks it has not finished.
+    helper: Option<Helper>,
+    held: Vec<u8>,
+    waiting: std::collections::VecDeque<Waiting>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// A literal chunk to compress, and the buffers it lends.
+struct Job {
+    level: i32,
+    window_log: u32,
+    head: Vec<u8>,
+    prefix: Vec<u8>,
+    batch: Vec<u8>,
+    ops: Vec<u8>,
+}
+
+/// The helper thread of an encoder with `background` set: compresses jobs
+/// in the order they are sent and answers in that order.
+struct Helper {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    done: std::sync::mpsc::Receiver<(Result<Vec<u8>>, Job)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A chunk sent to the helper: its bytes go at offset `at` of `held`.
+struct Waiting {
+    at: usize,
+    seg: Option<Vec<u8>>,
+}
+
+/// Most chunks in flight: each holds up to two windows of context.
+const MAX_WAITING: usize = 4;
+
+impl Helper {
+    /// Starts the thread, which readies a compression context for `level`
+    /// and `window_log` while it waits for the first chunk.
+    fn spawn(level: i32, window_log: u32) -> Result<Helper> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("hsync-zstd".into())
+            .spawn(move || {
+                zstdx::prime(level, window_log);
+                for mut job in rx {
+                    let r = render(&mut job);
+                    if tx.send((r, job)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|_| crate::error::Error::Compression("cannot start the compression thread"))?;
+        Ok(Helper { jobs: Some(jobs), done, thread: Some(thread) })
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once its current job is done.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn stopped() -> crate::error::Error {
+    crate::error::Error::Compression("the compression thread stopped")
+}
+
+/// A literal chunk's bytes in the delta: its head, then the compressed
+/// bytes, or the raw bytes when compression does not pay, then its ops.
+fn render(job: &mut Job) -> Result<Vec<u8>> {
+    let mut comp = Vec::new();
+    let n = zstdx::compress(job.level, job.window_log, &job.prefix, &job.batch, &mut comp)?;
+    let raw = job.batch.len();
+    let mut seg = Vec::with_capacity(job.head.len() + n.min(raw) + job.ops.len() + 16);
+    if n + job.head.len() < raw {
+        seg.extend_from_slice(&job.head);
+        put_varint(&mut seg, n as u64);
+        seg.extend_from_slice(&comp);
+    } else {
+        seg.push(OP_LIT_RAW);
+        put_varint(&mut seg, raw as u64);
+        seg.extend_from_slice(&job.batch);
+    }
+    seg.extend_from_slice(&job.ops);
+    Ok(seg)
 }
 
 impl Encoder {
@@ -233,7 +328,6 @@ impl Encoder {
             run_pos: 0,
             dict_runs: Vec::new(),
             dict_len: 0,
-            prefix: Vec::new(),
             context_used: 0,
             copy_next: 0,
             batch: Vec::new(),
@@ -244,7 +338,13 @@ impl Encoder {
             refused: std::array::from_fn(|_| Cell::new(0)),
             header_done: false,
             finished: false,
+            in_place: false,
             stats: EncodeStats::default(),
+            // Started now, so that it is ready when the first chunk is.
+            helper: if opts.background { Helper::spawn(opts.level, opts.window_log as u32 + 2).ok() } else { None },
+            held: Vec::new(),
+            waiting: std::collections::VecDeque::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -270,32 +370,47 @@ impl Encoder {
 
     /// Feeds the next piece of the new instance; appends whatever output is ready to `out`.
     pub fn update(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        assert!(!self.finished, "update after finish");
+        assert!(!self.finished && !self.in_place, "update after finish or encode_all");
         let before = out.len();
-        self.header(out);
-        self.hasher.update(data);
-        self.stats.input_bytes += data.len() as u64;
-        self.search_credit.set(self.search_credit.get().saturating_add(SEARCH_CREDIT_PER_BYTE * data.len() as u64));
-        // A piece at a time: the buffer holds the window plus one piece,
-        // however much the server hands over at once (httpd reads files in
-        // 4 MiB maps).
-        for piece in data.chunks(UPDATE_PIECE) {
-            self.buf.extend_from_slice(piece);
-            self.scan(out, false)?;
-            self.compact();
-        }
+        let r = self.staged(out, false, |e, out| {
+            e.header(out);
+            e.hasher.update(data);
+            e.take_input(data.len());
+            // A piece at a time: the buffer holds the window plus one piece,
+            // however much the server hands over at once (httpd reads files in
+            // 4 MiB maps).
+            for piece in data.chunks(UPDATE_PIECE) {
+                let mut buf = std::mem::take(&mut e.buf);
+                buf.extend_from_slice(piece);
+                let r = e.scan(&buf, out, false);
+                e.buf = buf;
+                r?;
+                e.compact();
+            }
+            Ok(())
+        });
         self.stats.output_bytes += (out.len() - before) as u64;
-        Ok(())
+        r
+    }
+
+    fn take_input(&mut self, n: usize) {
+        self.stats.input_bytes += n as u64;
+        self.search_credit.set(self.search_credit.get().saturating_add(SEARCH_CREDIT_PER_BYTE * n as u64));
     }
 
     /// Emits everything pending so far (the server is flushing); the delta stays open.
     pub fn flush(&mut self, out: &mut Vec<u8>) -> Result<()> {
         let before = out.len();
-        self.header(out);
-        self.close_run(out);
-        self.flush_batch(out)?;
+        let r = self.staged(out, true, |e, out| {
+            e.header(out);
+            e.close_run(out);
+            let buf = std::mem::take(&mut e.buf);
+            let r = e.flush_batch(&buf, out);
+            e.buf = buf;
+            r
+        });
         self.stats.output_bytes += (out.len() - before) as u64;
-        Ok(())
+        r
     }
 
     /// Ends the delta: trailing literal bytes, the tail block, the digest.
@@ -304,42 +419,91 @@ impl Encoder {
             return Ok(());
         }
         let before = out.len();
+        let r = self.staged(out, true, |e, out| {
+            let buf = std::mem::take(&mut e.buf);
+            let r = e.finish_ops(&buf, out);
+            e.buf = buf;
+            r
+        });
+        self.stats.output_bytes += (out.len() - before) as u64;
+        if r.is_ok() {
+            self.finished = true;
+        }
+        r
+    }
+
+    /// The whole delta of `data`, an instance already in memory (a mapped
+    /// file), instead of `update` and `finish`: the same bytes, but searched
+    /// where they lie rather than copied through the encoder's window.
+    /// Output goes to `emit` as it is produced, about every MiB of input.
+    /// Nothing is held but the output not yet emitted.
+    pub fn encode_all(mut self, data: &[u8], mut emit: impl FnMut(&[u8]) -> std::io::Result<()>) -> Result<EncodeStats> {
+        assert!(self.stats.input_bytes == 0 && !self.header_done, "encode_all on a used encoder");
+        self.in_place = true;
+        let mut out = Vec::new();
+        let emit_every = 16 * UPDATE_PIECE;
+        self.staged(&mut out, false, |e, out| {
+            e.header(out);
+            e.take_input(data.len());
+            Ok(())
+        })?;
+        // The same steps as `update` takes: the output is the same.
+        let mut end = 0;
+        while end < data.len() {
+            end = (end + UPDATE_PIECE).min(data.len());
+            let step = &data[..end];
+            self.staged(&mut out, false, |e, out| e.scan(step, out, false))?;
+            if out.len() >= emit_every || end % emit_every == 0 {
+                self.stats.output_bytes += out.len() as u64;
+                emit(&out)?;
+                out.clear();
+            }
+        }
+        self.staged(&mut out, true, |e, out| e.finish_ops(data, out))?;
+        self.stats.output_bytes += out.len() as u64;
+        emit(&out)?;
+        self.finished = true;
+        Ok(self.stats)
+    }
+
+    fn finish_ops(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<()> {
         self.header(out);
-        self.scan(out, true)?;
+        self.scan(buf, out, true)?;
         if self.just_matched {
             self.just_matched = false;
-            self.extend_forward(out);
+            self.extend_forward(buf, out);
         }
-        let end = self.buf.len();
+        let end = buf.len();
         // The instance's short last block can only match the very end.
         let tail = (self.sig.instance_len % self.bl as u64) as usize;
         let mut tail_units = None;
         if tail > 0 && end - self.lit_start >= tail {
-            let w = &self.buf[end - tail..end];
+            let w = &buf[end - tail..end];
             let j = self.sig.block_count() - 1;
             if rollsum::weak(rollsum::hash(w), self.sig.params.weak_bits) == self.sig.weak[j]
                 && strong(w, self.sig.params.strong_bits) == self.sig.strong[j]
             {
-                tail_units = Some(self.extend_backward(end - tail, j * self.k));
+                tail_units = Some(self.extend_backward(buf, end - tail, j * self.k));
             }
         }
         self.pos = end;
         match tail_units {
             Some((q, first)) => {
-                self.push_literal(q, out)?;
+                self.push_literal(buf, q, out)?;
                 self.push_copy(first, self.units - first, q, out);
                 self.stats.copied_bytes += (end - q) as u64;
                 self.lit_start = end;
             }
-            None => self.push_literal(end, out)?,
+            None => self.push_literal(buf, end, out)?,
         }
         self.close_run(out);
-        self.flush_batch(out)?;
+        self.flush_batch(buf, out)?;
+        // With the helper thread, the digest of an instance in memory is
+        // computed while it compresses the last chunk.
+        let digest = if self.in_place { xxhash_rust::xxh3::xxh3_128(buf) } else { self.hasher.digest128() };
         out.push(OP_END);
         put_varint(out, self.stats.input_bytes);
-        out.extend_from_slice(&self.hasher.digest128().to_be_bytes());
-        self.finished = true;
-        self.stats.output_bytes += (out.len() - before) as u64;
+        out.extend_from_slice(&digest.to_be_bytes());
         Ok(())
     }
 
@@ -351,14 +515,14 @@ impl Encoder {
     /// From a block match at `at` whose first sub-block is `first`, walks
     /// back over the sub-blocks before it while their checks agree with the
     /// pending literal bytes. Returns the new start and first sub-block.
-    fn extend_backward(&self, mut at: usize, mut first: usize) -> (usize, usize) {
+    fn extend_backward(&self, buf: &[u8], mut at: usize, mut first: usize) -> (usize, usize) {
         let bits = self.sig.params.sub_bits;
         if bits == 0 {
             return (at, first);
         }
         while first > 0 && at >= self.lit_start + self.ul {
             let i = first - 1;
-            if sub_check(&self.buf[at - self.ul..at], bits) != self.sig.sub[i] {
+            if sub_check(&buf[at - self.ul..at], bits) != self.sig.sub[i] {
                 break;
             }
             at -= self.ul;
@@ -370,7 +534,7 @@ impl Encoder {
     /// Right after a block match, when the next block does not match whole:
     /// copies the sub-blocks of that next block that still agree, up to the
     /// edit. Returns whether it advanced.
-    fn extend_forward(&mut self, out: &mut Vec<u8>) -> bool {
+    fn extend_forward(&mut self, buf: &[u8], out: &mut Vec<u8>) -> bool {
         let bits = self.sig.params.sub_bits;
         if bits == 0 {
             return false;
@@ -380,7 +544,7 @@ impl Encoder {
         let mut i = first;
         while i < end {
             let len = self.unit_size(i);
-            if self.pos + len > self.buf.len() || sub_check(&self.buf[self.pos..self.pos + len], bits) != self.sig.sub[i] {
+            if self.pos + len > buf.len() || sub_check(&buf[self.pos..self.pos + len], bits) != self.sig.sub[i] {
                 break;
             }
             self.pos += len;
@@ -398,9 +562,9 @@ impl Encoder {
 
     /// Does block `j` match `buf[at..at + bl]` (weak and strong)?
     #[inline]
-    fn block_at(&self, j: usize, at: usize) -> bool {
+    fn block_at(&self, buf: &[u8], j: usize, at: usize) -> bool {
         let p = self.sig.params;
-        let win = &self.buf[at..at + self.bl];
+        let win = &buf[at..at + self.bl];
         self.sig.strong[j] == strong(win, p.strong_bits) && self.sig.weak[j] == rollsum::weak(rollsum::hash(win), p.weak_bits)
     }
 
@@ -414,7 +578,7 @@ impl Encoder {
     /// more chance for a false match of this block alone). So a block that
     /// repeats in the old instance does not confirm. Returns the block, if any.
     #[inline]
-    fn candidate(&self, h: u32, at: usize) -> Option<usize> {
+    fn candidate(&self, buf: &[u8], h: u32, at: usize) -> Option<usize> {
         let p = self.sig.params;
         let w = rollsum::weak(h, p.weak_bits);
         let mut i = self.index.heads[(w & self.index.mask) as usize];
@@ -427,8 +591,8 @@ impl Encoder {
         if slot.get() == key {
             return None;
         }
-        let win = &self.buf[at..at + self.bl];
-        let next_ok = at + 2 * self.bl <= self.buf.len();
+        let win = &buf[at..at + self.bl];
+        let next_ok = at + 2 * self.bl <= buf.len();
         let mut s: Option<u32> = None;
         let mut walked = 0;
         while i != 0 && walked < MAX_CHAIN {
@@ -450,7 +614,7 @@ impl Encoder {
                     // Prefer continuing the current run when the expected block is a twin.
                     let e = self.expected;
                     let j = if e < self.full_blocks && self.sig.weak[e] == w && self.sig.strong[e] == sv { e } else { j };
-                    if next_ok && j + 1 < self.full_blocks && !self.index.dup[j + 1] && self.block_at(j + 1, at + self.bl) {
+                    if next_ok && j + 1 < self.full_blocks && !self.index.dup[j + 1] && self.block_at(buf, j + 1, at + self.bl) {
                         return Some(j);
                     }
                 }
@@ -467,42 +631,41 @@ impl Encoder {
     /// Matches as far as the buffered input allows. A search match needs
     /// the block after it in the buffer, so unless `last` it stops one
     /// block short of the end.
-    fn scan(&mut self, out: &mut Vec<u8>, last: bool) -> Result<()> {
+    fn scan(&mut self, buf: &[u8], out: &mut Vec<u8>, last: bool) -> Result<()> {
         let bl = self.bl;
         let reach = if last { bl } else { 2 * bl };
         if self.full_blocks == 0 {
             // Nothing to match: everything is literal.
-            let end = self.buf.len();
+            let end = buf.len();
             self.pos = end;
             if end - self.lit_start >= self.opts.batch {
-                self.push_literal(end, out)?;
+                self.push_literal(buf, end, out)?;
             }
             return Ok(());
         }
         let p = self.sig.params;
         loop {
-            if self.pos + bl > self.buf.len() {
+            if self.pos + bl > buf.len() {
                 break;
             }
             let matched = match self.roll {
                 None => {
                     // Fast path: the block after the last match, checked directly.
                     let e = self.expected;
-                    if e < self.full_blocks && self.block_at(e, self.pos) {
+                    if e < self.full_blocks && self.block_at(buf, e, self.pos) {
                         Some(e)
-                    } else if std::mem::take(&mut self.just_matched) && self.extend_forward(out) {
+                    } else if std::mem::take(&mut self.just_matched) && self.extend_forward(buf, out) {
                         continue;
-                    } else if self.pos + reach > self.buf.len() {
+                    } else if self.pos + reach > buf.len() {
                         break;
                     } else {
-                        let h = rollsum::hash(&self.buf[self.pos..self.pos + bl]);
+                        let h = rollsum::hash(&buf[self.pos..self.pos + bl]);
                         self.roll = Some(h);
-                        self.candidate(h, self.pos)
+                        self.candidate(buf, h, self.pos)
                     }
                 }
                 Some(mut h) => {
                     // Roll forward through unmatched bytes, one lookup per byte.
-                    let buf = &self.buf;
                     let limit = buf.len().saturating_sub(reach);
                     let mut pos = self.pos;
                     let mut found = None;
@@ -515,7 +678,7 @@ impl Encoder {
                         pos += 1;
                         let v = (rollsum::weak(h, wl) & fmask) as usize;
                         if filter[v / 64] >> (v % 64) & 1 != 0 {
-                            if let Some(j) = self.candidate(h, pos) {
+                            if let Some(j) = self.candidate(buf, h, pos) {
                                 found = Some(j);
                                 break;
                             }
@@ -529,7 +692,7 @@ impl Encoder {
                     if found.is_none() {
                         if self.pos - self.lit_start >= self.opts.batch {
                             let at = self.pos;
-                            self.push_literal(at, out)?;
+                            self.push_literal(buf, at, out)?;
                             continue;
                         }
                         break;
@@ -539,8 +702,8 @@ impl Encoder {
             };
             if let Some(j) = matched {
                 let at = self.pos;
-                let (q, first) = self.extend_backward(at, j * self.k);
-                self.push_literal(q, out)?;
+                let (q, first) = self.extend_backward(buf, at, j * self.k);
+                self.push_literal(buf, q, out)?;
                 self.push_copy(first, (j + 1) * self.k - first, q, out);
                 self.stats.copied_bytes += (at - q + bl) as u64;
                 self.pos += bl;
@@ -548,14 +711,14 @@ impl Encoder {
                 self.roll = None;
                 self.expected = j + 1;
                 self.just_matched = true;
-                self.maybe_flush_span(out)?;
+                self.maybe_flush_span(buf, out)?;
             }
         }
         Ok(())
     }
 
     /// Assigns `buf[lit_start..end]` to an INSERT in the literal batch.
-    fn push_literal(&mut self, end: usize, out: &mut Vec<u8>) -> Result<()> {
+    fn push_literal(&mut self, buf: &[u8], end: usize, out: &mut Vec<u8>) -> Result<()> {
         if end <= self.lit_start {
             return Ok(());
         }
@@ -564,10 +727,10 @@ impl Encoder {
         // at the end can be two blocks, and blocks can be large).
         while self.lit_start < end {
             if self.batch.len() >= self.opts.batch {
-                self.flush_batch(out)?;
+                self.flush_batch(buf, out)?;
             }
             let n = (end - self.lit_start).min(self.opts.batch - self.batch.len());
-            let bytes = &self.buf[self.lit_start..self.lit_start + n];
+            let bytes = &buf[self.lit_start..self.lit_start + n];
             if self.batch_start.is_none() {
                 self.batch_start = Some(self.base + self.lit_start as u64);
             }
@@ -620,18 +783,18 @@ impl Encoder {
     /// The pending chunk is emitted once enough copied content follows it to
     /// serve as context, or when it spans so much output that keeping it
     /// would pin that output in memory.
-    fn maybe_flush_span(&mut self, out: &mut Vec<u8>) -> Result<()> {
+    fn maybe_flush_span(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<()> {
         if let Some(start) = self.batch_start {
             let open = self.run.map_or(0, |(f, n)| self.run_bytes(f, n));
             if self.base + self.pos as u64 - start > 4 * self.window as u64 || self.dict_len + open >= self.window {
                 self.close_run(out);
-                self.flush_batch(out)?;
+                self.flush_batch(buf, out)?;
             }
         }
         Ok(())
     }
 
-    fn flush_batch(&mut self, out: &mut Vec<u8>) -> Result<()> {
+    fn flush_batch(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let Some(start) = self.batch_start.take() else { return Ok(()) };
         let rel = (start - self.base) as usize;
         debug_assert!(rel >= self.window || self.base == 0);
@@ -642,9 +805,9 @@ impl Encoder {
         let wanted = raw.saturating_mul(self.opts.context_factor).min(credit / 2);
         let budget = self.window.min(self.opts.min_context.max(wanted));
         let tail = budget.min(rel);
-        let mut prefix = std::mem::take(&mut self.prefix);
+        let mut prefix = self.spare.pop().unwrap_or_default();
         prefix.clear();
-        prefix.extend_from_slice(&self.buf[rel - tail..rel]);
+        prefix.extend_from_slice(&buf[rel - tail..rel]);
         let mut runs = Vec::new();
         let mut ctx = 0usize;
         for &(first, n, at) in &self.dict_runs {
@@ -654,41 +817,130 @@ impl Encoder {
             let n = n.min((budget - ctx).div_ceil(self.ul));
             let len = self.run_bytes(first, n);
             let from = (at - self.base) as usize;
-            prefix.extend_from_slice(&self.buf[from..from + len]);
+            prefix.extend_from_slice(&buf[from..from + len]);
             runs.push((first, n));
             ctx += len;
         }
         self.context_used += prefix.len() as u64;
-        let mark = out.len();
-        out.push(OP_LIT_ZSTD);
-        put_varint(out, raw as u64);
-        put_varint(out, tail as u64);
-        put_varint(out, runs.len() as u64);
+        let mut head = self.spare.pop().unwrap_or_default();
+        head.clear();
+        head.push(OP_LIT_ZSTD);
+        put_varint(&mut head, raw as u64);
+        put_varint(&mut head, tail as u64);
+        put_varint(&mut head, runs.len() as u64);
         let mut next = 0usize;
         for &(first, n) in &runs {
-            put_varint(out, zigzag(first as i64 - next as i64));
-            put_varint(out, n as u64);
+            put_varint(&mut head, zigzag(first as i64 - next as i64));
+            put_varint(&mut head, n as u64);
             next = first + n;
         }
-        let mut comp = Vec::new();
         let level = if self.stats.literal_bytes > self.opts.fast_after { self.opts.fast_level } else { self.opts.level };
-        let n = zstdx::compress(level, self.opts.window_log as u32 + 2, &prefix, &self.batch, &mut comp)?;
-        if n + (out.len() - mark) < raw {
-            put_varint(out, n as u64);
-            out.extend_from_slice(&comp);
-        } else {
-            out.truncate(mark);
-            out.push(OP_LIT_RAW);
-            put_varint(out, raw as u64);
-            out.extend_from_slice(&self.batch);
-        }
-        out.extend_from_slice(&self.batch_ops);
+        let job = Job {
+            level,
+            window_log: self.opts.window_log as u32 + 2,
+            head,
+            prefix,
+            batch: std::mem::replace(&mut self.batch, self.spare.pop().unwrap_or_default()),
+            ops: std::mem::replace(&mut self.batch_ops, self.spare.pop().unwrap_or_default()),
+        };
         self.batch.clear();
         self.batch_ops.clear();
         self.dict_runs.clear();
         self.dict_len = 0;
-        self.prefix = prefix;
         self.stats.literal_chunks += 1;
+        if self.opts.background {
+            return self.send(job, out.len());
+        }
+        let mut job = job;
+        let seg = render(&mut job);
+        self.recycle(job);
+        out.extend_from_slice(&seg?);
+        Ok(())
+    }
+
+    /// Gives a job's buffers back for the next chunks.
+    fn recycle(&mut self, job: Job) {
+        self.spare.extend([job.head, job.prefix, job.batch, job.ops]);
+        self.spare.truncate(8);
+    }
+
+    /// Hands a chunk to the helper thread; its bytes will go at offset `at`
+    /// of the held output (its current end). Waits for the oldest chunk
+    /// first when too many are in flight.
+    fn send(&mut self, job: Job, at: usize) -> Result<()> {
+        if self.helper.is_none() {
+            self.helper = Some(Helper::spawn(self.opts.level, self.opts.window_log as u32 + 2)?);
+        }
+        while self.waiting.iter().filter(|w| w.seg.is_none()).count() >= MAX_WAITING {
+            self.receive()?;
+        }
+        let helper = self.helper.as_ref().expect("helper started");
+        let sent = helper.jobs.as_ref().map(|j| j.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            return Err(stopped());
+        }
+        self.waiting.push_back(Waiting { at, seg: None });
+        Ok(())
+    }
+
+    /// Takes the next answer of the helper thread (answers come in order).
+    fn receive(&mut self) -> Result<()> {
+        let helper = self.helper.as_ref().expect("helper started");
+        let answer = helper.done.recv().map_err(|_| stopped())?;
+        self.store(answer)
+    }
+
+    fn store(&mut self, (seg, job): (Result<Vec<u8>>, Job)) -> Result<()> {
+        self.recycle(job);
+        let w = self.waiting.iter_mut().find(|w| w.seg.is_none()).expect("an answer for a chunk sent");
+        w.seg = Some(seg?);
+        Ok(())
+    }
+
+    /// Runs `f` writing to the held output, then moves to `out` all of it
+    /// that no longer waits on the helper (all of it if `wait`). Without
+    /// `background`, `f` writes to `out` directly.
+    fn staged(&mut self, out: &mut Vec<u8>, wait: bool, f: impl FnOnce(&mut Self, &mut Vec<u8>) -> Result<()>) -> Result<()> {
+        if !self.opts.background {
+            return f(self, out);
+        }
+        let mut held = std::mem::take(&mut self.held);
+        let r = f(self, &mut held).and_then(|()| self.collect(wait));
+        let mut from = 0;
+        while let Some(w) = self.waiting.front_mut() {
+            let Some(seg) = w.seg.take() else { break };
+            out.extend_from_slice(&held[from..w.at]);
+            out.extend_from_slice(&seg);
+            from = w.at;
+            self.waiting.pop_front();
+        }
+        if self.waiting.is_empty() {
+            out.extend_from_slice(&held[from..]);
+            held.clear();
+        } else if from > 0 {
+            held.drain(..from);
+            for w in &mut self.waiting {
+                w.at -= from;
+            }
+        }
+        self.held = held;
+        r
+    }
+
+    /// Takes the helper's answers that are ready, or all of them if `wait`.
+    fn collect(&mut self, wait: bool) -> Result<()> {
+        while self.waiting.iter().any(|w| w.seg.is_none()) {
+            if wait {
+                self.receive()?;
+                continue;
+            }
+            let helper = self.helper.as_ref().expect("helper started");
+            match helper.done.try_recv() {
+                Ok(answer) => self.store(answer)?,
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return Err(stopped()),
+            }
+        }
         Ok(())
     }
 
@@ -716,8 +968,9 @@ pub fn delta(sig: &Signature, new: &[u8]) -> Result<Vec<u8>> {
 
 pub fn delta_with(sig: &Signature, new: &[u8], opts: EncodeOptions) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut e = Encoder::with_options(sig.clone(), opts);
-    e.update(new, &mut out)?;
-    e.finish(&mut out)?;
+    Encoder::with_options(sig.clone(), opts).encode_all(new, |b| {
+        out.extend_from_slice(b);
+        Ok(())
+    })?;
     Ok(out)
 }

@@ -35,25 +35,48 @@ pub fn compress(level: i32, window_log: u32, prefix: &[u8], src: &[u8], out: &mu
     r
 }
 
+/// Gives a pooled context its workspace before the first chunk arrives:
+/// starts a frame of unknown size, which makes zstd allocate for the
+/// largest (and zero its match tables), and drops it. A helper thread does
+/// this while the search gets going, so the first chunk does not wait for
+/// fresh memory.
+pub fn prime(level: i32, window_log: u32) {
+    let mut cctx = take_cctx();
+    if set_params(&mut cctx, level, window_log).is_ok() {
+        let mut dst = [0u8; 64];
+        let mut out = zstd_safe::OutBuffer::around(&mut dst[..]);
+        let mut src = zstd_safe::InBuffer::around(&[]);
+        let _ = cctx.compress_stream2(&mut out, &mut src, zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush);
+    }
+    let _ = cctx.reset(zstd_safe::ResetDirective::SessionOnly);
+    put_cctx(cctx);
+}
+
+fn set_params(cctx: &mut CCtx<'static>, level: i32, window_log: u32) -> Result<()> {
+    let err = |_| Error::Compression("zstd compression failed");
+    cctx.reset(zstd_safe::ResetDirective::SessionAndParameters).map_err(err)?;
+    cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(err)?;
+    cctx.set_parameter(CParameter::Format(FrameFormat::Magicless)).map_err(err)?;
+    cctx.set_parameter(CParameter::ChecksumFlag(false)).map_err(err)?;
+    cctx.set_parameter(CParameter::ContentSizeFlag(false)).map_err(err)?;
+    cctx.set_parameter(CParameter::DictIdFlag(false)).map_err(err)?;
+    cctx.set_parameter(CParameter::WindowLog(window_log)).map_err(err)?;
+    // Match-finder tables: zstd would size them for the level (up to
+    // 2^22 entries at level 9, 10+ MiB a context); a literal chunk and
+    // its context are at most 2W.
+    cctx.set_parameter(CParameter::HashLog(TABLE_LOG)).map_err(err)?;
+    cctx.set_parameter(CParameter::ChainLog(TABLE_LOG)).map_err(err)?;
+    // Hash chains, not zstd's row match finder: a chunk is small and its
+    // context large, and indexing the context is most of the work; the
+    // chains index it about twice as fast (a page's delta is as small).
+    cctx.set_parameter(CParameter::UseRowMatchFinder(zstd_safe::ParamSwitch::Disable)).map_err(err)?;
+    Ok(())
+}
+
 fn compress_with(cctx: &mut CCtx<'static>, level: i32, window_log: u32, prefix: &[u8], src: &[u8], out: &mut Vec<u8>) -> Result<usize> {
     {
         let err = |_| Error::Compression("zstd compression failed");
-        cctx.reset(zstd_safe::ResetDirective::SessionAndParameters).map_err(err)?;
-        cctx.set_parameter(CParameter::CompressionLevel(level)).map_err(err)?;
-        cctx.set_parameter(CParameter::Format(FrameFormat::Magicless)).map_err(err)?;
-        cctx.set_parameter(CParameter::ChecksumFlag(false)).map_err(err)?;
-        cctx.set_parameter(CParameter::ContentSizeFlag(false)).map_err(err)?;
-        cctx.set_parameter(CParameter::DictIdFlag(false)).map_err(err)?;
-        cctx.set_parameter(CParameter::WindowLog(window_log)).map_err(err)?;
-        // Match-finder tables: zstd would size them for the level (up to
-        // 2^22 entries at level 9, 10+ MiB a context); a literal chunk and
-        // its context are at most 2W.
-        cctx.set_parameter(CParameter::HashLog(TABLE_LOG)).map_err(err)?;
-        cctx.set_parameter(CParameter::ChainLog(TABLE_LOG)).map_err(err)?;
-        // Hash chains, not zstd's row match finder: a chunk is small and its
-        // context large, and indexing the context is most of the work; the
-        // chains index it about twice as fast (a page's delta is as small).
-        cctx.set_parameter(CParameter::UseRowMatchFinder(zstd_safe::ParamSwitch::Disable)).map_err(err)?;
+        set_params(cctx, level, window_log)?;
         // SAFETY: the prefix is referenced only until the end of the next
         // frame, which compress2 below completes before we return; the
         // 'static is never observed outside this call.

@@ -368,3 +368,111 @@ fn patch_to_streams_the_same_bytes() {
         assert!(matches!(r, Err(hsync_core::Error::TooLarge(_))), "{r:?}");
     }
 }
+
+/// Encodes `new` in `piece`-byte updates, flushing after each when `flush`.
+fn encode(sig: &Signature, new: &[u8], opts: EncodeOptions, piece: usize, flush: bool) -> Vec<u8> {
+    let mut e = Encoder::with_options(sig.clone(), opts);
+    let mut out = Vec::new();
+    for c in new.chunks(piece.max(1)) {
+        e.update(c, &mut out).unwrap();
+        if flush {
+            e.flush(&mut out).unwrap();
+        }
+    }
+    e.finish(&mut out).unwrap();
+    assert_eq!(e.stats().output_bytes, out.len() as u64);
+    out
+}
+
+#[test]
+fn background_compression_gives_the_same_bytes() {
+    // Many literal chunks (small batches, scattered edits, fresh content),
+    // in pieces of every size, with and without flushes: the helper thread
+    // changes when output is released, never what it is.
+    let old = page(31, 400_000);
+    let mut new = old.clone();
+    let mut x = 7u64;
+    for i in 0..60 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let at = (x >> 33) as usize % new.len();
+        new.splice(at..at, page(100 + i, 40 + (x % 3000) as usize));
+    }
+    new.extend_from_slice(&page(99, 700_000));
+    let sig = Signature::compute(&old);
+    for batch in [1usize << 10, 32 << 10] {
+        let inline = EncodeOptions { batch, ..Default::default() };
+        let bg = EncodeOptions { background: true, ..inline };
+        for (piece, flush) in [(1usize << 30, false), (65536, false), (4096, false), (50_000, true)] {
+            let want = encode(&sig, &new, inline, piece, flush);
+            assert_eq!(patch(&old, &want).unwrap(), new);
+            let got = encode(&sig, &new, bg, piece, flush);
+            assert!(got == want, "batch {batch} piece {piece}: {} vs {} bytes", got.len(), want.len());
+        }
+    }
+}
+
+#[test]
+fn background_output_streams_and_stays_bounded() {
+    // 32 MiB of fresh content: with the helper thread, output still arrives
+    // as input does, and what is held back is at most the chunks in flight.
+    let old = page(41, 50_000);
+    let mut e = Encoder::with_options(Signature::compute(&old), EncodeOptions { background: true, ..Default::default() });
+    let chunk = page(42, 1 << 20);
+    let mut produced = 0usize;
+    for _ in 0..32 {
+        let mut out = Vec::new();
+        e.update(&chunk, &mut out).unwrap();
+        produced += out.len();
+    }
+    assert!(produced > 1 << 20, "output must stream, got {produced} bytes before finish");
+    let mut out = Vec::new();
+    e.finish(&mut out).unwrap();
+    assert!(out.len() < 4 << 20, "finish released {} bytes", out.len());
+}
+
+#[test]
+fn encode_all_gives_the_bytes_of_one_update() {
+    // Searching the instance where it lies (a mapped file) must give the
+    // delta that feeding it through the window does, on one thread or two.
+    let old = page(51, 600_000);
+    let mut new = old.clone();
+    let mut x = 3u64;
+    for i in 0..40 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let at = (x >> 33) as usize % new.len();
+        let del = (x % 500) as usize;
+        new.splice(at..(at + del).min(new.len()), page(200 + i, (x % 4000) as usize));
+    }
+    new.extend_from_slice(&page(98, 2_500_000));
+    for (o, n) in [(&old[..], &new[..]), (&old[..], &old[..100]), (&old[..], &[][..]), (&[][..], &new[..70_000])] {
+        let sig = Signature::compute(o);
+        for background in [false, true] {
+            for batch in [2048usize, 32 << 10] {
+                let opts = EncodeOptions { background, batch, ..Default::default() };
+                let want = encode(&sig, n, opts, usize::MAX, false);
+                let mut got = Vec::new();
+                let mut calls = 0;
+                let st = Encoder::with_options(sig.clone(), opts)
+                    .encode_all(n, |b| {
+                        got.extend_from_slice(b);
+                        calls += 1;
+                        Ok(())
+                    })
+                    .unwrap();
+                assert!(got == want, "background {background} batch {batch} len {}: {} vs {} bytes", n.len(), got.len(), want.len());
+                assert_eq!(st.output_bytes, got.len() as u64);
+                assert_eq!(st.input_bytes, n.len() as u64);
+                assert!(calls >= n.len() >> 20, "output must be emitted as it goes");
+                assert_eq!(patch(o, &got).unwrap(), n);
+            }
+        }
+    }
+}
+
+#[test]
+fn encode_all_reports_a_failing_sink() {
+    let old = page(61, 3_000_000);
+    let sig = Signature::compute(&old);
+    let r = Encoder::new(sig).encode_all(&old, |_| Err(std::io::Error::other("disk full")));
+    assert!(matches!(r, Err(Error::Io(ref m)) if m.contains("disk full")), "{r:?}");
+}

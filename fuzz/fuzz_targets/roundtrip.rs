@@ -4,9 +4,10 @@
 //! With the block size a client picks and full 32+32-bit checksums a false
 //! block match is out of reach, so only an exact rebuild passes; with
 //! arbitrary (thin) checksums the digest may catch a false match
-//! (`DigestMismatch`), and nothing else may go wrong.
+//! (`DigestMismatch`), and nothing else may go wrong. `encode_all`, with or
+//! without the helper thread, gives the bytes of a single `update`.
 #![no_main]
-use hsync_core::{patch, Encoder, Error, SigLimits, SigParams, Signature};
+use hsync_core::{patch, EncodeOptions, Encoder, Error, SigLimits, SigParams, Signature};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -43,6 +44,21 @@ fuzz_target!(|data: &[u8]| {
     let sig = Signature::compute_with(old, params);
     // What a server gets: the signature's bytes, parsed.
     let sig = Signature::parse(&sig.to_bytes(), &SigLimits::default()).expect("own signature parses");
+    // Searching in place (optionally with the helper thread) gives the
+    // bytes of one update.
+    let mut one = Vec::new();
+    let mut enc = Encoder::new(sig.clone());
+    enc.update(&new, &mut one).expect("update");
+    enc.finish(&mut one).expect("finish");
+    let opts = EncodeOptions { background: h[4] & 2 != 0, ..Default::default() };
+    let mut all = Vec::new();
+    Encoder::with_options(sig.clone(), opts)
+        .encode_all(&new, |b| {
+            all.extend_from_slice(b);
+            Ok(())
+        })
+        .expect("encode_all");
+    assert!(all == one, "encode_all differs from one update");
     let mut enc = Encoder::new(sig);
     let mut delta = Vec::new();
     let piece = 1 + h[6] as usize * 13;
