@@ -433,26 +433,26 @@ impl Encoder {
     }
 
     /// The whole delta of `data`, an instance already in memory (a mapped
-    /// file), instead of `update` and `finish`: the same bytes, but searched
-    /// where they lie rather than copied through the encoder's window.
-    /// Output goes to `emit` as it is produced, about every MiB of input.
-    /// Nothing is held but the output not yet emitted.
+    /// file), instead of `update` and `finish`: the bytes that feeding it
+    /// to `update` in pieces of 64 KiB gives, but searched where they lie
+    /// rather than copied through the encoder's window. Output goes to
+    /// `emit` as it is produced, about every MiB of input; nothing is held
+    /// but the output not yet emitted.
     pub fn encode_all(mut self, data: &[u8], mut emit: impl FnMut(&[u8]) -> std::io::Result<()>) -> Result<EncodeStats> {
         assert!(self.stats.input_bytes == 0 && !self.header_done, "encode_all on a used encoder");
         self.in_place = true;
         let mut out = Vec::new();
         let emit_every = 16 * UPDATE_PIECE;
-        self.staged(&mut out, false, |e, out| {
-            e.header(out);
-            e.take_input(data.len());
-            Ok(())
-        })?;
-        // The same steps as `update` takes: the output is the same.
         let mut end = 0;
         while end < data.len() {
+            let start = end;
             end = (end + UPDATE_PIECE).min(data.len());
             let step = &data[..end];
-            self.staged(&mut out, false, |e, out| e.scan(step, out, false))?;
+            self.staged(&mut out, false, |e, out| {
+                e.header(out);
+                e.take_input(end - start);
+                e.scan(step, out, false)
+            })?;
             if out.len() >= emit_every || end % emit_every == 0 {
                 self.stats.output_bytes += out.len() as u64;
                 emit(&out)?;

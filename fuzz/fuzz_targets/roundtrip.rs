@@ -5,7 +5,7 @@
 //! block match is out of reach, so only an exact rebuild passes; with
 //! arbitrary (thin) checksums the digest may catch a false match
 //! (`DigestMismatch`), and nothing else may go wrong. `encode_all`, with or
-//! without the helper thread, gives the bytes of a single `update`.
+//! without the helper thread, gives the bytes of `update`s of 64 KiB.
 #![no_main]
 use hsync_core::{patch, EncodeOptions, Encoder, Error, SigLimits, SigParams, Signature};
 use libfuzzer_sys::fuzz_target;
@@ -45,10 +45,12 @@ fuzz_target!(|data: &[u8]| {
     // What a server gets: the signature's bytes, parsed.
     let sig = Signature::parse(&sig.to_bytes(), &SigLimits::default()).expect("own signature parses");
     // Searching in place (optionally with the helper thread) gives the
-    // bytes of one update.
+    // bytes of updates of 64 KiB.
     let mut one = Vec::new();
     let mut enc = Encoder::new(sig.clone());
-    enc.update(&new, &mut one).expect("update");
+    for c in new.chunks(1 << 16) {
+        enc.update(c, &mut one).expect("update");
+    }
     enc.finish(&mut one).expect("finish");
     let opts = EncodeOptions { background: h[4] & 2 != 0, ..Default::default() };
     let mut all = Vec::new();
@@ -58,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(())
         })
         .expect("encode_all");
-    assert!(all == one, "encode_all differs from one update");
+    assert!(all == one, "encode_all differs from updates of 64 KiB");
     let mut enc = Encoder::new(sig);
     let mut delta = Vec::new();
     let piece = 1 + h[6] as usize * 13;
