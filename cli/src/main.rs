@@ -38,8 +38,9 @@ enum Cmd {
         #[arg(long, default_value_t = hsync_core::EncodeOptions::default().level)]
         level: i32,
         /// Threads: 1 does everything on one; 2 compresses literal bytes on a
-        /// second thread while the search goes on [default: 2 when the
-        /// machine has two CPUs or more]. The delta is the same either way.
+        /// second thread while the search goes on [default: 2 when NEW is a
+        /// file of 1 MiB or more and the machine has two CPUs or more]. The
+        /// delta is the same either way.
         #[arg(short = 'T', long, value_parser = clap::value_parser!(u32).range(1..=2))]
         threads: Option<u32>,
         /// Print what the encoder did to stderr
@@ -203,13 +204,18 @@ fn signature(old: &Path, sig: &Path, block_len: Option<u32>) -> Result<(), Strin
     ctx(out.commit(), sig)
 }
 
-fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, background: bool, verbose: bool) -> Result<(), String> {
+fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, threads: Option<u32>, verbose: bool) -> Result<(), String> {
     let sig_bytes = ctx(read_all(sig), sig)?;
     let limits = SigLimits { max_len: usize::MAX };
     let s = Signature::parse(&sig_bytes, &limits).map_err(|e| format!("{}: {e}", sig.display()))?;
+    let map = ctx(Input::map(new), new)?;
+    // A second thread pays for itself on large inputs only (starting it and
+    // readying its context take ~0.1 ms; a 150 KB page takes 0.1 ms).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let background = threads.map_or(cpus >= 2 && map.is_some(), |t| t >= 2);
     let opts = hsync_core::EncodeOptions { level, background, ..Default::default() };
     let mut enc = Encoder::with_options(s, opts);
-    if let Some(map) = ctx(Input::map(new), new)? {
+    if let Some(map) = map {
         // Searched where it lies, not copied through the encoder's window.
         let mut out = ctx(Output::create(dst), dst)?;
         let mut failed = None;
@@ -276,9 +282,12 @@ fn patch(old: &Path, delta: &Path, new: &Path) -> Result<(), String> {
 /// were a third of a 10 MB run. zstd sizes its workspace (1.4–2.4 MB) to
 /// each literal chunk and reallocates it when a chunk needs more; glibc
 /// would serve such blocks from new mappings and unmap them on free. Freed
-/// memory stays in the heap instead (1,917 → 1,548 faults), and the heap is
-/// backed by transparent huge pages where the kernel allows it (→ about 500).
-/// The servers are long-lived and pool their contexts: only the tool needs this.
+/// memory stays in the heap instead (1,917 → 1,548 faults), and the main
+/// heap is backed by transparent huge pages where the kernel allows it
+/// (→ 450 with `-T1`; 8.2 → 7.6 ms). The compression thread keeps glibc's
+/// own arena: with it on the huge-page heap too, runs stalled now and then
+/// (5.6–18 ms). The servers are long-lived and pool their contexts: only
+/// the tool needs this.
 fn tune_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt, sbrk and madvise only tune glibc's allocator and the
@@ -286,8 +295,6 @@ fn tune_heap() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
-        // The compression thread allocates from the same heap.
-        libc::mallopt(libc::M_ARENA_MAX, 1);
         // Grow the heap once, by 32 MiB of address space (touched only as
         // used), and ask for transparent huge pages on it.
         libc::mallopt(libc::M_TOP_PAD, 32 << 20);
@@ -308,8 +315,7 @@ fn main() -> ExitCode {
         Cmd::Signature { old, sig, block_len } => signature(&old, &sig, block_len),
         Cmd::Delta { sig, new, delta: d, level, threads, verbose } => {
             tune_heap();
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            delta(&sig, &new, &d, level, threads.unwrap_or(cpus.min(2)) >= 2, verbose)
+            delta(&sig, &new, &d, level, threads, verbose)
         }
         Cmd::Patch { old, delta: d, new } => patch(&old, &d, &new),
         Cmd::Get(args) => return hsync_client::cli::get(args),

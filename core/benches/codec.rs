@@ -1,7 +1,7 @@
 //! Throughput of signature, delta and patch (criterion).
 //! `cargo bench -p hsync-core --bench codec`
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hsync_core::{delta, patch, Encoder, Signature};
+use hsync_core::{delta, patch, EncodeOptions, Encoder, Signature};
 use std::path::PathBuf;
 
 fn corpus(rel: &str) -> Vec<u8> {
@@ -45,6 +45,23 @@ fn bench(c: &mut Criterion) {
                 out
             })
         });
+        // The one-shot API and the CLI on a mapped file: searched in place,
+        // on one thread and with literal chunks on a helper thread.
+        for (id, background) in [("delta-in-place", false), ("delta-in-place-2-threads", true)] {
+            g.bench_function(BenchmarkId::new(id, new.len()), |b| {
+                b.iter(|| {
+                    let mut out = Vec::with_capacity(d.len());
+                    let o = EncodeOptions { background, ..Default::default() };
+                    Encoder::with_options(sig.clone(), o)
+                        .encode_all(new, |c| {
+                            out.extend_from_slice(c);
+                            Ok(())
+                        })
+                        .unwrap();
+                    out
+                })
+            });
+        }
         g.bench_function(BenchmarkId::new("patch", new.len()), |b| b.iter(|| patch(old, &d).unwrap()));
         g.finish();
     }
