@@ -203,7 +203,10 @@ pub struct Encoder {
     helper: Option<Helper>,
     held: Vec<u8>,
     waiting: std::collections::VecDeque<Waiting>,
-    spare: Vec<Vec<u8>>,
+    /// Buffers of finished chunks, kept for the next ones, each set in the
+    /// same roles (head, context, literal bytes, ops) so that only the
+    /// context buffer grows to a window's size.
+    spare: Vec<[Vec<u8>; 4]>,
 }
 
 /// A literal chunk to compress, and the buffers it lends.
@@ -805,7 +808,7 @@ impl Encoder {
         let wanted = raw.saturating_mul(self.opts.context_factor).min(credit / 2);
         let budget = self.window.min(self.opts.min_context.max(wanted));
         let tail = budget.min(rel);
-        let mut prefix = self.spare.pop().unwrap_or_default();
+        let [mut head, mut prefix, batch, ops] = self.spare.pop().unwrap_or_default();
         prefix.clear();
         prefix.extend_from_slice(&buf[rel - tail..rel]);
         let mut runs = Vec::new();
@@ -822,7 +825,6 @@ impl Encoder {
             ctx += len;
         }
         self.context_used += prefix.len() as u64;
-        let mut head = self.spare.pop().unwrap_or_default();
         head.clear();
         head.push(OP_LIT_ZSTD);
         put_varint(&mut head, raw as u64);
@@ -840,8 +842,8 @@ impl Encoder {
             window_log: self.opts.window_log as u32 + 2,
             head,
             prefix,
-            batch: std::mem::replace(&mut self.batch, self.spare.pop().unwrap_or_default()),
-            ops: std::mem::replace(&mut self.batch_ops, self.spare.pop().unwrap_or_default()),
+            batch: std::mem::replace(&mut self.batch, batch),
+            ops: std::mem::replace(&mut self.batch_ops, ops),
         };
         self.batch.clear();
         self.batch_ops.clear();
@@ -860,8 +862,9 @@ impl Encoder {
 
     /// Gives a job's buffers back for the next chunks.
     fn recycle(&mut self, job: Job) {
-        self.spare.extend([job.head, job.prefix, job.batch, job.ops]);
-        self.spare.truncate(8);
+        if self.spare.len() < 2 {
+            self.spare.push([job.head, job.prefix, job.batch, job.ops]);
+        }
     }
 
     /// Hands a chunk to the helper thread; its bytes will go at offset `at`
