@@ -1,5 +1,7 @@
 //! Where delta time goes on one pair (exploration): the whole encoder with
-//! and without literal context, and each hashing pass alone.
+//! and without literal context, in place and streamed, and each hashing
+//! pass alone; each first call also shows its time and page faults in this
+//! fresh process. `ONLY=N` runs the default encoder N times (for `perf`).
 //! Usage: cargo run --release --example speed OLD NEW
 use hsync_core::{rollsum, signature::strong, EncodeOptions, Encoder, Signature};
 use std::time::Instant;
@@ -75,7 +77,9 @@ fn main() {
     });
 }
 
+/// Minor page faults of this process so far.
 fn minflt() -> i64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     u.ru_minflt
