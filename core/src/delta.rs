@@ -203,6 +203,7 @@ pub struct Encoder {
     helper: Option<Helper>,
     held: Vec<u8>,
     waiting: std::collections::VecDeque<Waiting>,
+    next_seq: u64,
     /// Buffers of finished chunks, kept for the next ones, each set in the
     /// same roles (head, context, literal bytes, ops) so that only the
     /// context buffer grows to a window's size.
@@ -219,16 +220,31 @@ struct Job {
     ops: Vec<u8>,
 }
 
-/// The helper thread of an encoder with `background` set: compresses jobs
-/// in the order they are sent and answers in that order.
+/// The helper thread of an encoder with `background` set. Chunks wait in a
+/// queue shared with the encoder, which compresses the oldest itself
+/// rather than sit idle when it must wait for them (at a flush, at the end,
+/// or with too many in flight).
 struct Helper {
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
-    done: std::sync::mpsc::Receiver<(Result<Vec<u8>>, Job)>,
+    shared: std::sync::Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// A chunk sent to the helper: its bytes go at offset `at` of `held`.
+struct Shared {
+    state: std::sync::Mutex<Queue>,
+    /// Signalled when a chunk is queued or finished, and at closing.
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: std::collections::VecDeque<(u64, Job)>,
+    done: Vec<(u64, Result<Vec<u8>>, Job)>,
+    closed: bool,
+}
+
+/// A chunk handed to the helper: its bytes go at offset `at` of `held`.
 struct Waiting {
+    seq: u64,
     at: usize,
     seg: Option<Vec<u8>>,
 }
@@ -240,28 +256,47 @@ impl Helper {
     /// Starts the thread, which readies a compression context for `level`
     /// and `window_log` while it waits for the first chunk.
     fn spawn(level: i32, window_log: u32) -> Result<Helper> {
-        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let (tx, done) = std::sync::mpsc::channel();
+        let shared = std::sync::Arc::new(Shared { state: std::sync::Mutex::new(Queue::default()), cv: std::sync::Condvar::new() });
+        let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("hsync-zstd".into())
             .spawn(move || {
                 zstdx::prime(level, window_log);
-                for mut job in rx {
+                loop {
+                    let (seq, mut job) = {
+                        let Ok(mut q) = sh.state.lock() else { return };
+                        loop {
+                            if let Some(j) = q.jobs.pop_front() {
+                                break j;
+                            }
+                            if q.closed {
+                                return;
+                            }
+                            q = match sh.cv.wait(q) {
+                                Ok(q) => q,
+                                Err(_) => return,
+                            };
+                        }
+                    };
                     let r = render(&mut job);
-                    if tx.send((r, job)).is_err() {
-                        break;
-                    }
+                    let Ok(mut q) = sh.state.lock() else { return };
+                    q.done.push((seq, r, job));
+                    sh.cv.notify_all();
                 }
             })
             .map_err(|_| crate::error::Error::Compression("cannot start the compression thread"))?;
-        Ok(Helper { jobs: Some(jobs), done, thread: Some(thread) })
+        Ok(Helper { shared, thread: Some(thread) })
     }
 }
 
 impl Drop for Helper {
     fn drop(&mut self) {
-        // Closing the queue ends the thread once its current job is done.
-        self.jobs = None;
+        // Chunks not started are dropped; the thread ends after its current one.
+        if let Ok(mut q) = self.shared.state.lock() {
+            q.jobs.clear();
+            q.closed = true;
+        }
+        self.shared.cv.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -347,6 +382,7 @@ impl Encoder {
             helper: if opts.background { Helper::spawn(opts.level, opts.window_log as u32 + 2).ok() } else { None },
             held: Vec::new(),
             waiting: std::collections::VecDeque::new(),
+            next_seq: 0,
             spare: Vec::new(),
         }
     }
@@ -868,34 +904,63 @@ impl Encoder {
     }
 
     /// Hands a chunk to the helper thread; its bytes will go at offset `at`
-    /// of the held output (its current end). Waits for the oldest chunk
-    /// first when too many are in flight.
+    /// of the held output (its current end). With too many in flight,
+    /// first helps with the oldest.
     fn send(&mut self, job: Job, at: usize) -> Result<()> {
         if self.helper.is_none() {
             self.helper = Some(Helper::spawn(self.opts.level, self.opts.window_log as u32 + 2)?);
         }
         while self.waiting.iter().filter(|w| w.seg.is_none()).count() >= MAX_WAITING {
-            self.receive()?;
+            self.progress(true)?;
         }
-        let helper = self.helper.as_ref().expect("helper started");
-        let sent = helper.jobs.as_ref().map(|j| j.send(job).is_ok()).unwrap_or(false);
-        if !sent {
-            return Err(stopped());
-        }
-        self.waiting.push_back(Waiting { at, seg: None });
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let shared = &self.helper.as_ref().expect("helper started").shared;
+        let mut q = shared.state.lock().map_err(|_| stopped())?;
+        q.jobs.push_back((seq, job));
+        drop(q);
+        shared.cv.notify_all();
+        self.waiting.push_back(Waiting { seq, at, seg: None });
         Ok(())
     }
 
-    /// Takes the next answer of the helper thread (answers come in order).
-    fn receive(&mut self) -> Result<()> {
-        let helper = self.helper.as_ref().expect("helper started");
-        let answer = helper.done.recv().map_err(|_| stopped())?;
-        self.store(answer)
+    /// Puts the chunks the helper finished in their places. When `block`
+    /// and it finished none, compresses the oldest queued chunk here, or
+    /// waits for one to finish.
+    fn progress(&mut self, block: bool) -> Result<()> {
+        let shared = self.helper.as_ref().expect("helper started").shared.clone();
+        let mut q = shared.state.lock().map_err(|_| stopped())?;
+        loop {
+            if !q.done.is_empty() {
+                let done = std::mem::take(&mut q.done);
+                drop(q);
+                for (seq, seg, job) in done {
+                    self.place(seq, seg, job)?;
+                }
+                return Ok(());
+            }
+            if !block {
+                return Ok(());
+            }
+            if let Some((seq, mut job)) = q.jobs.pop_front() {
+                drop(q);
+                let seg = render(&mut job);
+                return self.place(seq, seg, job);
+            }
+            if self.thread_gone() {
+                return Err(stopped());
+            }
+            q = shared.cv.wait(q).map_err(|_| stopped())?;
+        }
     }
 
-    fn store(&mut self, (seg, job): (Result<Vec<u8>>, Job)) -> Result<()> {
+    fn thread_gone(&self) -> bool {
+        self.helper.as_ref().and_then(|h| h.thread.as_ref()).is_none_or(|t| t.is_finished())
+    }
+
+    fn place(&mut self, seq: u64, seg: Result<Vec<u8>>, job: Job) -> Result<()> {
         self.recycle(job);
-        let w = self.waiting.iter_mut().find(|w| w.seg.is_none()).expect("an answer for a chunk sent");
+        let w = self.waiting.iter_mut().find(|w| w.seq == seq).expect("a chunk sent");
         w.seg = Some(seg?);
         Ok(())
     }
@@ -930,19 +995,13 @@ impl Encoder {
         r
     }
 
-    /// Takes the helper's answers that are ready, or all of them if `wait`.
+    /// Takes the chunks that are done, or (if `wait`) all of them.
     fn collect(&mut self, wait: bool) -> Result<()> {
+        if !wait {
+            return if self.waiting.is_empty() { Ok(()) } else { self.progress(false) };
+        }
         while self.waiting.iter().any(|w| w.seg.is_none()) {
-            if wait {
-                self.receive()?;
-                continue;
-            }
-            let helper = self.helper.as_ref().expect("helper started");
-            match helper.done.try_recv() {
-                Ok(answer) => self.store(answer)?,
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => return Err(stopped()),
-            }
+            self.progress(true)?;
         }
         Ok(())
     }
