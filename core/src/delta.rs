@@ -53,9 +53,10 @@ pub struct EncodeOptions {
     pub fast_after: u64,
     pub fast_level: i32,
     /// Compress literal chunks on a helper thread while the search goes
-    /// on (the CLI uses it; a server worker keeps it off). The delta's
-    /// bytes are the same either way; output is released in order, once
-    /// the chunks before it are done.
+    /// on; the encoder compresses queued chunks itself when it would
+    /// otherwise wait (the CLI uses it; a server worker keeps it off). The
+    /// delta's bytes are the same either way; output is released in order,
+    /// once the chunks before it are done.
     pub background: bool,
 }
 
