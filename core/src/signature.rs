@@ -155,7 +155,7 @@ impl SigParams {
         if self.sub_bits > 16 || (self.sub_bits == 0) != (self.sub_log == 0) || self.sub_log > 8 {
             return Err(Error::Malformed("sub-block parameters out of range"));
         }
-        if self.sub_bits > 0 && (self.block_len % (1 << self.sub_log) != 0 || self.sub_len() < MIN_SUB_LEN) {
+        if self.sub_bits > 0 && (!self.block_len.is_multiple_of(1 << self.sub_log) || self.sub_len() < MIN_SUB_LEN) {
             return Err(Error::Malformed("sub-block length out of range"));
         }
         Ok(())
