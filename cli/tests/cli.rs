@@ -126,6 +126,12 @@ fn output_through_a_symlink_or_fifo_is_written_not_replaced() {
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&ft), "the FIFO was replaced");
 }
 
+/// `a` then `b`, repeated up to `len` bytes: a large instance made of real
+/// successive versions.
+fn cycled(a: &[u8], b: &[u8], len: usize) -> Vec<u8> {
+    a.iter().chain(b).cycle().take(len).copied().collect()
+}
+
 #[test]
 fn large_patch_streams_to_a_file_only_when_verified() {
     // 3 MB: the old instance is mapped and the new one written as it is
@@ -134,7 +140,7 @@ fn large_patch_streams_to_a_file_only_when_verified() {
     let f = |n: &str| d.join(n);
     let page = std::fs::read(corpus("blog-home/029.html")).unwrap();
     let next = std::fs::read(corpus("blog-home/030.html")).unwrap();
-    let old: Vec<u8> = page.iter().chain(next.iter()).cycle().take(3 << 20).copied().collect();
+    let old = cycled(&page, &next, 3 << 20);
     let mut new = old.clone();
     new.splice(1_000_000..1_000_100, b"an edit in the middle".iter().copied());
     new.extend_from_slice(&next);
@@ -171,7 +177,7 @@ fn large_delta_is_the_same_on_one_thread_or_two_and_from_stdin() {
     let f = |n: &str| d.join(n);
     let a = std::fs::read(corpus("atom-feed/029.xml")).unwrap();
     let b = std::fs::read(corpus("atom-feed/030.xml")).unwrap();
-    let old: Vec<u8> = a.iter().chain(b.iter()).cycle().take(4 << 20).copied().collect();
+    let old = cycled(&a, &b, 4 << 20);
     let mut new = old.clone();
     for i in 0..30 {
         let at = (i * 131_071 + 17) % new.len();

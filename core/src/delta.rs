@@ -874,7 +874,7 @@ impl Encoder {
             next = first + n;
         }
         let level = if self.stats.literal_bytes > self.opts.fast_after { self.opts.fast_level } else { self.opts.level };
-        let job = Job {
+        let mut job = Job {
             level,
             window_log: self.opts.window_log as u32 + 2,
             head,
@@ -890,7 +890,6 @@ impl Encoder {
         if self.opts.background {
             return self.send(job, out.len());
         }
-        let mut job = job;
         let seg = render(&mut job);
         self.recycle(job);
         out.extend_from_slice(&seg?);

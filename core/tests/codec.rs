@@ -394,19 +394,27 @@ fn encode(sig: &Signature, new: &[u8], opts: EncodeOptions, piece: usize, flush:
     out
 }
 
+/// `old` with `n` edits at pseudo-random places (from `seed`): each
+/// deletes up to `del` bytes and inserts up to `ins` bytes of fresh text.
+fn scattered_edits(old: &[u8], seed: u64, n: u64, del: u64, ins: u64) -> Vec<u8> {
+    let mut new = old.to_vec();
+    let mut x = seed;
+    for i in 0..n {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let at = (x >> 33) as usize % new.len();
+        let end = (at + (x % (del + 1)) as usize).min(new.len());
+        new.splice(at..end, page(seed * 1000 + i, (x % (ins + 1)) as usize));
+    }
+    new
+}
+
 #[test]
 fn background_compression_gives_the_same_bytes() {
     // Many literal chunks (small batches, scattered edits, fresh content),
     // in pieces of every size, with and without flushes: the helper thread
     // changes when output is released, never what it is.
     let old = page(31, 400_000);
-    let mut new = old.clone();
-    let mut x = 7u64;
-    for i in 0..60 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let at = (x >> 33) as usize % new.len();
-        new.splice(at..at, page(100 + i, 40 + (x % 3000) as usize));
-    }
+    let mut new = scattered_edits(&old, 7, 60, 0, 3000);
     new.extend_from_slice(&page(99, 700_000));
     let sig = Signature::compute(&old);
     for batch in [1usize << 10, 32 << 10] {
@@ -446,14 +454,7 @@ fn encode_all_gives_the_bytes_of_64k_updates() {
     // delta that feeding it through the window in 64 KiB pieces does, on
     // one thread or two.
     let old = page(51, 600_000);
-    let mut new = old.clone();
-    let mut x = 3u64;
-    for i in 0..40 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let at = (x >> 33) as usize % new.len();
-        let del = (x % 500) as usize;
-        new.splice(at..(at + del).min(new.len()), page(200 + i, (x % 4000) as usize));
-    }
+    let mut new = scattered_edits(&old, 3, 40, 500, 4000);
     new.extend_from_slice(&page(98, 2_500_000));
     for (o, n) in [(&old[..], &new[..]), (&old[..], &old[..100]), (&old[..], &[][..]), (&[][..], &new[..70_000])] {
         let sig = Signature::compute(o);
