@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64, Xxh3};
+use hsync_core::hash::{xxh3_128, xxh3_64, Xxh3_64 as Xxh3};
 
 const MAGIC: &[u8; 8] = b"HSYNCE01";
 const TRAILER: usize = 4 + 8 + 8 + 8;

@@ -11,7 +11,7 @@ use crate::rollsum;
 use crate::signature::{strong, sub_check, Signature};
 use crate::wire::{put_varint, zigzag};
 use crate::zstdx;
-use xxhash_rust::xxh3::Xxh3;
+use crate::hash::Xxh3_128 as Xxh3;
 
 pub const DELTA_MAGIC: [u8; 3] = *b"hsd";
 pub const DELTA_VERSION: u8 = 1;
@@ -53,10 +53,11 @@ pub struct EncodeOptions {
     pub fast_after: u64,
     pub fast_level: i32,
     /// Compress literal chunks on a helper thread while the search goes
-    /// on; the encoder compresses queued chunks itself when it would
-    /// otherwise wait (the CLI uses it; a server worker keeps it off). The
-    /// delta's bytes are the same either way; output is released in order,
-    /// once the chunks before it are done.
+    /// on, and with [`Encoder::encode_all`] hash the instance for the
+    /// digest there too, between chunks. The encoder compresses queued
+    /// chunks itself when a backlog builds up (the CLI uses it; a server
+    /// worker keeps it off). The delta's bytes are the same either way;
+    /// output is released in order, once the chunks before it are done.
     pub background: bool,
 }
 
@@ -198,6 +199,8 @@ pub struct Encoder {
     finished: bool,
     /// Set by `encode_all`: the input is searched where it lies.
     in_place: bool,
+    /// An instance lent to the helper for its digest (`encode_all`).
+    loan: Option<DigestLoan>,
     stats: EncodeStats,
     /// With `background`: the helper thread, and output held back behind
     /// chunks it has not finished.
@@ -232,8 +235,19 @@ struct Helper {
 
 struct Shared {
     state: std::sync::Mutex<Queue>,
+    /// Counts queue events (a chunk queued or done, a digest piece done,
+    /// closing), each counted under the lock, for waits that spin.
+    events: std::sync::atomic::AtomicU64,
     /// Signalled when a chunk is queued or finished, and at closing.
     cv: std::sync::Condvar,
+}
+
+impl Shared {
+    /// Counts an event and wakes any sleeping waiter; call with the lock held.
+    fn signal(&self) {
+        self.events.fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.cv.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -241,6 +255,106 @@ struct Queue {
     jobs: std::collections::VecDeque<(u64, Job)>,
     done: Vec<(u64, Result<Vec<u8>>, Job)>,
     closed: bool,
+    digest: Digest,
+}
+
+/// The digest of an instance in memory ([`Encoder::encode_all`]), which the
+/// helper computes while the search goes on, between chunks. The instance
+/// is lent as an address and a length: `DigestLoan` takes it back, or
+/// waits for the helper to be done with it, before `encode_all` returns.
+#[derive(Default)]
+enum Digest {
+    #[default]
+    None,
+    /// Lent, its first `hashed` bytes hashed into the state.
+    Lent { at: usize, len: usize, hashed: usize, state: Box<Xxh3> },
+    /// The helper is hashing a piece.
+    Running,
+    /// `None` if hashing panicked (the encoder then hashes it itself).
+    Done(Option<u128>),
+}
+
+/// The helper hashes the instance in pieces of this size, and compresses
+/// any chunk queued meanwhile first: chunks are what the encoder waits for.
+/// Hashing also reads a mapped file in (page faults: 0.7 ms for 10 MB on
+/// the benchmark VM), mostly ahead of the search.
+const PIECE: usize = 1 << 20;
+
+/// How long a thread that must wait for the other spins before it sleeps.
+/// Waking a sleeping thread took up to a millisecond on the benchmark VM
+/// (its idle virtual CPU is descheduled); a chunk takes 0.3–0.7 ms.
+const SPIN: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Waits for the next event on the queue (`Shared::events`), spinning for
+/// up to [`SPIN`] before sleeping. A poisoned lock is taken all the same:
+/// the queue's state is only ever changed whole.
+fn wait<'a>(sh: &'a Shared, q: std::sync::MutexGuard<'a, Queue>) -> std::sync::MutexGuard<'a, Queue> {
+    use std::sync::atomic::Ordering;
+    let lock = || sh.state.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = sh.events.load(Ordering::Acquire);
+    drop(q);
+    let start = std::time::Instant::now();
+    let mut n = 0u32;
+    while sh.events.load(Ordering::Acquire) == seen {
+        n = n.wrapping_add(1);
+        if n % 64 == 0 && start.elapsed() > SPIN {
+            let q = lock();
+            // Events are counted under the lock: none is missed between
+            // this check and the wait.
+            if sh.events.load(Ordering::Acquire) != seen {
+                return q;
+            }
+            // With a timeout, so that a caller whose helper died sees it.
+            return sh.cv.wait_timeout(q, std::time::Duration::from_millis(10)).map_or_else(|e| e.into_inner().0, |(q, _)| q);
+        }
+        std::hint::spin_loop();
+    }
+    lock()
+}
+
+/// Ends the loan of an instance to the helper, on every way out of
+/// `encode_all`, unwinding included.
+struct DigestLoan(std::sync::Arc<Shared>);
+
+impl DigestLoan {
+    /// The instance's digest: the helper's, or finished here from where the
+    /// helper left it. Waits only while the helper is hashing a piece.
+    fn take(&self, data: &[u8]) -> u128 {
+        let mut q = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match std::mem::take(&mut q.digest) {
+                Digest::Running => {
+                    q.digest = Digest::Running;
+                    q = wait(&self.0, q);
+                }
+                Digest::Done(Some(d)) => return d,
+                Digest::Lent { hashed, mut state, .. } => {
+                    drop(q);
+                    state.update(&data[hashed..]);
+                    return state.digest128();
+                }
+                Digest::Done(None) | Digest::None => {
+                    drop(q);
+                    return crate::hash::xxh3_128(data);
+                }
+            }
+        }
+    }
+
+    /// Takes the loan back, waiting if the helper is hashing a piece.
+    fn end(&self) {
+        let mut q = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        while matches!(q.digest, Digest::Running) {
+            q = wait(&self.0, q);
+        }
+        q.digest = Digest::None;
+    }
+}
+
+impl Drop for DigestLoan {
+    fn drop(&mut self) {
+        self.end();
+    }
 }
 
 /// A chunk handed to the helper: its bytes go at offset `at` of `held`.
@@ -254,53 +368,68 @@ struct Waiting {
 const MAX_WAITING: usize = 4;
 
 impl Helper {
-    /// Starts the thread, which readies a compression context for `level`
-    /// and `window_log` while it waits for the first chunk.
-    fn spawn(level: i32, window_log: u32) -> Result<Helper> {
-        let shared = std::sync::Arc::new(Shared { state: std::sync::Mutex::new(Queue::default()), cv: std::sync::Condvar::new() });
+    /// Starts the thread.
+    fn spawn() -> Result<Helper> {
+        let shared = std::sync::Arc::new(Shared { state: std::sync::Mutex::new(Queue::default()), events: std::sync::atomic::AtomicU64::new(0), cv: std::sync::Condvar::new() });
         let sh = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("hsync-zstd".into())
-            .spawn(move || {
-                zstdx::prime(level, window_log);
-                loop {
-                    let (seq, mut job) = {
-                        let Ok(mut q) = sh.state.lock() else { return };
-                        loop {
-                            if let Some(j) = q.jobs.pop_front() {
-                                break j;
-                            }
-                            if q.closed {
-                                return;
-                            }
-                            q = match sh.cv.wait(q) {
-                                Ok(q) => q,
-                                Err(_) => return,
-                            };
-                        }
-                    };
-                    let r = render(&mut job);
-                    let Ok(mut q) = sh.state.lock() else { return };
-                    q.done.push((seq, r, job));
-                    sh.cv.notify_all();
-                }
-            })
+        let thread = crate::spawn::spawn_beside("hsync-zstd", move || helper_main(&sh))
             .map_err(|_| crate::error::Error::Compression("cannot start the compression thread"))?;
         Ok(Helper { shared, thread })
+    }
+}
+
+/// The helper's loop: compresses queued chunks, oldest first, and between
+/// them hashes the lent instance a piece at a time. Ends when the queue is
+/// closed or its lock poisoned.
+fn helper_main(sh: &Shared) {
+    let Ok(mut q) = sh.state.lock() else { return };
+    loop {
+        if let Some((seq, mut job)) = q.jobs.pop_front() {
+            drop(q);
+            let r = render(&mut job);
+            let Ok(mut g) = sh.state.lock() else { return };
+            g.done.push((seq, r, job));
+            sh.signal();
+            q = g;
+            continue;
+        }
+        let digest = std::mem::take(&mut q.digest);
+        if let Digest::Lent { at, len, hashed, mut state } = digest {
+            q.digest = Digest::Running;
+            drop(q);
+            let end = (hashed + PIECE).min(len);
+            // SAFETY: the encoder lent `len` bytes at `at`, and its
+            // DigestLoan does not let them go while the state is Running.
+            let piece = unsafe { std::slice::from_raw_parts((at + hashed) as *const u8, end - hashed) };
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.update(piece))).is_ok();
+            // Whatever happened, Running must end: the encoder waits on it.
+            let mut g = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+            g.digest = match (ok, end == len) {
+                (false, _) => Digest::Done(None),
+                (true, true) => Digest::Done(Some(state.digest128())),
+                (true, false) => Digest::Lent { at, len, hashed: end, state },
+            };
+            sh.signal();
+            q = g;
+            continue;
+        }
+        q.digest = digest;
+        if q.closed {
+            return;
+        }
+        q = wait(sh, q);
     }
 }
 
 impl Drop for Helper {
     fn drop(&mut self) {
         // Chunks not started are dropped, and the thread ends once it sees
-        // the queue closed. It is not waited for: it may still be readying
-        // its context (1–2 ms of fresh memory on the benchmark VM) for
-        // chunks the encoder ended up compressing itself.
-        if let Ok(mut q) = self.shared.state.lock() {
-            q.jobs.clear();
-            q.closed = true;
-        }
-        self.shared.cv.notify_all();
+        // the queue closed. It is not waited for: it holds nothing of the
+        // encoder's (a lent instance is taken back by `encode_all` itself).
+        let mut q = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        q.jobs.clear();
+        q.closed = true;
+        self.shared.signal();
     }
 }
 
@@ -378,9 +507,10 @@ impl Encoder {
             header_done: false,
             finished: false,
             in_place: false,
+            loan: None,
             stats: EncodeStats::default(),
             // Started now, so that it is ready when the first chunk is.
-            helper: if opts.background { Helper::spawn(opts.level, opts.window_log as u32 + 2).ok() } else { None },
+            helper: if opts.background { Helper::spawn().ok() } else { None },
             held: Vec::new(),
             waiting: std::collections::VecDeque::new(),
             next_seq: 0,
@@ -481,6 +611,14 @@ impl Encoder {
     pub fn encode_all(mut self, data: &[u8], mut emit: impl FnMut(&[u8]) -> std::io::Result<()>) -> Result<EncodeStats> {
         assert!(self.stats.input_bytes == 0 && !self.header_done, "encode_all on a used encoder");
         self.in_place = true;
+        if let Some(h) = &self.helper {
+            let mut q = h.shared.state.lock().map_err(|_| stopped())?;
+            q.digest = Digest::Lent { at: data.as_ptr() as usize, len: data.len(), hashed: 0, state: Box::new(Xxh3::new()) };
+            h.shared.signal();
+            drop(q);
+            // Dropped with `self`, at the latest when this returns.
+            self.loan = Some(DigestLoan(h.shared.clone()));
+        }
         let mut out = Vec::new();
         let emit_every = 16 * UPDATE_PIECE;
         let mut end = 0;
@@ -538,9 +676,13 @@ impl Encoder {
         }
         self.close_run(out);
         self.flush_batch(buf, out)?;
-        // With the helper thread, the digest of an instance in memory is
-        // computed while it compresses the last chunk.
-        let digest = if self.in_place { xxhash_rust::xxh3::xxh3_128(buf) } else { self.hasher.digest128() };
+        // The last chunk is queued by now: the helper compresses it while
+        // this thread finishes the digest where the helper left it.
+        let digest = match &self.loan {
+            Some(loan) => loan.take(buf),
+            None if self.in_place => crate::hash::xxh3_128(buf),
+            None => self.hasher.digest128(),
+        };
         out.push(OP_END);
         put_varint(out, self.stats.input_bytes);
         out.extend_from_slice(&digest.to_be_bytes());
@@ -847,6 +989,9 @@ impl Encoder {
         let tail = budget.min(rel);
         let [mut head, mut prefix, batch, ops] = self.spare.pop().unwrap_or_default();
         prefix.clear();
+        // At most the tail and a budget of runs (rounded up to a unit): one
+        // allocation rather than a chain of doublings.
+        prefix.reserve(tail + budget + self.ul);
         prefix.extend_from_slice(&buf[rel - tail..rel]);
         let mut runs = Vec::new();
         let mut ctx = 0usize;
@@ -908,7 +1053,7 @@ impl Encoder {
     /// first helps with the oldest.
     fn send(&mut self, job: Job, at: usize) -> Result<()> {
         if self.helper.is_none() {
-            self.helper = Some(Helper::spawn(self.opts.level, self.opts.window_log as u32 + 2)?);
+            self.helper = Some(Helper::spawn()?);
         }
         while self.waiting.iter().filter(|w| w.seg.is_none()).count() >= MAX_WAITING {
             self.progress(true)?;
@@ -918,15 +1063,15 @@ impl Encoder {
         let shared = &self.helper.as_ref().expect("helper started").shared;
         let mut q = shared.state.lock().map_err(|_| stopped())?;
         q.jobs.push_back((seq, job));
+        shared.signal();
         drop(q);
-        shared.cv.notify_all();
         self.waiting.push_back(Waiting { seq, at, seg: None });
         Ok(())
     }
 
     /// Puts the chunks the helper finished in their places. When `block`
-    /// and it finished none, compresses the oldest queued chunk here, or
-    /// waits for one to finish.
+    /// and it finished none, compresses the oldest queued chunk here if
+    /// more than one waits, or waits for one to finish.
     fn progress(&mut self, block: bool) -> Result<()> {
         let shared = self.helper.as_ref().expect("helper started").shared.clone();
         let mut q = shared.state.lock().map_err(|_| stopped())?;
@@ -942,15 +1087,22 @@ impl Encoder {
             if !block {
                 return Ok(());
             }
-            if let Some((seq, mut job)) = q.jobs.pop_front() {
-                drop(q);
-                let seg = render(&mut job);
-                return self.place(seq, seg, job);
+            // Only a backlog is compressed here. One queued chunk is the
+            // helper's next, and its context is warm: here it would take a
+            // second context, fresh memory that costs about what waiting
+            // does (on the benchmark VM, 0.3–0.5 ms).
+            let gone = self.thread_gone();
+            if q.jobs.len() >= 2 || gone {
+                if let Some((seq, mut job)) = q.jobs.pop_front() {
+                    drop(q);
+                    let seg = render(&mut job);
+                    return self.place(seq, seg, job);
+                }
             }
-            if self.thread_gone() {
+            if gone {
                 return Err(stopped());
             }
-            q = shared.cv.wait(q).map_err(|_| stopped())?;
+            q = wait(&shared, q);
         }
     }
 

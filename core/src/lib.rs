@@ -8,10 +8,12 @@
 pub mod delta;
 pub mod error;
 pub mod ffi;
+pub mod hash;
 pub mod http;
 pub mod patch;
 pub mod rollsum;
 pub mod signature;
+mod spawn;
 mod wire;
 mod zstdx;
 

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::signature::{MAX_BLOCK_LEN, MIN_SUB_LEN};
 use crate::wire::{unzigzag, Reader};
 use crate::zstdx;
-use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+use crate::hash::{xxh3_128, Xxh3_128 as Xxh3};
 
 /// Limits for [`patch_with_limits`].
 #[derive(Debug, Clone, Copy)]

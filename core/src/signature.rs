@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::rollsum;
 use crate::wire::{put_varint, Reader};
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use crate::hash::{xxh3_64, xxh3_64_with_seed};
 
 /// First bytes of every signature: "hs", then the format version.
 pub const SIG_MAGIC: [u8; 2] = *b"hs";

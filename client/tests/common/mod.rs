@@ -254,7 +254,7 @@ async fn serve(st: Arc<OriginState>, req: Request<Incoming>) -> Response<ChanBod
             return respond(StatusCode::NOT_FOUND, vec![("content-type", "text/plain".into())], b"not found\n".to_vec(), 0);
         }
     };
-    let tag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&body));
+    let tag = format!("\"{:016x}\"", hsync_core::hash::xxh3_64(&body));
     let cc = st.cache_control.lock().unwrap().clone();
     let mut headers: Vec<(&str, String)> = vec![("content-type", content_type(&file).into()), ("cache-control", cc.clone())];
     if let Some(inm) = &inm {
