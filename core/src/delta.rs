@@ -297,7 +297,7 @@ fn wait<'a>(sh: &'a Shared, q: std::sync::MutexGuard<'a, Queue>) -> std::sync::M
     let mut n = 0u32;
     while sh.events.load(Ordering::Acquire) == seen {
         n = n.wrapping_add(1);
-        if n % 64 == 0 && start.elapsed() > SPIN {
+        if n.is_multiple_of(64) && start.elapsed() > SPIN {
             let q = lock();
             // Events are counted under the lock: none is missed between
             // this check and the wait.
