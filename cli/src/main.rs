@@ -110,10 +110,12 @@ impl Input {
         }
     }
 
-    /// A map of `p` if it is a regular file of 1 MiB or more.
-    /// Maps a regular file of 1 MiB or more. `populate` reads it all in
-    /// and builds its page tables at once (0.7 ms for 10 MB here), cheaper
-    /// than a fault every 16 pages, unless another thread reads it ahead.
+    /// Maps a regular file of 1 MiB or more, asking for huge pages: a
+    /// file not yet cached is then read into 2 MiB folios, mapped whole
+    /// (10 MB: 0.07 ms to map and unmap again, against 0.7–1.2 ms in 4 KiB
+    /// pages on the benchmark VM). `populate` builds the page tables at
+    /// once, cheaper than a fault every 16 pages, unless another thread
+    /// reads the file ahead.
     fn map(p: &Path, populate: bool) -> io::Result<Option<memmap2::Mmap>> {
         if is_dash(p) {
             return Ok(None);
@@ -127,11 +129,13 @@ impl Input {
         // truncate the file meanwhile, reading it faults (SIGBUS), as for
         // any program that maps its input; the output is then left as a
         // temporary file, never in place.
-        let mut o = memmap2::MmapOptions::new();
+        let Ok(m) = (unsafe { memmap2::MmapOptions::new().map(&f) }) else { return Ok(None) };
+        // Advice only: a kernel without it maps 4 KiB pages, faulted in.
+        let _ = m.advise(memmap2::Advice::HugePage);
         if populate {
-            o.populate();
+            let _ = m.advise(memmap2::Advice::PopulateRead);
         }
-        Ok(unsafe { o.map(&f) }.ok())
+        Ok(Some(m))
     }
 }
 

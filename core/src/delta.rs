@@ -55,8 +55,8 @@ pub struct EncodeOptions {
     /// Compress literal chunks on a helper thread while the search goes
     /// on, and with [`Encoder::encode_all`] hash the instance for the
     /// digest there too, between chunks. The encoder compresses queued
-    /// chunks itself when a backlog builds up (the CLI uses it; a server
-    /// worker keeps it off). The delta's bytes are the same either way;
+    /// chunks itself when it would otherwise wait (the CLI uses it; a
+    /// server worker keeps it off). The delta's bytes are the same either way;
     /// output is released in order, once the chunks before it are done.
     pub background: bool,
 }
@@ -637,7 +637,11 @@ impl Encoder {
                 out.clear();
             }
         }
-        self.staged(&mut out, true, |e, out| e.finish_ops(data, out))?;
+        // Every chunk is placed before the digest is taken: this thread
+        // compresses the last one if the helper is busy, and the helper
+        // hashes meanwhile.
+        self.staged(&mut out, true, |e, out| e.last_ops(data, out))?;
+        self.end_op(data, &mut out);
         self.stats.output_bytes += out.len() as u64;
         emit(&out)?;
         self.finished = true;
@@ -645,6 +649,13 @@ impl Encoder {
     }
 
     fn finish_ops(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.last_ops(buf, out)?;
+        self.end_op(buf, out);
+        Ok(())
+    }
+
+    /// The ops for the rest of the input, and its last chunk.
+    fn last_ops(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<()> {
         self.header(out);
         self.scan(buf, out, true)?;
         if self.just_matched {
@@ -675,9 +686,11 @@ impl Encoder {
             None => self.push_literal(buf, end, out)?,
         }
         self.close_run(out);
-        self.flush_batch(buf, out)?;
-        // The last chunk is queued by now: the helper compresses it while
-        // this thread finishes the digest where the helper left it.
+        self.flush_batch(buf, out)
+    }
+
+    /// END: the instance's length and digest.
+    fn end_op(&mut self, buf: &[u8], out: &mut Vec<u8>) {
         let digest = match &self.loan {
             Some(loan) => loan.take(buf),
             None if self.in_place => crate::hash::xxh3_128(buf),
@@ -686,7 +699,6 @@ impl Encoder {
         out.push(OP_END);
         put_varint(out, self.stats.input_bytes);
         out.extend_from_slice(&digest.to_be_bytes());
-        Ok(())
     }
 
     /// Length of sub-block `i` of the old instance.
@@ -988,11 +1000,6 @@ impl Encoder {
         let budget = self.window.min(self.opts.min_context.max(wanted));
         let tail = budget.min(rel);
         let [mut head, mut prefix, batch, ops] = self.spare.pop().unwrap_or_default();
-        prefix.clear();
-        // At most the tail and a budget of runs (rounded up to a unit): one
-        // allocation rather than a chain of doublings.
-        prefix.reserve(tail + budget + self.ul);
-        prefix.extend_from_slice(&buf[rel - tail..rel]);
         let mut runs = Vec::new();
         let mut ctx = 0usize;
         for &(first, n, at) in &self.dict_runs {
@@ -1001,10 +1008,16 @@ impl Encoder {
             }
             let n = n.min((budget - ctx).div_ceil(self.ul));
             let len = self.run_bytes(first, n);
-            let from = (at - self.base) as usize;
-            prefix.extend_from_slice(&buf[from..from + len]);
-            runs.push((first, n));
+            runs.push((first, n, (at - self.base) as usize, len));
             ctx += len;
+        }
+        // Sized once, exactly: fresh memory is what a chunk costs most
+        // after zstd's own work, and the heap stays compact.
+        prefix.clear();
+        prefix.reserve_exact(tail + ctx);
+        prefix.extend_from_slice(&buf[rel - tail..rel]);
+        for &(_, _, from, len) in &runs {
+            prefix.extend_from_slice(&buf[from..from + len]);
         }
         self.context_used += prefix.len() as u64;
         head.clear();
@@ -1013,7 +1026,7 @@ impl Encoder {
         put_varint(&mut head, tail as u64);
         put_varint(&mut head, runs.len() as u64);
         let mut next = 0usize;
-        for &(first, n) in &runs {
+        for &(first, n, _, _) in &runs {
             put_varint(&mut head, zigzag(first as i64 - next as i64));
             put_varint(&mut head, n as u64);
             next = first + n;
@@ -1070,8 +1083,8 @@ impl Encoder {
     }
 
     /// Puts the chunks the helper finished in their places. When `block`
-    /// and it finished none, compresses the oldest queued chunk here if
-    /// more than one waits, or waits for one to finish.
+    /// and it finished none, compresses the oldest queued chunk here, or
+    /// waits for one to finish.
     fn progress(&mut self, block: bool) -> Result<()> {
         let shared = self.helper.as_ref().expect("helper started").shared.clone();
         let mut q = shared.state.lock().map_err(|_| stopped())?;
@@ -1087,19 +1100,12 @@ impl Encoder {
             if !block {
                 return Ok(());
             }
-            // Only a backlog is compressed here. One queued chunk is the
-            // helper's next, and its context is warm: here it would take a
-            // second context, fresh memory that costs about what waiting
-            // does (on the benchmark VM, 0.3–0.5 ms).
-            let gone = self.thread_gone();
-            if q.jobs.len() >= 2 || gone {
-                if let Some((seq, mut job)) = q.jobs.pop_front() {
-                    drop(q);
-                    let seg = render(&mut job);
-                    return self.place(seq, seg, job);
-                }
+            if let Some((seq, mut job)) = q.jobs.pop_front() {
+                drop(q);
+                let seg = render(&mut job);
+                return self.place(seq, seg, job);
             }
-            if gone {
+            if self.thread_gone() {
                 return Err(stopped());
             }
             q = wait(&shared, q);
