@@ -56,10 +56,10 @@ enum Codec {
         /// zstd level for literal bytes
         #[arg(long, default_value_t = hsync_core::EncodeOptions::default().level)]
         level: i32,
-        /// Threads: 1 does everything on one; 2 compresses literal bytes on a
-        /// second thread while the search goes on [default: 2 when NEW is a
-        /// file of 1 MiB or more and the machine has two CPUs or more]. The
-        /// delta is the same either way.
+        /// Threads: 1 does everything on one; 2 compresses literal bytes (and,
+        /// for a file, hashes it for the digest) on a second thread while the
+        /// search goes on [default: 2 when NEW is a file of 1 MiB or more and
+        /// the machine has two CPUs or more]. The delta is the same either way.
         #[arg(short = 'T', long, value_parser = clap::value_parser!(u32).range(1..=2))]
         threads: Option<u32>,
         /// Print what the encoder did to stderr
@@ -265,10 +265,10 @@ fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, threads: Option<u32>, v
     let sig_bytes = ctx(read_all(sig), sig)?;
     let limits = SigLimits { max_len: usize::MAX };
     let s = Signature::parse(&sig_bytes, &limits).map_err(|e| format!("{}: {e}", sig.display()))?;
-    // A second thread pays for itself on large inputs only: starting it and
-    // readying its context cost ~50 µs, half of what a 150 KB page takes.
-    // It hashes the whole input for the digest while the search goes on,
-    // reading the mapped file in as it goes.
+    // A second thread pays for itself on large inputs only: starting it
+    // costs tens of µs, a third of what a 150 KB page takes. It hashes the
+    // whole input for the digest while the search goes on, reading the
+    // mapped file in as it goes (so it is not populated up front).
     let two = threads.map_or_else(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2), |t| t >= 2);
     let map = ctx(Input::map(new, !two), new)?;
     let background = two && (threads.is_some() || map.is_some());
