@@ -4,7 +4,9 @@
 //! picks the CPU of the thread that created it. When that one is busy (the
 //! encoder searching), the helper waits for a time slice, 1–4 ms on the
 //! benchmark VM, while the other CPU sits idle. So the helper is moved to
-//! the CPUs its creator is not on, right after it is created.
+//! the CPUs its creator is not on, right after it is created, and stays off
+//! that one CPU for its life (the CLI's helper lives for one command); the
+//! creator stays free to move.
 
 use std::thread::{Builder, JoinHandle};
 
@@ -26,11 +28,21 @@ where
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             let me = libc::sched_getcpu();
-            if me >= 0 && libc::sched_getaffinity(0, size, &mut set) == 0 && libc::CPU_COUNT(&set) >= 2 && libc::CPU_ISSET(me as usize, &set) {
+            let known = me >= 0 && (me as usize) < libc::CPU_SETSIZE as usize;
+            if known && libc::sched_getaffinity(0, size, &mut set) == 0 && libc::CPU_COUNT(&set) >= 2 && libc::CPU_ISSET(me as usize, &set) {
                 libc::CPU_CLR(me as usize, &mut set);
                 libc::pthread_setaffinity_np(h.as_pthread_t(), size, &set);
             }
         }
     }
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runs_and_returns() {
+        let h = super::spawn_beside("hsync-test", || 6 * 7).unwrap();
+        assert_eq!(h.join().unwrap(), 42);
+    }
 }
