@@ -199,12 +199,12 @@ fn exchange(a: &Path, b: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::ffi::OsStrExt;
+        if !std::fs::symlink_metadata(b).is_ok_and(|m| m.file_type().is_file()) {
+            return false;
+        }
         let (Ok(a), Ok(b)) = (std::ffi::CString::new(a.as_os_str().as_bytes()), std::ffi::CString::new(b.as_os_str().as_bytes())) else {
             return false;
         };
-        if !std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(b.as_bytes())).is_ok_and(|m| m.file_type().is_file()) {
-            return false;
-        }
         // SAFETY: two NUL-terminated paths; renameat2 only renames.
         unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) == 0 }
     }
