@@ -690,7 +690,7 @@ impl Encoder {
     }
 
     /// END: the instance's length and digest.
-    fn end_op(&mut self, buf: &[u8], out: &mut Vec<u8>) {
+    fn end_op(&self, buf: &[u8], out: &mut Vec<u8>) {
         let digest = match &self.loan {
             Some(loan) => loan.take(buf),
             None if self.in_place => crate::hash::xxh3_128(buf),

@@ -74,9 +74,8 @@ impl Default for Xxh3_128 {
 mod tests {
     use super::*;
 
-    /// Values from xxHash's own test vectors (sanity buffer of the reference
-    /// implementation is not needed: these are the well-known empty and
-    /// short-input values), and streaming equal to one-shot.
+    /// The reference values for the empty input, and streaming equal to
+    /// one-shot wherever the input is cut.
     #[test]
     fn known_values_and_streaming() {
         assert_eq!(xxh3_64(b""), 0x2D06_8005_38D3_94C2);

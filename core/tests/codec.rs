@@ -185,19 +185,24 @@ fn flush_keeps_the_delta_valid() {
     assert_eq!(patch(&old, &out).unwrap(), new);
 }
 
+/// Feeds `chunk` to the encoder `times` times; the bytes it output meanwhile.
+fn feed(e: &mut Encoder, chunk: &[u8], times: usize) -> usize {
+    let mut produced = 0;
+    for _ in 0..times {
+        let mut out = Vec::new();
+        e.update(chunk, &mut out).unwrap();
+        produced += out.len();
+    }
+    produced
+}
+
 #[test]
 fn memory_does_not_grow_with_the_body() {
     // 64 MiB of new content against a small signature: the encoder's
     // buffers stay bounded (checked through its output arriving as it goes).
     let old = page(17, 50_000);
     let mut e = Encoder::new(Signature::compute(&old));
-    let chunk = page(18, 1 << 20);
-    let mut produced = 0usize;
-    for _ in 0..64 {
-        let mut out = Vec::new();
-        e.update(&chunk, &mut out).unwrap();
-        produced += out.len();
-    }
+    let produced = feed(&mut e, &page(18, 1 << 20), 64);
     assert!(produced > 1 << 20, "output must stream, got {produced} bytes before finish");
 }
 
@@ -435,13 +440,7 @@ fn background_output_streams_and_stays_bounded() {
     // as input does, and what is held back is at most the chunks in flight.
     let old = page(41, 50_000);
     let mut e = Encoder::with_options(Signature::compute(&old), EncodeOptions { background: true, ..Default::default() });
-    let chunk = page(42, 1 << 20);
-    let mut produced = 0usize;
-    for _ in 0..32 {
-        let mut out = Vec::new();
-        e.update(&chunk, &mut out).unwrap();
-        produced += out.len();
-    }
+    let produced = feed(&mut e, &page(42, 1 << 20), 32);
     assert!(produced > 1 << 20, "output must stream, got {produced} bytes before finish");
     let mut out = Vec::new();
     e.finish(&mut out).unwrap();
