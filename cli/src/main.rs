@@ -242,7 +242,11 @@ fn signature(old: &Path, sig: &Path, block_len: Option<u32>) -> Result<(), Strin
     let mut params = SigParams::for_len(len);
     if let Some(b) = block_len {
         if !(hsync_core::signature::MIN_BLOCK_LEN..=hsync_core::signature::MAX_BLOCK_LEN).contains(&b) {
-            return Err(format!("--block-len must be between {} and {}", hsync_core::signature::MIN_BLOCK_LEN, hsync_core::signature::MAX_BLOCK_LEN));
+            return Err(format!(
+                "--block-len must be between {} and {}",
+                hsync_core::signature::MIN_BLOCK_LEN,
+                hsync_core::signature::MAX_BLOCK_LEN
+            ));
         }
         params.block_len = b;
     }
@@ -278,9 +282,7 @@ fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, threads: Option<u32>, v
         // Searched where it lies, not copied through the encoder's window.
         let mut out = ctx(Output::create(dst), dst)?;
         let mut failed = None;
-        let r = enc.encode_all(&map, |b| {
-            out.w.write_all(b).inspect_err(|e| failed = Some(format!("{}: {e}", dst.display())))
-        });
+        let r = enc.encode_all(&map, |b| out.w.write_all(b).inspect_err(|e| failed = Some(format!("{}: {e}", dst.display()))));
         let st = r.map_err(|e| failed.take().unwrap_or_else(|| e.to_string()))?;
         ctx(out.commit(), dst)?;
         report(verbose, &st);
@@ -381,7 +383,9 @@ fn tune_heap() {
 
 fn main() -> ExitCode {
     let codec = matches!(std::env::args_os().nth(1).as_deref().and_then(|a| a.to_str()), Some("signature" | "delta" | "patch"));
-    let cmd = if codec { CodecCli::parse().cmd } else {
+    let cmd = if codec {
+        CodecCli::parse().cmd
+    } else {
         match Cli::parse().cmd {
             Cmd::Codec(c) => c,
             Cmd::Get(args) => return hsync_client::cli::get(args),

@@ -160,7 +160,8 @@ fn large_patch_streams_to_a_file_only_when_verified() {
     one_line_error(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("digest mismatch"));
     assert_eq!(std::fs::read(f("out")).unwrap(), b"previous content");
-    let left: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains("tmp")).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains("tmp")).collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
     let o = hsync().arg("patch").arg(f("old")).arg(f("bad")).arg("-").output().unwrap();
     one_line_error(&o);

@@ -46,6 +46,7 @@ fn main() {
     let mut etags: Vec<Option<String>> = vec![None; resources.len()];
     let mut first_proxy = 0;
     println!("visit  page-bytes  direct-gzip  proxy-wire");
+    #[allow(clippy::needless_range_loop)] // `i` is the visit, across resources
     for i in 0..n {
         let before = fetcher.stats.wire.load(Ordering::Relaxed);
         let (mut pb, mut db) = (0u64, 0u64);

@@ -12,6 +12,7 @@
 //! Recency for least-recently-used eviction is the file's modification
 //! time, touched on every hit, so it survives restarts.
 
+use hsync_core::hash::{xxh3_128, xxh3_64, Xxh3_64 as Xxh3};
 use http_cache_semantics::CachePolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -21,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
-use hsync_core::hash::{xxh3_128, xxh3_64, Xxh3_64 as Xxh3};
 
 const MAGIC: &[u8; 8] = b"HSYNCE01";
 const TRAILER: usize = 4 + 8 + 8 + 8;
@@ -230,12 +230,7 @@ impl DiskCache {
     fn evict(&self, keep: Option<&str>) {
         let mut idx = self.index.lock().unwrap();
         while idx.total > self.max_size {
-            let victim = idx
-                .map
-                .iter()
-                .filter(|(k, _)| Some(k.as_str()) != keep)
-                .min_by_key(|(_, i)| i.last_used)
-                .map(|(k, _)| k.clone());
+            let victim = idx.map.iter().filter(|(k, _)| Some(k.as_str()) != keep).min_by_key(|(_, i)| i.last_used).map(|(k, _)| k.clone());
             let Some(k) = victim else { break };
             let info = idx.map.remove(&k).unwrap();
             idx.total -= info.size;
@@ -311,13 +306,8 @@ impl EntryWriter<'_> {
         {
             let mut idx = self.cache.index.lock().unwrap();
             let key = key_for(&self.url);
-            let info = EntryInfo {
-                url: self.url.clone(),
-                size,
-                body_len: self.len,
-                last_used: SystemTime::now(),
-                fetched_at: meta.fetched_at,
-            };
+            let info =
+                EntryInfo { url: self.url.clone(), size, body_len: self.len, last_used: SystemTime::now(), fetched_at: meta.fetched_at };
             if let Some(old) = idx.map.insert(key, info) {
                 idx.total -= old.size;
             }

@@ -132,7 +132,7 @@ pub fn get(args: GetArgs) -> ExitCode {
         let bar = bar.clone();
         Some(Arc::new(move |done: u64, total: Option<u64>| {
             let mut b = bar.lock().unwrap();
-            if b.is_none() && total.map_or(true, |t| t >= 1 << 20) && done > 0 {
+            if b.is_none() && total.is_none_or(|t| t >= 1 << 20) && done > 0 {
                 let pb = match total {
                     Some(t) => indicatif::ProgressBar::new(t),
                     None => indicatif::ProgressBar::new_spinner(),

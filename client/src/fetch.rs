@@ -185,16 +185,8 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Request headers the fetcher sets itself.
-const OWN_REQUEST_HEADERS: [&str; 8] = [
-    "accept-encoding",
-    "hsync-signature",
-    "if-none-match",
-    "if-modified-since",
-    "if-match",
-    "if-unmodified-since",
-    "if-range",
-    "host",
-];
+const OWN_REQUEST_HEADERS: [&str; 8] =
+    ["accept-encoding", "hsync-signature", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range", "host"];
 
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
@@ -324,9 +316,7 @@ impl Fetcher {
             m.entry(key.clone()).or_default().clone()
         };
         let res = cell
-            .get_or_init(|| async {
-                self.fetch_uncoalesced(uri, user_headers, progress).await.map(Arc::new).map_err(Arc::new)
-            })
+            .get_or_init(|| async { self.fetch_uncoalesced(uri, user_headers, progress).await.map(Arc::new).map_err(Arc::new) })
             .await
             .clone();
         let mut m = self.inflight.lock().unwrap();
@@ -420,9 +410,7 @@ impl Fetcher {
             } else {
                 headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
             }
-            let result = self
-                .exchange(uri, &url, headers, &logical, base.as_ref(), progress.clone(), &mut trace, &mut wire)
-                .await;
+            let result = self.exchange(uri, &url, headers, &logical, base.as_ref(), progress.clone(), &mut trace, &mut wire).await;
             match result {
                 Ok(mut o) => {
                     o.delta_failed = delta_failed;
@@ -595,7 +583,7 @@ impl Fetcher {
                 // Identity: decide from the head whether to store, and stream to the entry file.
                 let head = response_parts(status, served_headers(&parts.headers, None, true));
                 let policy = self.policy_for(logical, &head, now);
-                let mut writer = if policy.is_storable() && total.map_or(true, |t| t <= self.cache.max_size()) {
+                let mut writer = if policy.is_storable() && total.is_none_or(|t| t <= self.cache.max_size()) {
                     self.cache.writer(url).ok()
                 } else {
                     None

@@ -109,7 +109,10 @@ impl Proxy {
             return match req.uri().path() {
                 "/" | "/index.html" => self.status_page(),
                 "/status.json" => self.status_json(),
-                _ => text(StatusCode::NOT_FOUND, "hsync proxy: send absolute-form requests (configure me as an HTTP proxy); the status page is at /\n"),
+                _ => text(
+                    StatusCode::NOT_FOUND,
+                    "hsync proxy: send absolute-form requests (configure me as an HTTP proxy); the status page is at /\n",
+                ),
             };
         }
         let cacheable = req.method() == Method::GET
@@ -301,7 +304,9 @@ impl Proxy {
             }
             html.push_str("</svg>");
         }
-        html.push_str("<h2>Cached</h2><table><tr><th>URL</th><th>size</th><th>last fetched</th><th>hits</th><th>wire</th><th>delivered</th></tr>");
+        html.push_str(
+            "<h2>Cached</h2><table><tr><th>URL</th><th>size</th><th>last fetched</th><th>hits</th><th>wire</th><th>delivered</th></tr>",
+        );
         for e in &list {
             let s = per.get(&e.url).cloned().unwrap_or_default();
             html.push_str(&format!(
@@ -323,9 +328,7 @@ impl Proxy {
 }
 
 fn is_html(h: &HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"))
+    h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"))
 }
 
 /// Does the client's conditional request match what we serve?
@@ -335,10 +338,9 @@ fn not_modified_for(req: &HeaderMap, resp: &HeaderMap) -> bool {
         let strip = |s: &str| s.trim().trim_start_matches("W/").to_string();
         return inm.split(',').any(|t| t.trim() == "*" || strip(t) == strip(etag));
     }
-    if let (Some(ims), Some(lm)) = (
-        req.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()),
-        resp.get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok()),
-    ) {
+    if let (Some(ims), Some(lm)) =
+        (req.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()), resp.get(header::LAST_MODIFIED).and_then(|v| v.to_str().ok()))
+    {
         return ims.trim() == lm.trim();
     }
     false
@@ -357,9 +359,7 @@ pub fn notice_html(fetched_at: u64) -> String {
 pub fn inject_notice(body: &[u8], fetched_at: u64) -> Vec<u8> {
     let notice = notice_html(fetched_at);
     let lower: Vec<u8> = body.iter().take(1 << 20).map(|b| b.to_ascii_lowercase()).collect();
-    let at = find(&lower, b"<body")
-        .and_then(|i| lower[i..].iter().position(|&b| b == b'>').map(|j| i + j + 1))
-        .unwrap_or(0);
+    let at = find(&lower, b"<body").and_then(|i| lower[i..].iter().position(|&b| b == b'>').map(|j| i + j + 1)).unwrap_or(0);
     let mut out = Vec::with_capacity(body.len() + notice.len());
     out.extend_from_slice(&body[..at]);
     out.extend_from_slice(notice.as_bytes());

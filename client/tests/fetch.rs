@@ -165,14 +165,11 @@ fn damaged_cache_entries_are_never_served() {
     get(&f, &url);
     let path = f.cache.path_for(&url);
     // Flip one byte in the body, then truncate, then garbage in the trailer.
-    let damage: [&dyn Fn(&mut Vec<u8>); 3] = [
-        &|d: &mut Vec<u8>| d[1000] ^= 0x20,
-        &|d: &mut Vec<u8>| d.truncate(d.len() / 2),
-        &|d: &mut Vec<u8>| {
-            let n = d.len();
-            d[n - 30] ^= 1
-        },
-    ];
+    type Damage<'a> = &'a dyn Fn(&mut Vec<u8>);
+    let damage: [Damage; 3] = [&|d: &mut Vec<u8>| d[1000] ^= 0x20, &|d: &mut Vec<u8>| d.truncate(d.len() / 2), &|d: &mut Vec<u8>| {
+        let n = d.len();
+        d[n - 30] ^= 1
+    }];
     for hurt in damage {
         let mut data = std::fs::read(&path).unwrap();
         hurt(&mut data);

@@ -25,9 +25,7 @@ struct InProc {
 fn in_process(dir: &std::path::Path, max: u64, timeout: Duration) -> InProc {
     let cache = Arc::new(DiskCache::open(dir, max).unwrap());
     let fetcher = Arc::new(Fetcher::new(cache, FetchOptions { shared: true, timeout, ..Default::default() }));
-    let (addr, h) = rt()
-        .block_on(proxy::spawn("127.0.0.1:0", fetcher.clone(), ProxyConfig { stale_notice: true, timeout }))
-        .unwrap();
+    let (addr, h) = rt().block_on(proxy::spawn("127.0.0.1:0", fetcher.clone(), ProxyConfig { stale_notice: true, timeout })).unwrap();
     InProc { addr, fetcher, _h: h }
 }
 

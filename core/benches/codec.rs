@@ -82,7 +82,19 @@ fn decline(c: &mut Criterion) {
                 let mut msg = [0 as std::os::raw::c_char; 256];
                 let ae_ptr = if ae.is_empty() { std::ptr::null() } else { ae.as_ptr() as *const std::os::raw::c_char };
                 let rc = unsafe {
-                    hsync_request(&cfg, b"GET".as_ptr() as _, 3, ae_ptr, ae.len(), std::ptr::null(), 0, 0, &mut enc, msg.as_mut_ptr(), msg.len())
+                    hsync_request(
+                        &cfg,
+                        b"GET".as_ptr() as _,
+                        3,
+                        ae_ptr,
+                        ae.len(),
+                        std::ptr::null(),
+                        0,
+                        0,
+                        &mut enc,
+                        msg.as_mut_ptr(),
+                        msg.len(),
+                    )
                 };
                 assert!(rc > 0 && enc.is_null());
                 rc

@@ -25,22 +25,50 @@ fn main() {
     let a: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(a.get(1).map(String::as_str).unwrap_or("../shared/corpus"));
     let mut o = EncodeOptions::default();
-    if let Some(v) = a.get(2) { o.level = v.parse().unwrap(); }
-    if let Some(v) = a.get(3) { o.window_log = v.parse().unwrap(); }
-    if let Some(v) = a.get(4) { o.batch = v.parse().unwrap(); }
-    if let Some(v) = a.get(5) { o.min_context = v.parse().unwrap(); }
-    if let Some(v) = a.get(6) { o.context_factor = v.parse().unwrap(); }
+    if let Some(v) = a.get(2) {
+        o.level = v.parse().unwrap();
+    }
+    if let Some(v) = a.get(3) {
+        o.window_log = v.parse().unwrap();
+    }
+    if let Some(v) = a.get(4) {
+        o.batch = v.parse().unwrap();
+    }
+    if let Some(v) = a.get(5) {
+        o.min_context = v.parse().unwrap();
+    }
+    if let Some(v) = a.get(6) {
+        o.context_factor = v.parse().unwrap();
+    }
     let mut t = Tuning::default();
     let env = |k: &str| std::env::var(k).ok();
-    if let Some(v) = env("CREDIT") { o.context_credit = v.parse().unwrap(); }
-    if let Some(v) = env("CRATIO") { o.context_ratio = v.parse().unwrap(); }
-    if let Some(v) = env("FAST_AFTER") { o.fast_after = v.parse().unwrap(); }
-    if let Some(v) = env("SCALE") { t.block_scale = v.parse().unwrap(); }
-    if let Some(v) = env("SUBLOG") { t.sub_log = v.parse().unwrap(); }
-    if let Some(v) = env("SUBBITS") { t.sub_bits = v.parse().unwrap(); }
-    if let Some(v) = env("MARGIN") { t.margin = v.parse().unwrap(); }
-    if let Some(v) = env("MINBLOCK") { t.min_block = v.parse().unwrap(); }
-    if let Some(v) = env("PINNED") { t.pinned_margin = v.parse().unwrap(); }
+    if let Some(v) = env("CREDIT") {
+        o.context_credit = v.parse().unwrap();
+    }
+    if let Some(v) = env("CRATIO") {
+        o.context_ratio = v.parse().unwrap();
+    }
+    if let Some(v) = env("FAST_AFTER") {
+        o.fast_after = v.parse().unwrap();
+    }
+    if let Some(v) = env("SCALE") {
+        t.block_scale = v.parse().unwrap();
+    }
+    if let Some(v) = env("SUBLOG") {
+        t.sub_log = v.parse().unwrap();
+    }
+    if let Some(v) = env("SUBBITS") {
+        t.sub_bits = v.parse().unwrap();
+    }
+    if let Some(v) = env("MARGIN") {
+        t.margin = v.parse().unwrap();
+    }
+    if let Some(v) = env("MINBLOCK") {
+        t.min_block = v.parse().unwrap();
+    }
+    if let Some(v) = env("PINNED") {
+        t.pinned_margin = v.parse().unwrap();
+    }
     let mut all = Vec::new();
     series(&dir, &mut all);
     let (mut tsig, mut tdel, mut tnew, mut lit) = (0usize, 0usize, 0usize, 0u64);
@@ -70,5 +98,9 @@ fn main() {
         }
         eprintln!("{:40} sig {:7} delta {:7}", s[0].parent().unwrap().display(), sub.0, sub.1);
     }
-    println!("pairs total: literal {lit} sig {tsig} delta {tdel} sum {} new {tnew} ratio_vs_gzip {:.4}", tsig + tdel, (tsig + tdel) as f64 / 1_837_206.0);
+    println!(
+        "pairs total: literal {lit} sig {tsig} delta {tdel} sum {} new {tnew} ratio_vs_gzip {:.4}",
+        tsig + tdel,
+        (tsig + tdel) as f64 / 1_837_206.0
+    );
 }

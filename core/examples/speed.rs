@@ -37,7 +37,9 @@ fn main() {
         out.len()
     };
     let mut d = EncodeOptions::default();
-    if let Ok(v) = std::env::var("FAST_AFTER") { d.fast_after = v.parse().unwrap(); }
+    if let Ok(v) = std::env::var("FAST_AFTER") {
+        d.fast_after = v.parse().unwrap();
+    }
     if let Ok(k) = std::env::var("ONLY") {
         // For profiling the default encoder alone.
         let mut t = 0;
@@ -51,14 +53,21 @@ fn main() {
     println!("  {n} bytes");
     let all = |o: EncodeOptions| {
         let mut n = 0;
-        Encoder::with_options(sig.clone(), o).encode_all(&new, |b| { n += b.len(); Ok(()) }).unwrap();
+        Encoder::with_options(sig.clone(), o)
+            .encode_all(&new, |b| {
+                n += b.len();
+                Ok(())
+            })
+            .unwrap();
         n
     };
     let n = time("delta, encode_all (in place)", new.len(), || all(d));
     println!("  {n} bytes");
     let n = time("delta, encode_all, background", new.len(), || all(EncodeOptions { background: true, ..d }));
     println!("  {n} bytes");
-    let n = time("delta, no context", new.len(), || run(EncodeOptions { context_credit: 0, context_ratio: usize::MAX, min_context: 0, context_factor: 0, ..d }));
+    let n = time("delta, no context", new.len(), || {
+        run(EncodeOptions { context_credit: 0, context_ratio: usize::MAX, min_context: 0, context_factor: 0, ..d })
+    });
     println!("  {n} bytes");
     let n = time("delta, level 1", new.len(), || run(EncodeOptions { level: 1, ..d }));
     println!("  {n} bytes");

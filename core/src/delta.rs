@@ -5,13 +5,13 @@
 //! against), the pending literal batch and one block. It never grows with
 //! the length of the body. Output is produced as input arrives.
 
-use std::cell::Cell;
 use crate::error::Result;
+use crate::hash::Xxh3_128 as Xxh3;
 use crate::rollsum;
 use crate::signature::{strong, sub_check, Signature};
 use crate::wire::{put_varint, zigzag};
 use crate::zstdx;
-use crate::hash::Xxh3_128 as Xxh3;
+use std::cell::Cell;
 
 pub const DELTA_MAGIC: [u8; 3] = *b"hsd";
 pub const DELTA_VERSION: u8 = 1;
@@ -63,7 +63,18 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { level: 9, window_log: 18, batch: 32 << 10, context_credit: 1 << 20, context_ratio: 4, min_context: 16 << 10, context_factor: 32, fast_after: 512 << 10, fast_level: 1, background: false }
+        EncodeOptions {
+            level: 9,
+            window_log: 18,
+            batch: 32 << 10,
+            context_credit: 1 << 20,
+            context_ratio: 4,
+            min_context: 16 << 10,
+            context_factor: 32,
+            fast_after: 512 << 10,
+            fast_level: 1,
+            background: false,
+        }
     }
 }
 
@@ -370,7 +381,11 @@ const MAX_WAITING: usize = 4;
 impl Helper {
     /// Starts the thread.
     fn spawn() -> Result<Helper> {
-        let shared = std::sync::Arc::new(Shared { state: std::sync::Mutex::new(Queue::default()), events: std::sync::atomic::AtomicU64::new(0), cv: std::sync::Condvar::new() });
+        let shared = std::sync::Arc::new(Shared {
+            state: std::sync::Mutex::new(Queue::default()),
+            events: std::sync::atomic::AtomicU64::new(0),
+            cv: std::sync::Condvar::new(),
+        });
         let sh = shared.clone();
         let thread = crate::spawn::spawn_beside("hsync-zstd", move || helper_main(&sh))
             .map_err(|_| crate::error::Error::Compression("cannot start the compression thread"))?;

@@ -165,12 +165,7 @@ pub unsafe extern "C" fn hsync_response(
     })
 }
 
-unsafe fn header_value(
-    slot: &mut String,
-    value: String,
-    out: *mut *const c_char,
-    out_len: *mut usize,
-) -> c_int {
+unsafe fn header_value(slot: &mut String, value: String, out: *mut *const c_char, out_len: *mut usize) -> c_int {
     if out.is_null() || out_len.is_null() {
         return HSYNC_E_INVALID_ARG;
     }

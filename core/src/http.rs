@@ -100,9 +100,7 @@ pub fn decode_signature_header(value: &[u8], max_signature: usize) -> Result<Sig
     if value.len() > max_signature.div_ceil(3) * 4 {
         return Err(Error::TooLarge("signature longer than the configured maximum"));
     }
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(value)
-        .map_err(|_| Error::Malformed("signature is not base64url"))?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).map_err(|_| Error::Malformed("signature is not base64url"))?;
     Signature::parse(&raw, &SigLimits { max_len: max_signature })
 }
 
@@ -113,10 +111,18 @@ pub fn encode_signature_header(sig_bytes: &[u8]) -> String {
 
 fn trim_ascii(mut v: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = v {
-        if first.is_ascii_whitespace() { v = rest } else { break }
+        if first.is_ascii_whitespace() {
+            v = rest
+        } else {
+            break;
+        }
     }
     while let [rest @ .., last] = v {
-        if last.is_ascii_whitespace() { v = rest } else { break }
+        if last.is_ascii_whitespace() {
+            v = rest
+        } else {
+            break;
+        }
     }
     v
 }
@@ -250,7 +256,10 @@ mod tests {
         let padded = format!("{hdr}==");
         assert!(check_request(&cfg, b"GET", Some(b"hsync"), Some(padded.as_bytes()), false).is_ok());
         let small = ServerConfig { max_signature: 100, ..cfg };
-        assert!(matches!(check_request(&small, b"GET", Some(b"hsync"), Some(hdr.as_bytes()), false), Err(Decline::Invalid(Error::TooLarge(_)))));
+        assert!(matches!(
+            check_request(&small, b"GET", Some(b"hsync"), Some(hdr.as_bytes()), false),
+            Err(Decline::Invalid(Error::TooLarge(_)))
+        ));
     }
 
     #[test]

@@ -3,14 +3,13 @@
 //! returned only after its digest matched.
 
 use crate::delta::{
-    DELTA_MAGIC, DELTA_VERSION, MAX_LIT_CHUNK, MAX_WINDOW_LOG, MIN_WINDOW_LOG, OP_COPY, OP_END, OP_INSERT,
-    OP_LIT_RAW, OP_LIT_ZSTD,
+    DELTA_MAGIC, DELTA_VERSION, MAX_LIT_CHUNK, MAX_WINDOW_LOG, MIN_WINDOW_LOG, OP_COPY, OP_END, OP_INSERT, OP_LIT_RAW, OP_LIT_ZSTD,
 };
 use crate::error::{Error, Result};
+use crate::hash::{xxh3_128, Xxh3_128 as Xxh3};
 use crate::signature::{MAX_BLOCK_LEN, MIN_SUB_LEN};
 use crate::wire::{unzigzag, Reader};
 use crate::zstdx;
-use crate::hash::{xxh3_128, Xxh3_128 as Xxh3};
 
 /// Limits for [`patch_with_limits`].
 #[derive(Debug, Clone, Copy)]
@@ -205,8 +204,8 @@ fn decode(old: &[u8], delta: &[u8], limits: &PatchLimits, out: &mut dyn Out) -> 
             OP_COPY => {
                 let rel = unzigzag(r.varint("copy start")?);
                 let count = r.varint("copy count")?;
-                let (start, from, to) = unit_run(copy_next, rel, count, units, ul, h.base_len)
-                    .ok_or(Error::Malformed("copy outside the base instance"))?;
+                let (start, from, to) =
+                    unit_run(copy_next, rel, count, units, ul, h.base_len).ok_or(Error::Malformed("copy outside the base instance"))?;
                 grow(out, to - from)?;
                 out.extend(&old[from as usize..to as usize])?;
                 copy_next = start + count;

@@ -6,9 +6,9 @@
 //! bit stream. The byte layout is in docs/protocol.md.
 
 use crate::error::{Error, Result};
+use crate::hash::{xxh3_64, xxh3_64_with_seed};
 use crate::rollsum;
 use crate::wire::{put_varint, Reader};
-use crate::hash::{xxh3_64, xxh3_64_with_seed};
 
 /// First bytes of every signature: "hs", then the format version.
 pub const SIG_MAGIC: [u8; 2] = *b"hs";

@@ -29,7 +29,8 @@ where
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             let me = libc::sched_getcpu();
             let known = me >= 0 && (me as usize) < libc::CPU_SETSIZE as usize;
-            if known && libc::sched_getaffinity(0, size, &mut set) == 0 && libc::CPU_COUNT(&set) >= 2 && libc::CPU_ISSET(me as usize, &set) {
+            if known && libc::sched_getaffinity(0, size, &mut set) == 0 && libc::CPU_COUNT(&set) >= 2 && libc::CPU_ISSET(me as usize, &set)
+            {
                 libc::CPU_CLR(me as usize, &mut set);
                 libc::pthread_setaffinity_np(h.as_pthread_t(), size, &set);
             }

@@ -258,7 +258,7 @@ fn absurd_lengths_are_rejected_without_allocating() {
     d.push(16); // unit length
     d.push(old.len() as u8); // base length
     d.push(18); // window log
-    // A raw literal chunk claiming 2^62 bytes.
+                // A raw literal chunk claiming 2^62 bytes.
     d.push(4);
     d.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]);
     assert!(matches!(patch(&old, &d), Err(Error::Malformed(_))));

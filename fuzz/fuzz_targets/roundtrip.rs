@@ -33,13 +33,7 @@ fuzz_target!(|data: &[u8]| {
         let p = SigParams::for_len_within(old.len() as u64, 64 + (h[5] as usize & 0x7f) * 36);
         SigParams { weak_bits: 32, strong_bits: 32, ..p }
     } else {
-        SigParams {
-            block_len: 16 + (h[6] as u32 % 64) * 16,
-            weak_bits: 1 + h[5] % 32,
-            strong_bits: 1 + h[7] % 32,
-            sub_log: 0,
-            sub_bits: 0,
-        }
+        SigParams { block_len: 16 + (h[6] as u32 % 64) * 16, weak_bits: 1 + h[5] % 32, strong_bits: 1 + h[7] % 32, sub_log: 0, sub_bits: 0 }
     };
     let sig = Signature::compute_with(old, params);
     // What a server gets: the signature's bytes, parsed.

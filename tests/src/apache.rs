@@ -81,17 +81,16 @@ pub fn start_with(opts: &Options, extra: &Extra) -> Result<RunningServer, String
     let error_log = dir.join("error.log");
     let access_log = dir.join("access.log");
     let pid = dir.join("httpd.pid");
-    let server =
-        RunningServer::spawn(ServerKind::Apache, dir.clone(), cmd, port, Some(&pid), error_log, access_log).map_err(|e| {
-            let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
-            format!("{e}\n{stderr}")
-        })?;
+    let server = RunningServer::spawn(ServerKind::Apache, dir.clone(), cmd, port, Some(&pid), error_log, access_log).map_err(|e| {
+        let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+        format!("{e}\n{stderr}")
+    })?;
     wait_children_started(&server, opts.workers.max(1) as usize, extra.threads.unwrap_or(16).max(1) as usize);
     Ok(server)
 }
 
-/// Waits until every worker child has all its threads (workers + listener
-/// + main): the port accepts as soon as the parent listens, and a test
+/// Waits until every worker child has all its threads (workers, listener
+/// and main): the port accepts as soon as the parent listens, and a test
 /// should neither measure nor stop a half-started child. Best effort:
 /// gives up after 10 s.
 fn wait_children_started(server: &RunningServer, children: usize, threads: usize) {
@@ -104,9 +103,7 @@ fn wait_children_started(server: &RunningServer, children: usize, threads: usize
                 .filter(|pid| {
                     std::fs::read_to_string(format!("/proc/{pid}/status"))
                         .ok()
-                        .and_then(|s| {
-                            s.lines().find(|l| l.starts_with("Threads:"))?.split_whitespace().nth(1)?.parse::<usize>().ok()
-                        })
+                        .and_then(|s| s.lines().find(|l| l.starts_with("Threads:"))?.split_whitespace().nth(1)?.parse::<usize>().ok())
                         .is_some_and(|n| n >= threads + 2)
                 })
                 .count();
@@ -130,7 +127,7 @@ fn backdate(dir: &Path) {
         let Ok(meta) = e.metadata() else { continue };
         if meta.is_dir() {
             backdate(&p);
-        } else if meta.modified().ok().and_then(|m| now.duration_since(m).ok()).map_or(true, |age| age.as_secs() < 2) {
+        } else if meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_none_or(|age| age.as_secs() < 2) {
             if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) {
                 let _ = f.set_modified(now - std::time::Duration::from_secs(10));
             }
@@ -198,11 +195,7 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     let types = dir.join("mime.types");
     let _ = std::fs::write(&types, "text/html html\ntext/plain txt\n");
     let _ = writeln!(c, "TypesConfig {}", q(&types));
-    let _ = writeln!(
-        c,
-        "LogFormat \"%h \\\"%r\\\" %>s %b %{{hsync_ratio}}n\" hsync\nCustomLog {} hsync",
-        q(&dir.join("access.log"))
-    );
+    let _ = writeln!(c, "LogFormat \"%h \\\"%r\\\" %>s %b %{{hsync_ratio}}n\" hsync\nCustomLog {} hsync", q(&dir.join("access.log")));
 
     let _ = writeln!(c, "DocumentRoot {}", q(&docroot));
     let _ = writeln!(

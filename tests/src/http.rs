@@ -23,8 +23,7 @@ impl Response {
 
     /// All values of `name`, joined with ", ".
     pub fn header_all(&self, name: &str) -> Option<String> {
-        let v: Vec<&str> =
-            self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
+        let v: Vec<&str> = self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
         if v.is_empty() {
             None
         } else {
@@ -59,9 +58,10 @@ pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
 
 /// Parses one raw response (`head_only`: no body follows).
 pub fn parse(raw: &[u8], head_only: bool) -> Response {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| {
-        panic!("no end of headers in response: {:?}", String::from_utf8_lossy(&raw[..raw.len().min(500)]))
-    });
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in response: {:?}", String::from_utf8_lossy(&raw[..raw.len().min(500)])));
     let head = std::str::from_utf8(&raw[..end]).expect("headers are not UTF-8");
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();

@@ -126,18 +126,9 @@ pub fn start(kind: ServerKind, opts: &Options) -> Option<RunningServer> {
 fn check_fresh(kind: ServerKind) {
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let module = mtime(&kind.module()).unwrap();
-    let newest = std::fs::read_dir(root().join("core/src"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| mtime(&e.path()))
-        .max();
+    let newest = std::fs::read_dir(root().join("core/src")).into_iter().flatten().flatten().filter_map(|e| mtime(&e.path())).max();
     if newest.is_some_and(|t| t > module) {
-        panic!(
-            "{} is older than core/src: run `build/modules {}` again",
-            kind.module().display(),
-            kind.name()
-        );
+        panic!("{} is older than core/src: run `build/modules {}` again", kind.module().display(), kind.name());
     }
 }
 
@@ -151,9 +142,7 @@ fn skipped(kind: ServerKind) -> bool {
 /// A fresh directory for one server instance (config, logs, pid).
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir()
-        .join("hsync-tests")
-        .join(format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let d = std::env::temp_dir().join("hsync-tests").join(format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -201,7 +190,7 @@ impl RunningServer {
                 s.child = None;
                 return Err(format!("{} exited with {status} at startup:\n{}", kind.name(), s.error_log_text()));
             }
-            let file_ok = ready.map_or(true, |p| p.exists());
+            let file_ok = ready.is_none_or(|p| p.exists());
             if file_ok && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(s);
             }
@@ -269,9 +258,7 @@ impl RunningServer {
         self.pids()
             .iter()
             .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-            .filter_map(|s| {
-                s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<u64>().ok()
-            })
+            .filter_map(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
             .max()
             .unwrap_or(0)
     }

@@ -124,8 +124,7 @@ pub fn start(opts: &Options) -> RunningServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let pid = dir.join("nginx.pid");
-        match RunningServer::spawn(ServerKind::Nginx, dir.clone(), cmd, port, Some(&pid), error_log, dir.join("access.log"))
-        {
+        match RunningServer::spawn(ServerKind::Nginx, dir.clone(), cmd, port, Some(&pid), error_log, dir.join("access.log")) {
             Ok(s) => return s,
             Err(e) if e.contains("Address already in use") => last = e,
             Err(e) => panic!("{e}"),

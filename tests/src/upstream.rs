@@ -51,10 +51,7 @@ impl Upstream {
             if i == 250 {
                 s.push_str(&format!("<p class=\"counter\">This page was generated for request number {n}.</p>\n"));
             }
-            s.push_str(&format!(
-                "<p id=\"p{i}\">Paragraph {i}: the quick brown fox jumps over the lazy dog {}.</p>\n",
-                i * 7919 % 1000
-            ));
+            s.push_str(&format!("<p id=\"p{i}\">Paragraph {i}: the quick brown fox jumps over the lazy dog {}.</p>\n", i * 7919 % 1000));
         }
         s.push_str(&format!("<footer>request {n}</footer></body></html>\n"));
         s.into_bytes()
@@ -85,11 +82,7 @@ fn serve(conn: TcpStream, counter: &AtomicU64) -> std::io::Result<()> {
     let mut w = conn;
     let head_only = method == "HEAD";
     let fixed = |w: &mut TcpStream, extra: &str, body: &[u8]| -> std::io::Result<()> {
-        write!(
-            w,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-            body.len()
-        )?;
+        write!(w, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n", body.len())?;
         if !head_only {
             w.write_all(body)?;
         }

@@ -47,14 +47,10 @@ fn skip() -> bool {
     assert!(module.exists(), "{} is missing: run `build/modules apache` first", module.display());
     // a module older than the core sources speaks an older wire format
     let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest = std::fs::read_dir(hsync_tests::root().join("core/src"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| mtime(&e.path()))
-        .max();
+    let newest =
+        std::fs::read_dir(hsync_tests::root().join("core/src")).into_iter().flatten().flatten().filter_map(|e| mtime(&e.path())).max();
     assert!(
-        !newest.is_some_and(|t| Some(t) > mtime(&module)),
+        newest.is_none_or(|t| Some(t) <= mtime(&module)),
         "{} is older than core/src: run `build/modules apache` again",
         module.display()
     );
@@ -193,7 +189,11 @@ fn serve(s: TcpStream, new: &[u8], big: &Mutex<Option<Arc<Vec<u8>>>>, counter: &
             }
             "/encoded" => {
                 let body = b"\x1f\x8b\x08\x00 pretend this is gzip, long enough to pass the minimum length ......................................................................................................................................................................................................";
-                write!(w, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n", body.len())?;
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )?;
                 if !head {
                     w.write_all(body)?;
                 }
@@ -240,9 +240,7 @@ fn hsync_headers(sig: &str) -> Vec<(&str, &str)> {
 }
 
 fn tokens(r: &Response, name: &str) -> Vec<String> {
-    r.header_all(name)
-        .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
-        .unwrap_or_default()
+    r.header_all(name).map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()).unwrap_or_default()
 }
 
 /// The checks every hsync-coded answer must pass; returns the rebuilt body.

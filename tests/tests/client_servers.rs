@@ -27,8 +27,8 @@ use http::HeaderMap;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -82,7 +82,7 @@ impl Site {
         let mut dated = self.dated.lock().unwrap();
         let mtime = loop {
             let t = SystemTime::now() - AGE;
-            if dated.get(rel).map_or(true, |&last| secs(t) > last) {
+            if dated.get(rel).is_none_or(|&last| secs(t) > last) {
                 break t;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -217,9 +217,7 @@ impl Lib {
     }
 
     fn get(&self, url: &str) -> Arc<Outcome> {
-        self.rt
-            .block_on(self.f.fetch(&url.parse().unwrap(), &HeaderMap::new(), None))
-            .unwrap_or_else(|e| panic!("{url}: {e}"))
+        self.rt.block_on(self.f.fetch(&url.parse().unwrap(), &HeaderMap::new(), None)).unwrap_or_else(|e| panic!("{url}: {e}"))
     }
 }
 
@@ -311,11 +309,9 @@ fn library_fetches_changes_as_deltas(kind: ServerKind) {
 fn hsync_bin() -> PathBuf {
     let bin = match std::env::var_os("HSYNC_BIN") {
         Some(b) => PathBuf::from(b),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target"))
-            .join("release")
-            .join("hsync"),
+        None => {
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("release").join("hsync")
+        }
     };
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let Some(built) = mtime(&bin) else {
@@ -500,10 +496,7 @@ fn curl(proxy: SocketAddr, url: &str) -> Curl {
     let head = String::from_utf8(read(&head)).unwrap();
     let mut lines = head.lines();
     let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     Curl { status, headers, body: o.stdout }
 }
 
@@ -656,11 +649,11 @@ fn chromium_load(proxy: SocketAddr, url: &str) -> (String, String) {
     let netlog = work.dir.join("netlog.json");
     let (dom_file, err_file) = (work.dir.join("dom.html"), work.dir.join("stderr"));
     let mut cmd = hsync_tests::chromium::dump_dom_command(&work.dir.join("profile"), proxy);
-    cmd    .arg(format!("--log-net-log={}", netlog.display()))
-    .arg(url)
-    .stdin(Stdio::null())
-    .stdout(std::fs::File::create(&dom_file).unwrap())
-    .stderr(std::fs::File::create(&err_file).unwrap());
+    cmd.arg(format!("--log-net-log={}", netlog.display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&dom_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap());
     let mut chromium = Chromium(cmd.process_group(0).spawn().expect("run chromium"));
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {

@@ -176,9 +176,7 @@ fn response_headers(kind: ServerKind) {
     // the ratio for the access log
     let ratio_logged = (0..100).any(|_| {
         let log = s.access_log_text();
-        let ok = log.lines().any(|l| {
-            l.rsplit(' ').next().and_then(|x| x.parse::<f64>().ok()).is_some_and(|x| x > 10.0)
-        });
+        let ok = log.lines().any(|l| l.rsplit(' ').next().and_then(|x| x.parse::<f64>().ok()).is_some_and(|x| x > 10.0));
         if !ok {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -240,8 +238,22 @@ fn with_gzip(kind: ServerKind) {
 /// Deterministic text of `len` bytes.
 fn text(len: usize, seed: u64) -> Vec<u8> {
     const WORDS: [&str; 16] = [
-        "delta", "block", "rolling", "<p>", "</p>\n", "signature", "cache", "server", "the", "of", "and", "nginx",
-        "apache", "page", "version", "<div class=\"x\">",
+        "delta",
+        "block",
+        "rolling",
+        "<p>",
+        "</p>\n",
+        "signature",
+        "cache",
+        "server",
+        "the",
+        "of",
+        "and",
+        "nginx",
+        "apache",
+        "page",
+        "version",
+        "<div class=\"x\">",
     ];
     let mut out = Vec::with_capacity(len + 32);
     let mut x = seed | 1;
@@ -402,10 +414,7 @@ fn bad_signatures(page: &[u8]) -> Vec<(&'static str, String)> {
     v.push(("absurd block count", enc(&b)));
     v.push(("garbage of a plausible size", enc(&text(900, 11))));
     for (what, value) in &v {
-        assert!(
-            decode_signature_header(value.as_bytes(), DEFAULT_MAX_SIGNATURE).is_err(),
-            "test vector {what:?} is accepted by the core"
-        );
+        assert!(decode_signature_header(value.as_bytes(), DEFAULT_MAX_SIGNATURE).is_err(), "test vector {what:?} is accepted by the core");
     }
     v
 }

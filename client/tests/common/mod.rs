@@ -41,10 +41,8 @@ pub fn corpus_dir() -> PathBuf {
 /// The successive versions of a corpus resource, in order.
 pub fn versions(folder: &str) -> Vec<Vec<u8>> {
     let dir = corpus_dir().join(folder);
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
-        .map(|d| d.unwrap().path())
-        .collect();
+    let mut names: Vec<PathBuf> =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display())).map(|d| d.unwrap().path()).collect();
     names.sort();
     names.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
