@@ -44,6 +44,10 @@ enum Codec {
         /// Force a block length instead of choosing one from the size
         #[arg(long)]
         block_len: Option<u32>,
+        /// Seed of the block checks [default: random, as a client must use
+        /// so that content made by others cannot aim at them]
+        #[arg(long, value_name = "N")]
+        seed: Option<u64>,
     },
     /// Write the delta turning the instance SIG describes into NEW (exactly an hsync response body)
     Delta {
@@ -74,8 +78,16 @@ enum Codec {
         delta: PathBuf,
         /// Where to write the rebuilt instance ('-' for stdout)
         new: PathBuf,
+        /// Refuse a delta that would rebuild more than this many bytes
+        #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTPUT)]
+        max_output: u64,
     },
 }
+
+/// Default of `hsync patch --max-output`: the largest instance a
+/// signature can describe (8 GiB). A delta of a few bytes can name the
+/// same old blocks over and over: without a bound, a hostile one fills the disk.
+const DEFAULT_MAX_OUTPUT: u64 = hsync_core::signature::MAX_INSTANCE_LEN;
 
 fn is_dash(p: &Path) -> bool {
     p.as_os_str() == "-"
@@ -227,7 +239,7 @@ fn ctx<T>(r: io::Result<T>, what: &Path) -> Result<T, String> {
     r.map_err(|e| format!("{}: {e}", what.display()))
 }
 
-fn signature(old: &Path, sig: &Path, block_len: Option<u32>) -> Result<(), String> {
+fn signature(old: &Path, sig: &Path, block_len: Option<u32>, seed: Option<u64>) -> Result<(), String> {
     // A file's length is known up front, so its signature streams; stdin is read whole.
     let (len, mut input): (u64, Box<dyn Read>) = if is_dash(old) {
         let data = ctx(read_all(old), old)?;
@@ -250,7 +262,10 @@ fn signature(old: &Path, sig: &Path, block_len: Option<u32>) -> Result<(), Strin
         }
         params.block_len = b;
     }
-    let mut b = SignatureBuilder::new(params);
+    let mut b = match seed {
+        Some(s) => SignatureBuilder::with_seed(params, s),
+        None => SignatureBuilder::new(params),
+    };
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = ctx(input.read(&mut buf), old)?;
@@ -267,7 +282,8 @@ fn signature(old: &Path, sig: &Path, block_len: Option<u32>) -> Result<(), Strin
 
 fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, threads: Option<u32>, verbose: bool) -> Result<(), String> {
     let sig_bytes = ctx(read_all(sig), sig)?;
-    let limits = SigLimits { max_len: usize::MAX };
+    // Any valid signature: the user chose it (a server applies SigLimits::server()).
+    let limits = SigLimits::format();
     let s = Signature::parse(&sig_bytes, &limits).map_err(|e| format!("{}: {e}", sig.display()))?;
     // A second thread pays for itself on large inputs only: starting it
     // costs tens of µs, a third of what a 150 KB page takes. It hashes the
@@ -317,13 +333,13 @@ fn report(verbose: bool, st: &hsync_core::EncodeStats) {
     }
 }
 
-fn patch(old: &Path, delta: &Path, new: &Path) -> Result<(), String> {
+fn patch(old: &Path, delta: &Path, new: &Path, max_output: u64) -> Result<(), String> {
     if is_dash(old) && is_dash(delta) {
         return Err("OLD and DELTA cannot both be stdin".into());
     }
     let o = ctx(Input::open(old), old)?;
     let d = ctx(read_all(delta), delta)?;
-    let limits = PatchLimits { max_output: u64::MAX };
+    let limits = PatchLimits { max_output };
     let bad = |e: hsync_core::Error| format!("{}: {e}", delta.display());
     let mut out = ctx(Output::create(new), new)?;
     if out.tmp.is_some() {
@@ -393,12 +409,12 @@ fn main() -> ExitCode {
         }
     };
     let r = match cmd {
-        Codec::Signature { old, sig, block_len } => signature(&old, &sig, block_len),
+        Codec::Signature { old, sig, block_len, seed } => signature(&old, &sig, block_len, seed),
         Codec::Delta { sig, new, delta: d, level, threads, verbose } => {
             tune_heap();
             delta(&sig, &new, &d, level, threads, verbose)
         }
-        Codec::Patch { old, delta: d, new } => patch(&old, &d, &new),
+        Codec::Patch { old, delta: d, new, max_output } => patch(&old, &d, &new, max_output),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -106,10 +106,11 @@ fn output_through_a_symlink_or_fifo_is_written_not_replaced() {
     let _ = std::fs::remove_file(&link);
     std::fs::write(&target, b"stale").unwrap();
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    ok(hsync().arg("signature").arg(&old).arg(&link).output().unwrap());
+    // A fixed seed: the same input then gives the same bytes.
+    ok(hsync().args(["signature", "--seed", "7"]).arg(&old).arg(&link).output().unwrap());
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
     let direct = d.join("direct.sig");
-    ok(hsync().arg("signature").arg(&old).arg(&direct).output().unwrap());
+    ok(hsync().args(["signature", "--seed", "7"]).arg(&old).arg(&direct).output().unwrap());
     assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(&direct).unwrap());
 
     let fifo = d.join("fifo");
@@ -120,7 +121,7 @@ fn output_through_a_symlink_or_fifo_is_written_not_replaced() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).unwrap())
     };
-    ok(hsync().arg("signature").arg(&old).arg(&fifo).output().unwrap());
+    ok(hsync().args(["signature", "--seed", "7"]).arg(&old).arg(&fifo).output().unwrap());
     assert_eq!(reader.join().unwrap(), std::fs::read(&direct).unwrap());
     let ft = std::fs::symlink_metadata(&fifo).unwrap().file_type();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&ft), "the FIFO was replaced");

@@ -561,7 +561,7 @@ impl Fetcher {
                 let Some(e) = base else {
                     return Err(Failure::Retry("hsync response to a request without a signature".into()));
                 };
-                let new = match hsync_core::patch(&e.body, &delta) {
+                let new = match hsync_core::patch(&e.body, &delta, self.opts.max_body) {
                     Ok(n) => n,
                     Err(err) => return Err(Failure::Retry(format!("delta rejected: {err}"))),
                 };

@@ -4,6 +4,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use hsync_core::{delta, patch, EncodeOptions, Encoder, Signature};
 use std::path::PathBuf;
 
+/// Largest instance the tests let a delta rebuild.
+const LIMIT: u64 = 1 << 30;
+
 fn corpus(rel: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus").join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -62,7 +65,7 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
-        g.bench_function(BenchmarkId::new("patch", new.len()), |b| b.iter(|| patch(old, &d).unwrap()));
+        g.bench_function(BenchmarkId::new("patch", new.len()), |b| b.iter(|| patch(old, &d, LIMIT).unwrap()));
         g.finish();
     }
 }

@@ -4,14 +4,20 @@
 //! Each vector is a folder: `old`, `new`, `sig` (exactly the signature bytes
 //! a client sends, before base64url), `delta` (exactly a response body).
 //! Folders under `bad/` hold a delta that must be rejected, with the error
-//! kind in `expect`.
-use hsync_core::{delta, Signature};
+//! kind in `expect`. Signatures use a fixed seed per vector (a client picks
+//! a random one), derived from the vector's name.
+use hsync_core::{delta, SigParams, Signature};
 use std::fs;
 use std::path::Path;
 
+/// The seed of a vector's signature.
+fn seed_for(dir: &Path) -> u64 {
+    hsync_core::hash::xxh3_64(dir.file_name().unwrap().to_string_lossy().as_bytes())
+}
+
 fn write(dir: &Path, old: &[u8], new: &[u8]) -> Vec<u8> {
     fs::create_dir_all(dir).unwrap();
-    let sig = Signature::compute(old);
+    let sig = Signature::compute_seeded(old, SigParams::for_len(old.len() as u64), seed_for(dir));
     let d = delta(&sig, new).unwrap();
     fs::write(dir.join("old"), old).unwrap();
     fs::write(dir.join("new"), new).unwrap();
@@ -61,4 +67,48 @@ fn main() {
     let mut version = d.clone();
     version[3] = 9;
     bad(&out.join("bad/version"), &old, &version, "UnsupportedVersion");
+    // Version 1 (XXH3-128 digest) is refused: its digest can be collided.
+    let mut v1 = d.clone();
+    v1[3] = 1;
+    bad(&out.join("bad/version-1"), &old, &v1, "UnsupportedVersion");
+    // A literal chunk whose context names the old instance's units over and
+    // over, beyond the context credit (docs/protocol.md §4.2).
+    let small = &old[..16 << 10];
+    bad(&out.join("bad/context"), small, &context_bomb(small), "TooLarge");
+}
+
+/// A delta whose only literal chunk (one byte) has the whole of `old`
+/// named 160 times as context: 2.5 MiB, over the 2 MiB credit.
+fn context_bomb(old: &[u8]) -> Vec<u8> {
+    let put = |v: &mut Vec<u8>, mut x: u64| {
+        while x >= 0x80 {
+            v.push(x as u8 | 0x80);
+            x >>= 7;
+        }
+        v.push(x as u8);
+    };
+    let units = old.len() as u64 / 1024;
+    let mut d = b"hsd\x02".to_vec();
+    put(&mut d, 1024);
+    put(&mut d, old.len() as u64);
+    d.push(22);
+    d.push(3); // LIT_ZSTD
+    put(&mut d, 1); // raw_len
+    put(&mut d, 0); // tail
+    put(&mut d, 160); // runs
+    for i in 0..160 {
+        // zigzag(first - prev): back to unit 0 after the first run.
+        put(&mut d, if i == 0 { 0 } else { 2 * units - 1 });
+        put(&mut d, units);
+    }
+    // A magicless zstd frame holding the byte 'x' (decodes whatever the prefix).
+    let frame = [0x00, 0x58, 0x09, 0x00, 0x00, b'x'];
+    put(&mut d, frame.len() as u64);
+    d.extend_from_slice(&frame);
+    d.push(2); // INSERT 1
+    put(&mut d, 1);
+    d.push(0); // END
+    put(&mut d, 1);
+    d.extend_from_slice(&hsync_core::hash::digest(b"x"));
+    d
 }

@@ -72,7 +72,7 @@ fn main() {
     let n = time("delta, level 1", new.len(), || run(EncodeOptions { level: 1, ..d }));
     println!("  {n} bytes");
     time("xxh3-128 digest", new.len(), || hsync_core::hash::xxh3_128(&new));
-    time("strong per block", new.len(), || new.chunks_exact(bl).map(|c| strong(c, 32) as u64).sum::<u64>());
+    time("strong per block", new.len(), || new.chunks_exact(bl).map(|c| strong(c, 32, 0x1234_5678) as u64).sum::<u64>());
     time("weak per block", new.len(), || new.chunks_exact(bl).map(rollsum::hash).fold(0u32, |a, b| a ^ b));
     let f = rollsum::out_factor(bl);
     time("rolling every byte", new.len(), || {

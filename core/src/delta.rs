@@ -6,7 +6,11 @@
 //! the length of the body. Output is produced as input arrives.
 
 use crate::error::Result;
-use crate::hash::Xxh3_128 as Xxh3;
+use crate::hash::{Digest as InstanceDigest, Digester};
+use crate::limits::{
+    CONTEXT_CREDIT_PER_BYTE, CONTEXT_CREDIT_START, COST_CANDIDATE, COST_CHAIN_STEP, COST_HASH, SEARCH_CREDIT_PER_BYTE, SEARCH_CREDIT_START,
+};
+pub use crate::limits::{MAX_LIT_CHUNK, MAX_WINDOW_LOG, MIN_WINDOW_LOG};
 use crate::rollsum;
 use crate::signature::{strong, sub_check, Signature};
 use crate::wire::{put_varint, zigzag};
@@ -14,18 +18,16 @@ use crate::zstdx;
 use std::cell::Cell;
 
 pub const DELTA_MAGIC: [u8; 3] = *b"hsd";
-pub const DELTA_VERSION: u8 = 1;
+/// Version 2: the END digest is BLAKE3-256 (version 1 carried XXH3-128,
+/// which content can be crafted to collide), and literal chunks' context
+/// is bounded by a credit (docs/protocol.md §4.2).
+pub const DELTA_VERSION: u8 = 2;
 
 pub(crate) const OP_END: u8 = 0;
 pub(crate) const OP_COPY: u8 = 1;
 pub(crate) const OP_INSERT: u8 = 2;
 pub(crate) const OP_LIT_ZSTD: u8 = 3;
 pub(crate) const OP_LIT_RAW: u8 = 4;
-
-/// Largest literal chunk (decoded) a decoder accepts.
-pub const MAX_LIT_CHUNK: usize = 1 << 20;
-pub const MIN_WINDOW_LOG: u8 = 10;
-pub const MAX_WINDOW_LOG: u8 = 24;
 
 /// Tunables of the encoder. The defaults suit web pages.
 #[derive(Debug, Clone, Copy)]
@@ -106,10 +108,10 @@ struct Index {
 
 const FILTER_BITS: u8 = 16;
 
+/// Blocks of a chain compared at one position at most.
 const MAX_CHAIN: usize = 32;
-/// Search credit (bytes hashed to check candidates) at the start, and per input byte.
-const SEARCH_CREDIT: u64 = 16 << 20;
-const SEARCH_CREDIT_PER_BYTE: u64 = 8;
+/// Blocks confirmed (the block after them checked) at one position at most.
+const MAX_CONFIRMS: usize = 2;
 const REFUSED_SLOTS: usize = 64;
 /// Input taken into the buffer at a time (see [`Encoder::update`]).
 const UPDATE_PIECE: usize = 64 << 10;
@@ -121,28 +123,45 @@ impl Index {
         let mut heads = vec![0u32; size];
         let mut next = vec![0u32; full_blocks];
         let mut dups = vec![false; full_blocks];
+        // Twins (blocks with the same weak and strong checks) are found with
+        // a table keyed by both checks, one probe or so per block whatever
+        // the signature: walking the chains instead cost up to 32 steps per
+        // block for a signature whose blocks all share one weak sum. The
+        // table's hash is keyed by the signature's seed, which a hostile
+        // signature sets, so probing is also bounded (a full scan at worst
+        // is 2 x blocks slots, and a sequence of probes ends at an empty one).
+        // Twins (blocks with the same weak and strong checks) are found with
+        // a table keyed by both checks: about one probe per block whatever
+        // the signature. Walking the chains instead cost up to 32 steps per
+        // block for a signature whose blocks all share one weak sum. The
+        // table's hash has a key of this process's own, so that a hostile
+        // signature cannot pile its entries into one run of slots.
+        let mut twins = vec![0u32; size];
+        let secret = process_key();
+        let slot_of = |j: usize| {
+            let pair = (sig.weak[j] as u64) << 32 | sig.strong[j] as u64;
+            crate::hash::xxh3_64_with_seed(&pair.to_le_bytes(), secret) as usize & (size - 1)
+        };
         // Insert in reverse so that chains list lower block numbers first;
-        // skip exact duplicates (the encoder checks the expected block directly).
+        // skip twins (the encoder checks the expected block directly).
         for j in (0..full_blocks).rev() {
-            let slot = (sig.weak[j] & mask) as usize;
-            let mut i = heads[slot];
-            let mut dup = false;
-            let mut walked = 0;
-            while i != 0 && walked < MAX_CHAIN {
-                let k = (i - 1) as usize;
+            let mut t = slot_of(j);
+            let mut twin = None;
+            while twins[t] != 0 {
+                let k = (twins[t] - 1) as usize;
                 if sig.weak[k] == sig.weak[j] && sig.strong[k] == sig.strong[j] {
-                    dup = true;
-                    dups[j] = true;
-                    dups[k] = true;
+                    twin = Some(k);
                     break;
                 }
-                i = next[k];
-                walked += 1;
+                t = (t + 1) & (size - 1);
             }
-            if dup {
-                // Keep the lower-numbered twin as the representative.
+            if let Some(k) = twin {
+                dups[j] = true;
+                dups[k] = true;
                 continue;
             }
+            twins[t] = j as u32 + 1;
+            let slot = (sig.weak[j] & mask) as usize;
             next[j] = heads[slot];
             heads[slot] = j as u32 + 1;
         }
@@ -155,6 +174,12 @@ impl Index {
         }
         Index { mask, heads, next, dup: dups, filter, filter_mask }
     }
+}
+
+/// A random key of this process, for hash tables whose keys a client chooses.
+fn process_key() -> u64 {
+    static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *KEY.get_or_init(crate::signature::random_seed)
 }
 
 /// Streaming delta encoder for one response.
@@ -198,11 +223,17 @@ pub struct Encoder {
     batch: Vec<u8>,
     batch_ops: Vec<u8>,
     batch_start: Option<u64>,
-    hasher: Xxh3,
-    /// Bytes the search may still hash to check candidates (strong
-    /// checksums, confirming blocks): grows with the input, so that no
-    /// signature and no body make the work per byte unbounded.
+    hasher: Digester,
+    /// Work the search may still do ([`crate::limits::SEARCH_CREDIT_START`]):
+    /// grows with the input, so that no signature and no body make the
+    /// work per byte unbounded.
     search_credit: Cell<u64>,
+    /// Set when the credit ran out: the search waits for more input.
+    search_paused: Cell<bool>,
+    /// What one candidate may cost at most (see `can_search`).
+    max_candidate_cost: u64,
+    /// The expected block was already checked at `pos`.
+    expected_tried: bool,
     /// Rolling hashes of windows whose candidates were all refused: the
     /// same content recurring (periodic text) is not checked again.
     refused: [Cell<u64>; REFUSED_SLOTS],
@@ -278,11 +309,11 @@ enum Digest {
     #[default]
     None,
     /// Lent, its first `hashed` bytes hashed into the state.
-    Lent { at: usize, len: usize, hashed: usize, state: Box<Xxh3> },
+    Lent { at: usize, len: usize, hashed: usize, state: Box<Digester> },
     /// The helper is hashing a piece.
     Running,
     /// `None` if hashing panicked (the encoder then hashes it itself).
-    Done(Option<u128>),
+    Done(Option<InstanceDigest>),
 }
 
 /// The helper hashes the instance in pieces of this size, and compresses
@@ -330,7 +361,7 @@ struct DigestLoan(std::sync::Arc<Shared>);
 impl DigestLoan {
     /// The instance's digest: the helper's, or finished here from where the
     /// helper left it. Waits only while the helper is hashing a piece.
-    fn take(&self, data: &[u8]) -> u128 {
+    fn take(&self, data: &[u8]) -> InstanceDigest {
         let mut q = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             match std::mem::take(&mut q.digest) {
@@ -342,11 +373,11 @@ impl DigestLoan {
                 Digest::Lent { hashed, mut state, .. } => {
                     drop(q);
                     state.update(&data[hashed..]);
-                    return state.digest128();
+                    return state.finish();
                 }
                 Digest::Done(None) | Digest::None => {
                     drop(q);
-                    return crate::hash::xxh3_128(data);
+                    return crate::hash::digest(data);
                 }
             }
         }
@@ -421,7 +452,7 @@ fn helper_main(sh: &Shared) {
             let mut g = sh.state.lock().unwrap_or_else(|e| e.into_inner());
             g.digest = match (ok, end == len) {
                 (false, _) => Digest::Done(None),
-                (true, true) => Digest::Done(Some(state.digest128())),
+                (true, true) => Digest::Done(Some(state.finish())),
                 (true, false) => Digest::Lent { at, len, hashed: end, state },
             };
             sh.signal();
@@ -516,8 +547,14 @@ impl Encoder {
             batch: Vec::new(),
             batch_ops: Vec::new(),
             batch_start: None,
-            hasher: Xxh3::new(),
-            search_credit: Cell::new(SEARCH_CREDIT),
+            hasher: Digester::new(),
+            search_credit: Cell::new(SEARCH_CREDIT_START),
+            search_paused: Cell::new(false),
+            max_candidate_cost: {
+                let hash_cost = COST_HASH + bl as u64;
+                COST_CANDIDATE + MAX_CHAIN as u64 * COST_CHAIN_STEP + (1 + 2 * MAX_CONFIRMS as u64) * hash_cost
+            },
+            expected_tried: false,
             refused: std::array::from_fn(|_| Cell::new(0)),
             header_done: false,
             finished: false,
@@ -581,6 +618,7 @@ impl Encoder {
     fn take_input(&mut self, n: usize) {
         self.stats.input_bytes += n as u64;
         self.search_credit.set(self.search_credit.get().saturating_add(SEARCH_CREDIT_PER_BYTE * n as u64));
+        self.search_paused.set(false);
     }
 
     /// Emits everything pending so far (the server is flushing); the delta stays open.
@@ -628,7 +666,7 @@ impl Encoder {
         self.in_place = true;
         if let Some(h) = &self.helper {
             let mut q = h.shared.state.lock().map_err(|_| stopped())?;
-            q.digest = Digest::Lent { at: data.as_ptr() as usize, len: data.len(), hashed: 0, state: Box::new(Xxh3::new()) };
+            q.digest = Digest::Lent { at: data.as_ptr() as usize, len: data.len(), hashed: 0, state: Box::new(Digester::new()) };
             h.shared.signal();
             drop(q);
             // Dropped with `self`, at the latest when this returns.
@@ -685,7 +723,7 @@ impl Encoder {
             let w = &buf[end - tail..end];
             let j = self.sig.block_count() - 1;
             if rollsum::weak(rollsum::hash(w), self.sig.params.weak_bits) == self.sig.weak[j]
-                && strong(w, self.sig.params.strong_bits) == self.sig.strong[j]
+                && strong(w, self.sig.params.strong_bits, self.sig.seed) == self.sig.strong[j]
             {
                 tail_units = Some(self.extend_backward(buf, end - tail, j * self.k));
             }
@@ -708,12 +746,12 @@ impl Encoder {
     fn end_op(&self, buf: &[u8], out: &mut Vec<u8>) {
         let digest = match &self.loan {
             Some(loan) => loan.take(buf),
-            None if self.in_place => crate::hash::xxh3_128(buf),
-            None => self.hasher.digest128(),
+            None if self.in_place => crate::hash::digest(buf),
+            None => self.hasher.finish(),
         };
         out.push(OP_END);
         put_varint(out, self.stats.input_bytes);
-        out.extend_from_slice(&digest.to_be_bytes());
+        out.extend_from_slice(&digest);
     }
 
     /// Length of sub-block `i` of the old instance.
@@ -731,7 +769,7 @@ impl Encoder {
         }
         while first > 0 && at >= self.lit_start + self.ul {
             let i = first - 1;
-            if sub_check(&buf[at - self.ul..at], bits) != self.sig.sub[i] {
+            if sub_check(&buf[at - self.ul..at], bits, self.sig.seed) != self.sig.sub[i] {
                 break;
             }
             at -= self.ul;
@@ -753,7 +791,7 @@ impl Encoder {
         let mut i = first;
         while i < end {
             let len = self.unit_size(i);
-            if self.pos + len > buf.len() || sub_check(&buf[self.pos..self.pos + len], bits) != self.sig.sub[i] {
+            if self.pos + len > buf.len() || sub_check(&buf[self.pos..self.pos + len], bits, self.sig.seed) != self.sig.sub[i] {
                 break;
             }
             self.pos += len;
@@ -774,7 +812,8 @@ impl Encoder {
     fn block_at(&self, buf: &[u8], j: usize, at: usize) -> bool {
         let p = self.sig.params;
         let win = &buf[at..at + self.bl];
-        self.sig.strong[j] == strong(win, p.strong_bits) && self.sig.weak[j] == rollsum::weak(rollsum::hash(win), p.weak_bits)
+        self.sig.strong[j] == strong(win, p.strong_bits, self.sig.seed)
+            && self.sig.weak[j] == rollsum::weak(rollsum::hash(win), p.weak_bits)
     }
 
     /// A block found by searching (anywhere, not right after a match) is
@@ -786,10 +825,23 @@ impl Encoder {
     /// positions where this one does not, and every such position is one
     /// more chance for a false match of this block alone). So a block that
     /// repeats in the old instance does not confirm. Returns the block, if any.
+    ///
+    /// Every step is paid from the search credit (see [`crate::limits`]);
+    /// the caller checks that the credit covers [`Encoder::max_candidate_cost`].
     #[inline]
     fn candidate(&self, buf: &[u8], h: u32, at: usize) -> Option<usize> {
         let p = self.sig.params;
         let w = rollsum::weak(h, p.weak_bits);
+        let mut spent = COST_CANDIDATE;
+        let r = self.walk(buf, h, w, at, &mut spent);
+        self.search_credit.set(self.search_credit.get().saturating_sub(spent));
+        r
+    }
+
+    /// The work of [`Encoder::candidate`], adding its cost to `spent`.
+    #[inline]
+    fn walk(&self, buf: &[u8], h: u32, w: u32, at: usize, spent: &mut u64) -> Option<usize> {
+        let p = self.sig.params;
         let mut i = self.index.heads[(w & self.index.mask) as usize];
         if i == 0 {
             return None;
@@ -800,31 +852,33 @@ impl Encoder {
         if slot.get() == key {
             return None;
         }
+        let hash_cost = COST_HASH + self.bl as u64;
         let win = &buf[at..at + self.bl];
         let next_ok = at + 2 * self.bl <= buf.len();
         let mut s: Option<u32> = None;
         let mut walked = 0;
-        while i != 0 && walked < MAX_CHAIN {
+        // Blocks with this weak and strong check are twins, of which the
+        // chain holds one; with the expected block preferred, at most two
+        // are confirmed per position.
+        let mut confirms = 0;
+        while i != 0 && walked < MAX_CHAIN && confirms < MAX_CONFIRMS {
+            *spent += COST_CHAIN_STEP;
             let j = (i - 1) as usize;
             if self.sig.weak[j] == w {
-                let sv = match s {
-                    Some(v) => v,
-                    None => {
-                        // Out of credit: stop searching (literal bytes, still correct).
-                        let c = self.search_credit.get();
-                        if c < 3 * self.bl as u64 {
-                            return None;
-                        }
-                        self.search_credit.set(c - 3 * self.bl as u64);
-                        *s.insert(strong(win, p.strong_bits))
-                    }
-                };
+                let sv = *s.get_or_insert_with(|| {
+                    *spent += hash_cost;
+                    strong(win, p.strong_bits, self.sig.seed)
+                });
                 if self.sig.strong[j] == sv {
                     // Prefer continuing the current run when the expected block is a twin.
                     let e = self.expected;
                     let j = if e < self.full_blocks && self.sig.weak[e] == w && self.sig.strong[e] == sv { e } else { j };
-                    if next_ok && j + 1 < self.full_blocks && !self.index.dup[j + 1] && self.block_at(buf, j + 1, at + self.bl) {
-                        return Some(j);
+                    if next_ok && j + 1 < self.full_blocks && !self.index.dup[j + 1] {
+                        confirms += 1;
+                        *spent += 2 * hash_cost;
+                        if self.block_at(buf, j + 1, at + self.bl) {
+                            return Some(j);
+                        }
                     }
                 }
             }
@@ -835,6 +889,18 @@ impl Encoder {
             slot.set(key);
         }
         None
+    }
+
+    /// Whether the credit covers the most one call of
+    /// [`Encoder::candidate`] can cost; if not, the search pauses until
+    /// more input brings more credit.
+    #[inline]
+    fn can_search(&self) -> bool {
+        if self.search_credit.get() >= self.max_candidate_cost {
+            return true;
+        }
+        self.search_paused.set(true);
+        false
     }
 
     /// Matches as far as the buffered input allows. A search match needs
@@ -859,9 +925,11 @@ impl Encoder {
             }
             let matched = match self.roll {
                 None => {
-                    // Fast path: the block after the last match, checked directly.
+                    // Fast path: the block after the last match, checked
+                    // directly, once (input that arrives a byte at a time
+                    // must not make it hash the same block again and again).
                     let e = self.expected;
-                    if e < self.full_blocks && self.block_at(buf, e, self.pos) {
+                    if e < self.full_blocks && !std::mem::replace(&mut self.expected_tried, true) && self.block_at(buf, e, self.pos) {
                         Some(e)
                     } else if std::mem::take(&mut self.just_matched) && self.extend_forward(buf, out) {
                         continue;
@@ -870,7 +938,11 @@ impl Encoder {
                     } else {
                         let h = rollsum::hash(&buf[self.pos..self.pos + bl]);
                         self.roll = Some(h);
-                        self.candidate(buf, h, self.pos)
+                        if self.can_search() {
+                            self.candidate(buf, h, self.pos)
+                        } else {
+                            None
+                        }
                     }
                 }
                 Some(mut h) => {
@@ -882,17 +954,28 @@ impl Encoder {
                     let fmask = self.index.filter_mask;
                     let wl = p.weak_bits;
                     let factor = self.factor;
+                    let batch_end = self.lit_start + self.opts.batch;
                     while pos < limit {
+                        if self.search_paused.get() {
+                            // Out of credit until more input arrives: only
+                            // roll (the hash stays valid for when it does).
+                            let end = limit.min(batch_end.max(pos + 1));
+                            while pos < end {
+                                h = rollsum::roll(h, buf[pos], buf[pos + bl], factor);
+                                pos += 1;
+                            }
+                            break;
+                        }
                         h = rollsum::roll(h, buf[pos], buf[pos + bl], factor);
                         pos += 1;
                         let v = (rollsum::weak(h, wl) & fmask) as usize;
-                        if filter[v / 64] >> (v % 64) & 1 != 0 {
+                        if filter[v / 64] >> (v % 64) & 1 != 0 && self.can_search() {
                             if let Some(j) = self.candidate(buf, h, pos) {
                                 found = Some(j);
                                 break;
                             }
                         }
-                        if pos - self.lit_start >= self.opts.batch {
+                        if pos >= batch_end {
                             break;
                         }
                     }
@@ -919,6 +1002,7 @@ impl Encoder {
                 self.lit_start = self.pos;
                 self.roll = None;
                 self.expected = j + 1;
+                self.expected_tried = false;
                 self.just_matched = true;
                 self.maybe_flush_span(buf, out)?;
             }
@@ -1013,7 +1097,11 @@ impl Encoder {
         let credit = earned.saturating_sub(self.context_used).min(usize::MAX as u64) as usize;
         let wanted = raw.saturating_mul(self.opts.context_factor).min(credit / 2);
         let budget = self.window.min(self.opts.min_context.max(wanted));
-        let tail = budget.min(rel);
+        // The decoder's bound on context (docs/protocol.md §4.2), which
+        // this chunk must not exceed whatever the preferences above say.
+        let allowed = (CONTEXT_CREDIT_START + CONTEXT_CREDIT_PER_BYTE * (start + raw as u64)).saturating_sub(self.context_used);
+        let allowed = allowed.min(usize::MAX as u64) as usize;
+        let tail = budget.min(rel).min(allowed);
         let [mut head, mut prefix, batch, ops] = self.spare.pop().unwrap_or_default();
         let mut runs = Vec::new();
         let mut ctx = 0usize;
@@ -1021,7 +1109,11 @@ impl Encoder {
             if ctx >= budget {
                 break;
             }
-            let n = n.min((budget - ctx).div_ceil(self.ul));
+            // Whole units within the allowance (the last may be shorter).
+            let n = n.min((budget - ctx).div_ceil(self.ul)).min((allowed - tail - ctx) / self.ul);
+            if n == 0 {
+                break;
+            }
             let len = self.run_bytes(first, n);
             runs.push((first, n, (at - self.base) as usize, len));
             ctx += len;

@@ -101,7 +101,16 @@ pub fn decode_signature_header(value: &[u8], max_signature: usize) -> Result<Sig
         return Err(Error::TooLarge("signature longer than the configured maximum"));
     }
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).map_err(|_| Error::Malformed("signature is not base64url"))?;
-    Signature::parse(&raw, &SigLimits { max_len: max_signature })
+    Signature::parse(&raw, &SigLimits { max_len: max_signature, ..SigLimits::server() })
+}
+
+/// The signature a client sends for the copy it holds, with a fresh
+/// random seed: `None` when no server would accept one (an empty copy, or
+/// one so large that its blocks would exceed [`crate::limits::SERVER_MAX_BLOCK_LEN`]);
+/// the client then asks for the whole response.
+pub fn signature_for(body: &[u8]) -> Option<Signature> {
+    let params = crate::signature::SigParams::for_http(body.len() as u64)?;
+    Some(Signature::compute_with(body, params))
 }
 
 /// Encodes a signature for the `Hsync-Signature` request header.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ffi;
 pub mod hash;
 pub mod http;
+pub mod limits;
 pub mod patch;
 pub mod rollsum;
 pub mod signature;

@@ -2,26 +2,21 @@
 //! nothing is allocated from an unchecked length, and the result is
 //! returned only after its digest matched.
 
-use crate::delta::{
-    DELTA_MAGIC, DELTA_VERSION, MAX_LIT_CHUNK, MAX_WINDOW_LOG, MIN_WINDOW_LOG, OP_COPY, OP_END, OP_INSERT, OP_LIT_RAW, OP_LIT_ZSTD,
-};
+use crate::delta::{DELTA_MAGIC, DELTA_VERSION, OP_COPY, OP_END, OP_INSERT, OP_LIT_RAW, OP_LIT_ZSTD};
 use crate::error::{Error, Result};
-use crate::hash::{xxh3_128, Xxh3_128 as Xxh3};
-use crate::signature::{MAX_BLOCK_LEN, MIN_SUB_LEN};
+use crate::hash::{digest, Digest, Digester, DIGEST_LEN};
+use crate::limits::{
+    CONTEXT_CREDIT_PER_BYTE, CONTEXT_CREDIT_START, MAX_BLOCK_LEN, MAX_LIT_CHUNK, MAX_WINDOW_LOG, MIN_SUB_LEN, MIN_WINDOW_LOG,
+};
 use crate::wire::{unzigzag, Reader};
 use crate::zstdx;
 
-/// Limits for [`patch_with_limits`].
+/// Limits for [`patch_with_limits`]. There is no default: the caller
+/// says how large a response it is ready to hold (a proxy, its body limit).
 #[derive(Debug, Clone, Copy)]
 pub struct PatchLimits {
     /// Largest instance a delta may rebuild.
     pub max_output: u64,
-}
-
-impl Default for PatchLimits {
-    fn default() -> Self {
-        PatchLimits { max_output: 1 << 32 }
-    }
 }
 
 /// The header fields of a delta.
@@ -59,20 +54,22 @@ pub fn delta_header(delta: &[u8]) -> Result<DeltaHeader> {
     read_header(&mut Reader::new(delta))
 }
 
-/// Rebuilds the new instance from `old` and `delta`.
-pub fn patch(old: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
-    patch_with_limits(old, delta, &PatchLimits::default())
+/// Rebuilds the new instance from `old` and `delta`, refusing to produce
+/// more than `max_output` bytes.
+pub fn patch(old: &[u8], delta: &[u8], max_output: u64) -> Result<Vec<u8>> {
+    patch_with_limits(old, delta, &PatchLimits { max_output })
 }
 
 /// A run of `count` units starting `rel` units from `next`, checked against
 /// the base instance: (first unit, byte range). `None` when any part of it
 /// falls outside, or it is empty.
 fn unit_run(next: u64, rel: i64, count: u64, units: u64, ul: u64, base_len: u64) -> Option<(u64, u64, u64)> {
-    let first = u64::try_from((next as i64).checked_add(rel)?).ok()?;
+    let first = u64::try_from(i64::try_from(next).ok()?.checked_add(rel)?).ok()?;
     if count == 0 || first >= units || count > units - first {
         return None;
     }
-    Some((first, first * ul, ((first + count) * ul).min(base_len)))
+    // first + count <= units = ceil(base_len / ul): the products stay below base_len + ul.
+    Some((first, first.checked_mul(ul)?, (first + count).checked_mul(ul)?.min(base_len)))
 }
 
 pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Result<Vec<u8>> {
@@ -89,7 +86,7 @@ pub fn patch_with_limits(old: &[u8], delta: &[u8], limits: &PatchLimits) -> Resu
 /// caller MUST discard everything `sink` received (the CLI writes them to a
 /// temporary file that is renamed into place only on success).
 pub fn patch_to(old: &[u8], delta: &[u8], limits: &PatchLimits, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Result<u64> {
-    let mut out = Streamed { buf: Vec::new(), sent: 0, hasher: Xxh3::new(), sink, keep: 0 };
+    let mut out = Streamed { buf: Vec::new(), sent: 0, hasher: Digester::new(), sink, keep: 0 };
     decode(old, delta, limits, &mut out)?;
     Ok(out.sent)
 }
@@ -103,7 +100,7 @@ trait Out {
     fn tail(&self, n: usize) -> &[u8];
     fn window(&mut self, w: usize);
     /// Everything written, then the digest of it all.
-    fn finish(&mut self) -> Result<u128>;
+    fn finish(&mut self) -> Result<Digest>;
 }
 
 /// The whole instance in memory.
@@ -121,8 +118,8 @@ impl Out for Whole {
         &self.0[self.0.len() - n..]
     }
     fn window(&mut self, _: usize) {}
-    fn finish(&mut self) -> Result<u128> {
-        Ok(xxh3_128(&self.0))
+    fn finish(&mut self) -> Result<Digest> {
+        Ok(digest(&self.0))
     }
 }
 
@@ -131,7 +128,7 @@ struct Streamed<'a> {
     buf: Vec<u8>,
     /// Bytes already handed to the sink (they precede `buf`).
     sent: u64,
-    hasher: Xxh3,
+    hasher: Digester,
     sink: &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     keep: usize,
 }
@@ -172,9 +169,9 @@ impl Out for Streamed<'_> {
     fn window(&mut self, w: usize) {
         self.keep = w;
     }
-    fn finish(&mut self) -> Result<u128> {
+    fn finish(&mut self) -> Result<Digest> {
         self.send(self.buf.len())?;
-        Ok(self.hasher.digest128())
+        Ok(self.hasher.finish())
     }
 }
 
@@ -193,8 +190,10 @@ fn decode(old: &[u8], delta: &[u8], limits: &PatchLimits, out: &mut dyn Out) -> 
     let mut lit_pos = 0usize;
     let mut copy_next: u64 = 0;
     let mut dctx = zstdx::dctx();
+    // Context bytes of the literal chunks so far (docs/protocol.md §4.2).
+    let mut context_used: u64 = 0;
     let grow = |out: &dyn Out, n: u64| -> Result<()> {
-        if out.len() + n > limits.max_output {
+        if out.len().checked_add(n).is_none_or(|total| total > limits.max_output) {
             return Err(Error::TooLarge("rebuilt instance larger than the configured maximum"));
         }
         Ok(())
@@ -232,26 +231,41 @@ fn decode(old: &[u8], delta: &[u8], limits: &PatchLimits, out: &mut dyn Out) -> 
                     lit.clear();
                     lit.extend_from_slice(bytes);
                 } else {
-                    // Context: the last `tail` bytes of output, then the old runs named here.
+                    // Context: the last `tail` bytes of output, then the old
+                    // runs named here. Each is checked before it is copied:
+                    // the whole copy work of a delta is bounded by its
+                    // context credit, which grows with the output.
+                    let credit = CONTEXT_CREDIT_START
+                        .saturating_add(CONTEXT_CREDIT_PER_BYTE.saturating_mul(out.len().saturating_add(raw)))
+                        .saturating_sub(context_used);
                     let tail = r.varint("literal context length")?;
                     if tail > window as u64 || tail > out.len() {
                         return Err(Error::Malformed("literal context longer than the output or the window"));
+                    }
+                    if tail > credit {
+                        return Err(Error::TooLarge("literal context beyond the delta's context credit"));
                     }
                     let runs = r.varint("literal context runs")?;
                     prefix.clear();
                     prefix.extend_from_slice(out.tail(tail as usize));
                     let mut next: u64 = 0;
+                    let mut runs_len: u64 = 0;
                     for _ in 0..runs {
                         let rel = unzigzag(r.varint("context run start")?);
                         let count = r.varint("context run length")?;
                         let (first, from, to) = unit_run(next, rel, count, units, ul, h.base_len)
                             .ok_or(Error::Malformed("context run outside the base instance"))?;
-                        if (prefix.len() as u64) + (to - from) > 2 * window as u64 + ul {
+                        runs_len += to - from;
+                        if runs_len > window as u64 + ul {
                             return Err(Error::Malformed("literal context larger than the window"));
+                        }
+                        if tail + runs_len > credit {
+                            return Err(Error::TooLarge("literal context beyond the delta's context credit"));
                         }
                         prefix.extend_from_slice(&old[from as usize..to as usize]);
                         next = first + count;
                     }
+                    context_used += prefix.len() as u64;
                     let n = r.varint("compressed literal length")?;
                     let comp = r.bytes(usize::try_from(n).unwrap_or(usize::MAX).min(r.remaining() + 1), "compressed literal bytes")?;
                     zstdx::decompress(&mut dctx, &prefix, comp, raw as usize, &mut lit)?;
@@ -260,14 +274,14 @@ fn decode(old: &[u8], delta: &[u8], limits: &PatchLimits, out: &mut dyn Out) -> 
             }
             OP_END => {
                 let total = r.varint("instance length")?;
-                let digest = r.bytes(16, "instance digest")?;
+                let digest = r.bytes(DIGEST_LEN, "instance digest")?;
                 if !r.is_empty() {
                     return Err(Error::Malformed("bytes after the end of the delta"));
                 }
                 if lit_pos != lit.len() {
                     return Err(Error::Malformed("unused literal bytes"));
                 }
-                if total != out.len() || out.finish()?.to_be_bytes() != digest {
+                if total != out.len() || out.finish()?[..] != digest[..] {
                     return Err(Error::DigestMismatch);
                 }
                 return Ok(());

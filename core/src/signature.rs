@@ -2,28 +2,37 @@
 //!
 //! The instance is cut into blocks of `block_len` bytes (the last one may be
 //! shorter). For each block the signature keeps the top `weak_bits` of the
-//! rolling checksum and the low `strong_bits` of its xxh3-64, packed as a
-//! bit stream. The byte layout is in docs/protocol.md.
+//! rolling checksum and the low `strong_bits` of its xxh3-64 seeded with the
+//! signature's random seed, packed as a bit stream. The byte layout is in
+//! docs/protocol.md.
 
 use crate::error::{Error, Result};
-use crate::hash::{xxh3_64, xxh3_64_with_seed};
+use crate::hash::xxh3_64_with_seed;
+pub use crate::limits::{SigLimits, MAX_BLOCK_LEN, MAX_INSTANCE_LEN, MAX_SIGNATURE_LEN, MIN_BLOCK_LEN, MIN_SUB_LEN};
 use crate::rollsum;
 use crate::wire::{put_varint, Reader};
 
 /// First bytes of every signature: "hs", then the format version.
 pub const SIG_MAGIC: [u8; 2] = *b"hs";
-pub const SIG_VERSION: u8 = 2;
-
-/// Largest signature a client sends: 4608 bytes raw, 6144 in base64url,
-/// under the 8 KiB header-line limit of nginx and Apache.
-pub const MAX_SIGNATURE_LEN: usize = 4608;
-pub const MIN_BLOCK_LEN: u32 = 16;
-pub const MAX_BLOCK_LEN: u32 = 1 << 24;
-pub const MIN_SUB_LEN: u32 = 8;
-/// Largest instance length a signature may describe (8 GiB; larger copies are refetched whole).
-pub const MAX_INSTANCE_LEN: u64 = 1 << 33;
-/// Seed of the sub-block check (xxh3-64 with this seed, low `sub_bits` bits).
+/// Version 3: the strong and sub-block checks are seeded (version 2 used
+/// fixed seeds, so content crafted against them could force false matches).
+pub const SIG_VERSION: u8 = 3;
+/// Mixed into the seed for the sub-block checks, so that they differ from
+/// the strong check of a block of the same length.
 pub const SUB_SEED: u64 = 0x6873_796e_6373_7562; // "hsyncsub"
+
+/// A seed for a new signature, from the operating system's random source.
+/// The server cannot know it in advance, so content crafted by a third
+/// party cannot aim at a client's checks.
+pub fn random_seed() -> u64 {
+    // getrandom only fails where the OS has no random source at all; a
+    // seed from the clock and the address space then still varies.
+    getrandom::u64().unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let local = 0u8;
+        crate::hash::xxh3_64_with_seed(&t.to_le_bytes(), &local as *const u8 as u64)
+    })
+}
 
 /// How a signature is cut and how many bits each block costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +83,16 @@ impl SigParams {
         Self::for_len_within(len, MAX_SIGNATURE_LEN)
     }
 
+    /// The parameters for a signature sent over HTTP: those of
+    /// [`SigParams::for_len`] when a server accepts them
+    /// ([`SigLimits::server`]), `None` for an empty instance or one so
+    /// large (about 180 MB or more) that its blocks would exceed a
+    /// server's limit; the client then asks for the whole response.
+    pub fn for_http(len: u64) -> Option<SigParams> {
+        let p = Self::for_len(len);
+        (len > 0 && p.check(&SigLimits::server()).is_ok()).then_some(p)
+    }
+
     /// As [`SigParams::for_len`], with another size cap (at least 64 bytes).
     pub fn for_len_within(len: u64, max_sig: usize) -> SigParams {
         Self::choose(len, max_sig, &Tuning::default())
@@ -112,7 +131,7 @@ impl SigParams {
             let per = (pinned.max(search).ceil() as u8).clamp(16, 64);
             let weak_bits = (per - 4).min(32);
             let p = SigParams { block_len: block_len as u32, weak_bits, strong_bits: per - weak_bits, sub_log, sub_bits };
-            if p.signature_len(len) <= max_sig || block_len >= MAX_BLOCK_LEN as u64 {
+            if p.signature_len(len) <= max_sig as u64 || block_len >= MAX_BLOCK_LEN as u64 {
                 return p;
             }
             block = block_len + block_len / 8;
@@ -138,19 +157,33 @@ impl SigParams {
         (self.block_len / self.sub_len()) as usize
     }
 
-    /// Bytes of the whole signature for an instance of `len` bytes.
-    pub fn signature_len(&self, len: u64) -> usize {
-        let blocks = len.div_ceil(self.block_len as u64) as usize;
-        let subs = if self.sub_bits == 0 { 0 } else { len.div_ceil(self.sub_len() as u64) as usize };
-        header_len(self.block_len, len) + (blocks * self.entry_bits() + subs * self.sub_bits as usize).div_ceil(8)
+    /// Bytes of the whole signature for an instance of `len` bytes, in u64
+    /// with checked arithmetic (`u64::MAX` if it overflows, which no
+    /// parsed length can equal): on a 32-bit target a product in `usize`
+    /// would wrap and let a tiny header pass for a huge table.
+    pub fn signature_len(&self, len: u64) -> u64 {
+        let blocks = len.div_ceil(self.block_len.max(1) as u64);
+        let subs = if self.sub_bits == 0 { 0 } else { len.div_ceil(self.sub_len().max(1) as u64) };
+        let bits = blocks.checked_mul(self.entry_bits() as u64).and_then(|b| b.checked_add(subs.checked_mul(self.sub_bits as u64)?));
+        match bits {
+            Some(b) => (header_len(self.block_len, len) as u64).saturating_add(b.div_ceil(8)),
+            None => u64::MAX,
+        }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the parameters against the format and against `limits`.
+    pub fn check(&self, limits: &SigLimits) -> Result<()> {
         if !(MIN_BLOCK_LEN..=MAX_BLOCK_LEN).contains(&self.block_len) {
             return Err(Error::Malformed("block length out of range"));
         }
         if !(1..=32).contains(&self.weak_bits) || !(1..=32).contains(&self.strong_bits) {
             return Err(Error::Malformed("checksum widths out of range"));
+        }
+        if self.block_len < limits.min_block_len || self.block_len > limits.max_block_len {
+            return Err(Error::TooLarge("block length outside the accepted range"));
+        }
+        if self.weak_bits < limits.min_weak_bits || self.strong_bits < limits.min_strong_bits {
+            return Err(Error::TooLarge("checksums narrower than accepted"));
         }
         if self.sub_bits > 16 || (self.sub_bits == 0) != (self.sub_log == 0) || self.sub_log > 8 {
             return Err(Error::Malformed("sub-block parameters out of range"));
@@ -168,19 +201,20 @@ fn varint_len(v: u64) -> usize {
 }
 
 fn header_len(block_len: u32, len: u64) -> usize {
-    SIG_MAGIC.len() + 4 + varint_len(block_len as u64) + varint_len(len)
+    SIG_MAGIC.len() + 4 + 8 + varint_len(block_len as u64) + varint_len(len)
 }
 
-/// The strong checksum of a block, truncated to its low `bits`.
+/// The strong checksum of a block: xxh3-64 seeded with the signature's
+/// seed, truncated to its low `bits`.
 #[inline]
-pub fn strong(data: &[u8], bits: u8) -> u32 {
-    (xxh3_64(data) & ((1u64 << bits) - 1)) as u32
+pub fn strong(data: &[u8], bits: u8, seed: u64) -> u32 {
+    (xxh3_64_with_seed(data, seed) & ((1u64 << bits) - 1)) as u32
 }
 
 /// The check of a sub-block, `bits` wide.
 #[inline]
-pub fn sub_check(data: &[u8], bits: u8) -> u16 {
-    (xxh3_64_with_seed(data, SUB_SEED) & ((1u64 << bits) - 1)) as u16
+pub fn sub_check(data: &[u8], bits: u8, seed: u64) -> u16 {
+    (xxh3_64_with_seed(data, seed ^ SUB_SEED) & ((1u64 << bits) - 1)) as u16
 }
 
 /// Writes fields of up to 32 bits, most significant bit first.
@@ -232,6 +266,8 @@ impl BitReader<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
     pub params: SigParams,
+    /// Seed of the strong and sub-block checks, chosen by the client.
+    pub seed: u64,
     /// Length of the instance the signature describes.
     pub instance_len: u64,
     /// Per block: the weak checksum's top `weak_bits`.
@@ -242,28 +278,21 @@ pub struct Signature {
     pub sub: Vec<u16>,
 }
 
-/// Limits applied when parsing a signature from the wire.
-#[derive(Debug, Clone, Copy)]
-pub struct SigLimits {
-    /// Largest accepted signature, in raw bytes.
-    pub max_len: usize,
-}
-
-impl Default for SigLimits {
-    fn default() -> Self {
-        SigLimits { max_len: MAX_SIGNATURE_LEN }
-    }
-}
-
 impl Signature {
-    /// The signature of `data` with parameters chosen for its length.
+    /// The signature of `data` with parameters chosen for its length and a random seed.
     pub fn compute(data: &[u8]) -> Signature {
         Self::compute_with(data, SigParams::for_len(data.len() as u64))
     }
 
-    /// The signature of `data` with the given parameters.
+    /// The signature of `data` with the given parameters and a random seed.
     pub fn compute_with(data: &[u8], params: SigParams) -> Signature {
-        let mut b = SignatureBuilder::new(params);
+        Self::compute_seeded(data, params, random_seed())
+    }
+
+    /// The signature of `data` with the given parameters and seed (test
+    /// vectors, reproducible runs).
+    pub fn compute_seeded(data: &[u8], params: SigParams, seed: u64) -> Signature {
+        let mut b = SignatureBuilder::with_seed(params, seed);
         b.update(data);
         b.finish()
     }
@@ -278,7 +307,7 @@ impl Signature {
 
     /// Serialized size in bytes.
     pub fn encoded_len(&self) -> usize {
-        self.params.signature_len(self.instance_len)
+        usize::try_from(self.params.signature_len(self.instance_len)).unwrap_or(usize::MAX)
     }
 
     /// Number of sub-blocks (the COPY unit).
@@ -295,6 +324,7 @@ impl Signature {
         out.push(p.weak_bits);
         out.push(p.strong_bits);
         out.push(if p.sub_bits == 0 { 0 } else { (p.sub_log << 4) | (p.sub_bits - 1) });
+        out.extend_from_slice(&self.seed.to_be_bytes());
         put_varint(&mut out, p.block_len as u64);
         put_varint(&mut out, self.instance_len);
         let mut w = BitWriter { out: &mut out, acc: 0, n: 0 };
@@ -309,7 +339,9 @@ impl Signature {
         out
     }
 
-    /// Parses a signature from untrusted bytes, enforcing `limits`.
+    /// Parses a signature from untrusted bytes, enforcing `limits`
+    /// ([`SigLimits::server`] for a request, [`SigLimits::format`] for any
+    /// valid signature).
     pub fn parse(bytes: &[u8], limits: &SigLimits) -> Result<Signature> {
         if bytes.len() > limits.max_len {
             return Err(Error::TooLarge("signature longer than the configured maximum"));
@@ -326,6 +358,7 @@ impl Signature {
         let weak_bits = r.u8("signature header")?;
         let strong_bits = r.u8("signature header")?;
         let subs = r.u8("signature header")?;
+        let seed = u64::from_be_bytes(r.bytes(8, "signature header")?.try_into().expect("8 bytes"));
         let block_len = r.varint("signature block length")?;
         let instance_len = r.varint("signature instance length")?;
         if !(MIN_BLOCK_LEN as u64..=MAX_BLOCK_LEN as u64).contains(&block_len) {
@@ -336,18 +369,23 @@ impl Signature {
         }
         let (sub_log, sub_bits) = if subs == 0 { (0, 0) } else { (subs >> 4, (subs & 15) + 1) };
         let params = SigParams { block_len: block_len as u32, weak_bits, strong_bits, sub_log, sub_bits };
-        params.validate()?;
+        params.check(limits)?;
         // Checked before anything is allocated: the counts must agree with the bytes present.
         let expect = params.signature_len(instance_len);
-        if expect != bytes.len() {
-            return Err(if expect > bytes.len() {
+        if expect != bytes.len() as u64 {
+            return Err(if expect > bytes.len() as u64 {
                 Error::Truncated("signature block table")
             } else {
                 Error::Malformed("signature longer than its block count")
             });
         }
-        let blocks = instance_len.div_ceil(block_len) as usize;
-        let nsub = if sub_bits == 0 { 0 } else { instance_len.div_ceil(params.sub_len() as u64) as usize };
+        // Both counts are below 8 per byte of the signature (checked above).
+        let blocks = usize::try_from(instance_len.div_ceil(block_len)).map_err(|_| Error::TooLarge("signature block count"))?;
+        let nsub = if sub_bits == 0 {
+            0
+        } else {
+            usize::try_from(instance_len.div_ceil(params.sub_len() as u64)).map_err(|_| Error::TooLarge("signature block count"))?
+        };
         let mut weak = Vec::with_capacity(blocks);
         let mut strong = Vec::with_capacity(blocks);
         let mut sub = Vec::with_capacity(nsub);
@@ -362,7 +400,7 @@ impl Signature {
         if br.acc != 0 {
             return Err(Error::Malformed("signature padding bits are not zero"));
         }
-        Ok(Signature { params, instance_len, weak, strong, sub })
+        Ok(Signature { params, seed, instance_len, weak, strong, sub })
     }
 }
 
@@ -374,21 +412,27 @@ pub struct SignatureBuilder {
 }
 
 impl SignatureBuilder {
+    /// A builder with a random seed.
     pub fn new(params: SigParams) -> Self {
+        Self::with_seed(params, random_seed())
+    }
+
+    pub fn with_seed(params: SigParams, seed: u64) -> Self {
         SignatureBuilder {
             params,
             block: Vec::with_capacity(params.block_len as usize),
-            sig: Signature { params, instance_len: 0, weak: Vec::new(), strong: Vec::new(), sub: Vec::new() },
+            sig: Signature { params, seed, instance_len: 0, weak: Vec::new(), strong: Vec::new(), sub: Vec::new() },
         }
     }
 
     fn push_block(&mut self, data: &[u8]) {
         let p = self.params;
+        let seed = self.sig.seed;
         self.sig.weak.push(rollsum::weak(rollsum::hash(data), p.weak_bits));
-        self.sig.strong.push(strong(data, p.strong_bits));
+        self.sig.strong.push(strong(data, p.strong_bits, seed));
         if p.sub_bits > 0 {
             for piece in data.chunks(p.sub_len() as usize) {
-                self.sig.sub.push(sub_check(piece, p.sub_bits));
+                self.sig.sub.push(sub_check(piece, p.sub_bits, seed));
             }
         }
     }
@@ -431,9 +475,22 @@ mod tests {
     fn params_fit_the_header_budget() {
         for len in [0u64, 1, 100, 5_000, 150_000, 1 << 20, 10 << 20, 1 << 30, 1 << 33] {
             let p = SigParams::for_len(len);
-            assert!(p.signature_len(len) <= MAX_SIGNATURE_LEN, "len {len}: {}", p.signature_len(len));
-            assert!(p.validate().is_ok());
+            assert!(p.signature_len(len) <= MAX_SIGNATURE_LEN as u64, "len {len}: {}", p.signature_len(len));
+            assert!(p.check(&SigLimits::format()).is_ok());
         }
+    }
+
+    #[test]
+    fn client_params_are_accepted_by_servers_up_to_the_http_bound() {
+        for len in [1u64, 100, 5_000, 150_000, 1 << 20, 10 << 20, 64 << 20, 150 << 20] {
+            let p = SigParams::for_http(len).unwrap_or_else(|| panic!("no HTTP signature for {len} bytes"));
+            assert_eq!(p, SigParams::for_len(len));
+            p.check(&SigLimits::server()).unwrap();
+        }
+        // Beyond it the client sends no signature (and refetches whole).
+        assert_eq!(SigParams::for_http(0), None);
+        assert_eq!(SigParams::for_http(1 << 30), None);
+        assert!(SigParams::for_len(1 << 30).check(&SigLimits::server()).is_err());
     }
 
     #[test]
@@ -445,15 +502,32 @@ mod tests {
             SigParams { block_len: 64, weak_bits: 32, strong_bits: 32, sub_log: 0, sub_bits: 0 },
         ] {
             let sig = Signature::compute_with(&data, params);
-            let mut b = SignatureBuilder::new(sig.params);
+            let mut b = SignatureBuilder::with_seed(sig.params, sig.seed);
             for chunk in data.chunks(777) {
                 b.update(chunk);
             }
             assert_eq!(b.finish(), sig);
             let bytes = sig.to_bytes();
             assert_eq!(bytes.len(), sig.encoded_len());
-            assert_eq!(Signature::parse(&bytes, &SigLimits { max_len: usize::MAX }).unwrap(), sig);
+            assert_eq!(Signature::parse(&bytes, &SigLimits::format()).unwrap(), sig);
         }
+    }
+
+    /// The seed changes every strong and sub-block check (a block's checks
+    /// cannot be predicted without it), and is carried in the signature.
+    #[test]
+    fn seeds_change_the_checks() {
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        let p = SigParams { block_len: 512, weak_bits: 16, strong_bits: 16, sub_log: 2, sub_bits: 16 };
+        let a = Signature::compute_seeded(&data, p, 1);
+        let b = Signature::compute_seeded(&data, p, 2);
+        assert_eq!(a.weak, b.weak, "the weak sum is not seeded");
+        let same = a.strong.iter().zip(&b.strong).filter(|(x, y)| x == y).count();
+        assert!(same * 100 < a.strong.len(), "{same} of {} strong checks equal", a.strong.len());
+        let same = a.sub.iter().zip(&b.sub).filter(|(x, y)| x == y).count();
+        assert!(same * 100 < a.sub.len());
+        assert_eq!(Signature::parse(&b.to_bytes(), &SigLimits::format()).unwrap().seed, 2);
+        assert_ne!(random_seed(), random_seed());
     }
 
     #[test]
@@ -465,24 +539,69 @@ mod tests {
         let mut v = sig.clone();
         v[2] = 9;
         assert_eq!(Signature::parse(&v, &lim), Err(Error::UnsupportedVersion(9)));
-        // Version 1 (the table-driven 64-bit weak sum) is not spoken any more.
-        v[2] = 1;
-        assert_eq!(Signature::parse(&v, &lim), Err(Error::UnsupportedVersion(1)));
+        // Versions 1 (table-driven weak sum) and 2 (unseeded checks) are not spoken any more.
+        for old in [1, 2] {
+            v[2] = old;
+            assert_eq!(Signature::parse(&v, &lim), Err(Error::UnsupportedVersion(old)));
+        }
         assert!(Signature::parse(&sig[..sig.len() - 1], &lim).is_err());
         let mut longer = sig.clone();
         longer.extend_from_slice(&[0; 5]);
         assert!(Signature::parse(&longer, &lim).is_err());
-        assert!(matches!(Signature::parse(&sig, &SigLimits { max_len: 10 }), Err(Error::TooLarge(_))));
-        // An absurd instance length with a tiny body allocates nothing and fails.
-        let mut absurd = vec![b'h', b's', SIG_VERSION, 20, 4, 0];
-        put_varint(&mut absurd, 16);
-        put_varint(&mut absurd, 1 << 32);
-        assert!(matches!(Signature::parse(&absurd, &lim), Err(Error::Truncated(_))));
+        assert!(matches!(Signature::parse(&sig, &SigLimits { max_len: 10, ..lim }), Err(Error::TooLarge(_))));
         // Widths of zero or too wide.
         for (i, b) in [(3usize, 0u8), (4, 0), (3, 33), (4, 40)] {
             let mut v = sig.clone();
             v[i] = b;
             assert!(Signature::parse(&v, &lim).is_err());
+        }
+    }
+
+    fn header(weak: u8, strong: u8, block_len: u64, instance_len: u64) -> Vec<u8> {
+        let mut h = vec![b'h', b's', SIG_VERSION, weak, strong, 0];
+        h.extend_from_slice(&7u64.to_be_bytes());
+        put_varint(&mut h, block_len);
+        put_varint(&mut h, instance_len);
+        h
+    }
+
+    /// An absurd instance length with a tiny body allocates nothing and
+    /// fails. The table it claims (2^33 / 16 blocks of 64 bits, 2^35
+    /// bits) does not fit a 32-bit `usize`: the length is computed in u64
+    /// with checked arithmetic, so it cannot wrap to a small figure.
+    #[test]
+    fn absurd_lengths_are_computed_without_wrapping() {
+        let p = SigParams { block_len: 16, weak_bits: 32, strong_bits: 32, sub_log: 1, sub_bits: 16 };
+        let len = MAX_INSTANCE_LEN;
+        let want = (len / 16) * 64 / 8 + (len / 8) * 16 / 8 + header_len(16, len) as u64;
+        assert_eq!(p.signature_len(len), want);
+        assert!(want > u32::MAX as u64);
+        assert_eq!(p.signature_len(u64::MAX), u64::MAX, "overflow saturates");
+        let absurd = header(32, 32, 16, MAX_INSTANCE_LEN);
+        assert!(matches!(Signature::parse(&absurd, &SigLimits::format()), Err(Error::Truncated(_))));
+        let too_long = header(32, 32, 16, MAX_INSTANCE_LEN + 1);
+        assert!(matches!(Signature::parse(&too_long, &SigLimits::format()), Err(Error::Malformed(_))));
+    }
+
+    /// What a server refuses although the format allows it: the hostile
+    /// parameters of a CPU attack (weak_bits 1, 16-byte blocks) and of a
+    /// memory attack (2^24-byte blocks: the encoder buffers two blocks).
+    #[test]
+    fn server_limits_refuse_hostile_parameters() {
+        let server = SigLimits::server();
+        let cases: [(u8, u8, u64, u64); 5] = [
+            (1, 31, 16, 1 << 20),       // every position a filter hit
+            (32, 32, 16, 1 << 12),      // 16-byte blocks
+            (11, 20, 64, 1 << 16),      // one weak bit too few
+            (30, 3, 64, 1 << 16),       // strong check too narrow
+            (20, 20, 1 << 24, 1 << 26), // 143-byte signature, 16 MiB blocks
+        ];
+        for (weak, strong, bl, len) in cases {
+            let p = SigParams { block_len: bl as u32, weak_bits: weak, strong_bits: strong, sub_log: 0, sub_bits: 0 };
+            let mut sig = header(weak, strong, bl, len);
+            sig.resize(p.signature_len(len) as usize, 0);
+            assert!(Signature::parse(&sig, &SigLimits::format()).is_ok(), "{weak}/{strong}/{bl}: valid format");
+            assert!(matches!(Signature::parse(&sig, &server), Err(Error::TooLarge(_))), "{weak}/{strong}/{bl}: a server must refuse it");
         }
     }
 }

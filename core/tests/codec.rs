@@ -3,10 +3,13 @@
 use hsync_core::{delta, delta_with, patch, EncodeOptions, Encoder, Error, SigParams, Signature};
 use proptest::prelude::*;
 
+/// Largest instance the tests let a delta rebuild.
+const LIMIT: u64 = 1 << 30;
+
 fn round_trip(old: &[u8], new: &[u8]) -> Vec<u8> {
     let sig = Signature::compute(old);
     let d = delta(&sig, new).unwrap();
-    let rebuilt = patch(old, &d).unwrap();
+    let rebuilt = patch(old, &d, LIMIT).unwrap();
     assert_eq!(rebuilt, new);
     d
 }
@@ -106,7 +109,7 @@ fn periodic_bodies_rebuild_exactly() {
         for seed in [1, 2, 5] {
             let new = periodic(n, seed, step);
             let d = delta(&sig, &new).unwrap();
-            assert!(patch(&old, &d).unwrap() == new, "n {n} step {step} seed {seed}");
+            assert!(patch(&old, &d, LIMIT).unwrap() == new, "n {n} step {step} seed {seed}");
             assert!(d.len() < n / 100, "n {n} step {step} seed {seed}: delta {}", d.len());
         }
     }
@@ -125,7 +128,7 @@ fn hostile_signature_costs_bounded_work() {
     let d = delta(&sig, &new).unwrap();
     // Two bits a block cannot tell blocks apart: false matches are
     // expected, and the digest must catch them. Never wrong bytes.
-    match patch(&old, &d) {
+    match patch(&old, &d, LIMIT) {
         Ok(v) => assert!(v == new),
         Err(Error::DigestMismatch) => {}
         Err(e) => panic!("{e:?}"),
@@ -164,7 +167,7 @@ fn streaming_in_any_pieces_matches_one_shot() {
             e.update(c, &mut out).unwrap();
         }
         e.finish(&mut out).unwrap();
-        assert_eq!(patch(&old, &out).unwrap(), new, "piece {piece}");
+        assert_eq!(patch(&old, &out, LIMIT).unwrap(), new, "piece {piece}");
         // Same matches whatever the pieces; only chunk boundaries of literals may differ.
         assert!(out.len() <= one.len() + 64, "piece {piece}: {} vs {}", out.len(), one.len());
     }
@@ -182,7 +185,7 @@ fn flush_keeps_the_delta_valid() {
         e.flush(&mut out).unwrap();
     }
     e.finish(&mut out).unwrap();
-    assert_eq!(patch(&old, &out).unwrap(), new);
+    assert_eq!(patch(&old, &out, LIMIT).unwrap(), new);
 }
 
 /// Feeds `chunk` to the encoder `times` times; the bytes it output meanwhile.
@@ -215,7 +218,7 @@ fn sub_block_checks_round_trip() {
     let p = SigParams { block_len: 2048, weak_bits: 24, strong_bits: 8, sub_log: 3, sub_bits: 16 };
     let sig = Signature::compute_with(&old, p);
     let with = delta(&sig, &new).unwrap();
-    assert_eq!(patch(&old, &with).unwrap(), new);
+    assert_eq!(patch(&old, &with, LIMIT).unwrap(), new);
     let plain = delta(&Signature::compute_with(&old, SigParams { sub_log: 0, sub_bits: 0, ..p }), &new).unwrap();
     assert!(with.len() < plain.len(), "sub-blocks {} vs plain {}", with.len(), plain.len());
 }
@@ -229,18 +232,18 @@ fn wrong_base_and_corrupt_deltas_fail() {
     // Another base of the same length: digest mismatch or wrong copies, never wrong bytes.
     let mut other = old.clone();
     other[10] ^= 1;
-    assert_eq!(patch(&other, &d), Err(Error::DigestMismatch));
-    assert_eq!(patch(&old[1..], &d), Err(Error::WrongBase));
+    assert_eq!(patch(&other, &d, LIMIT), Err(Error::DigestMismatch));
+    assert_eq!(patch(&old[1..], &d, LIMIT), Err(Error::WrongBase));
     // Every truncation fails.
     for n in 0..d.len() {
-        assert!(patch(&old, &d[..n]).is_err(), "truncated at {n}");
+        assert!(patch(&old, &d[..n], LIMIT).is_err(), "truncated at {n}");
     }
     // Every single bit flip fails (or, at worst, still yields exactly `new`).
     for i in 0..d.len() {
         for bit in [0, 3, 7] {
             let mut c = d.clone();
             c[i] ^= 1 << bit;
-            if let Ok(out) = patch(&old, &c) {
+            if let Ok(out) = patch(&old, &c, LIMIT) {
                 assert_eq!(out, new, "flip at byte {i} bit {bit} gave wrong bytes");
             }
         }
@@ -248,26 +251,26 @@ fn wrong_base_and_corrupt_deltas_fail() {
     // Trailing garbage.
     let mut c = d.clone();
     c.push(0);
-    assert!(patch(&old, &c).is_err());
+    assert!(patch(&old, &c, LIMIT).is_err());
 }
 
 #[test]
 fn absurd_lengths_are_rejected_without_allocating() {
     let old = b"hello world, this is the old instance".to_vec();
-    let mut d = b"hsd\x01".to_vec();
+    let mut d = b"hsd\x02".to_vec();
     d.push(16); // unit length
     d.push(old.len() as u8); // base length
     d.push(18); // window log
                 // A raw literal chunk claiming 2^62 bytes.
     d.push(4);
     d.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]);
-    assert!(matches!(patch(&old, &d), Err(Error::Malformed(_))));
+    assert!(matches!(patch(&old, &d, LIMIT), Err(Error::Malformed(_))));
     // A copy of 2^40 units.
-    let mut d2 = b"hsd\x01\x10".to_vec();
+    let mut d2 = b"hsd\x02\x10".to_vec();
     d2.push(old.len() as u8);
     d2.push(18);
     d2.extend_from_slice(&[1, 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
-    assert!(matches!(patch(&old, &d2), Err(Error::Malformed(_))));
+    assert!(matches!(patch(&old, &d2, LIMIT), Err(Error::Malformed(_))));
 }
 
 #[test]
@@ -278,7 +281,7 @@ fn options_change_size_not_result() {
     let sig = Signature::compute(&old);
     for (level, window_log, batch) in [(1, 10, 1), (3, 16, 4096), (19, 20, 1 << 19)] {
         let d = delta_with(&sig, &new, EncodeOptions { level, window_log, batch, ..Default::default() }).unwrap();
-        assert_eq!(patch(&old, &d).unwrap(), new);
+        assert_eq!(patch(&old, &d, LIMIT).unwrap(), new);
     }
 }
 
@@ -298,12 +301,12 @@ proptest! {
         // false block match is out of reach: only an exact rebuild passes.
         let p = SigParams { weak_bits: 32, strong_bits: 32, ..SigParams::for_len(old.len() as u64) };
         let d = delta(&Signature::compute_with(&old, p), &new).unwrap();
-        prop_assert_eq!(&patch(&old, &d).unwrap(), &new);
+        prop_assert_eq!(&patch(&old, &d, LIMIT).unwrap(), &new);
         // With the checks a client sends (as few bits as keep a false match
         // near 2^-12 per response, protocol §3.3), the digest catches the
         // rare false match: this case once failed so, in CI.
         let d = delta(&Signature::compute(&old), &new).unwrap();
-        match patch(&old, &d) {
+        match patch(&old, &d, LIMIT) {
             Ok(out) => prop_assert_eq!(out, new),
             Err(e) => prop_assert_eq!(e, Error::DigestMismatch),
         }
@@ -317,7 +320,7 @@ proptest! {
         let p = SigParams { block_len: block, weak_bits: wb, strong_bits: sb, sub_log: 0, sub_bits: 0 };
         let sig = Signature::compute_with(&old, p);
         let d = delta(&sig, &new).unwrap();
-        match patch(&old, &d) {
+        match patch(&old, &d, LIMIT) {
             Ok(out) => prop_assert_eq!(out, new),
             Err(e) => prop_assert_eq!(e, Error::DigestMismatch),
         }
@@ -326,10 +329,10 @@ proptest! {
     #[test]
     fn patch_never_panics(old in proptest::collection::vec(any::<u8>(), 0..2_000),
                           junk in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let mut d = b"hsd\x01".to_vec();
+        let mut d = b"hsd\x02".to_vec();
         d.extend_from_slice(&junk);
-        let _ = patch(&old, &d);
-        let _ = patch(&old, &junk);
+        let _ = patch(&old, &d, LIMIT);
+        let _ = patch(&old, &junk, LIMIT);
     }
 
     #[test]
@@ -361,7 +364,7 @@ fn patch_to_streams_the_same_bytes() {
         let d = delta_with(&sig, &new, EncodeOptions { window_log, ..Default::default() }).unwrap();
         let mut got = Vec::new();
         let mut pieces = 0;
-        let n = patch_to(&old, &d, &PatchLimits::default(), &mut |p| {
+        let n = patch_to(&old, &d, &PatchLimits { max_output: LIMIT }, &mut |p| {
             got.extend_from_slice(p);
             pieces += 1;
             Ok(())
@@ -370,13 +373,13 @@ fn patch_to_streams_the_same_bytes() {
         assert_eq!(n, new.len() as u64);
         assert!(got == new, "window_log {window_log}: streamed bytes differ");
         assert!(pieces > 1, "window_log {window_log}: expected several pieces");
-        assert_eq!(patch(&old, &d).unwrap(), new);
+        assert_eq!(patch(&old, &d, LIMIT).unwrap(), new);
         let mut bad = d.clone();
         *bad.last_mut().unwrap() ^= 1;
-        let r = patch_to(&old, &bad, &PatchLimits::default(), &mut |_| Ok(()));
+        let r = patch_to(&old, &bad, &PatchLimits { max_output: LIMIT }, &mut |_| Ok(()));
         assert_eq!(r, Err(hsync_core::Error::DigestMismatch));
         // A sink that fails stops the decoder with its error.
-        let r = patch_to(&old, &d, &PatchLimits::default(), &mut |_| Err(std::io::Error::other("disk full")));
+        let r = patch_to(&old, &d, &PatchLimits { max_output: LIMIT }, &mut |_| Err(std::io::Error::other("disk full")));
         assert!(matches!(r, Err(hsync_core::Error::Io(ref m)) if m.contains("disk full")), "{r:?}");
         // The output limit holds when streaming too.
         let r = patch_to(&old, &d, &PatchLimits { max_output: 1 << 20 }, &mut |_| Ok(()));
@@ -427,7 +430,7 @@ fn background_compression_gives_the_same_bytes() {
         let bg = EncodeOptions { background: true, ..inline };
         for (piece, flush) in [(1usize << 30, false), (65536, false), (4096, false), (50_000, true)] {
             let want = encode(&sig, &new, inline, piece, flush);
-            assert_eq!(patch(&old, &want).unwrap(), new);
+            assert_eq!(patch(&old, &want, LIMIT).unwrap(), new);
             let got = encode(&sig, &new, bg, piece, flush);
             assert!(got == want, "batch {batch} piece {piece}: {} vs {} bytes", got.len(), want.len());
         }
@@ -474,7 +477,7 @@ fn encode_all_gives_the_bytes_of_64k_updates() {
                 assert_eq!(st.output_bytes, got.len() as u64);
                 assert_eq!(st.input_bytes, n.len() as u64);
                 assert!(calls >= n.len() >> 20, "output must be emitted as it goes");
-                assert_eq!(patch(o, &got).unwrap(), n);
+                assert_eq!(patch(o, &got, LIMIT).unwrap(), n);
             }
         }
     }

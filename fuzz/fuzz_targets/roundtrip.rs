@@ -10,6 +10,9 @@
 use hsync_core::{patch, EncodeOptions, Encoder, Error, SigLimits, SigParams, Signature};
 use libfuzzer_sys::fuzz_target;
 
+/// Largest instance the tests let a delta rebuild.
+const LIMIT: u64 = 1 << 30;
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 8 {
         return;
@@ -65,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     enc.finish(&mut delta).expect("finish");
-    match patch(old, &delta) {
+    match patch(old, &delta, LIMIT) {
         Ok(v) => assert!(v == new, "patch returned other bytes than the digest's"),
         Err(Error::DigestMismatch) if !chosen => {}
         Err(e) => panic!("{e:?} (params {params:?}, old {} new {})", old.len(), new.len()),

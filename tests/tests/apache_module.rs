@@ -17,6 +17,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// Largest instance the tests let a delta rebuild.
+const LIMIT: u64 = 1 << 30;
+
 fn corpus_file(name: &str) -> Vec<u8> {
     std::fs::read(hsync_tests::corpus().join("blog-home").join(name)).expect("corpus file")
 }
@@ -253,7 +256,7 @@ fn assert_hsync(r: &Response, old: &[u8]) -> Vec<u8> {
     for n in ["Accept-Encoding", "Hsync-Signature"] {
         assert!(vary.iter().any(|v| v.eq_ignore_ascii_case(n)), "Vary {vary:?}");
     }
-    patch(old, &r.body).expect("delta applies")
+    patch(old, &r.body, LIMIT).expect("delta applies")
 }
 
 #[test]

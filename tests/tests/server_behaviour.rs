@@ -13,6 +13,9 @@ use hsync_tests::{corpus, start, temp_dir, Options, RunningServer, ServerKind};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// Largest instance the tests let a delta rebuild.
+const LIMIT: u64 = 1 << 30;
+
 /// The log line every server writes (at info level) for an unusable signature.
 const INVALID: &str = "invalid Hsync-Signature";
 const DEFAULT_MAX_SIGNATURE: usize = 4608;
@@ -68,7 +71,7 @@ fn hsync_get(s: &RunningServer, path: &str, old: &[u8], extra: &[(&str, &str)]) 
 fn decode(old: &[u8], r: &Response) -> Vec<u8> {
     assert_eq!(r.status, 200, "status");
     assert_eq!(r.content_encoding(), Some("hsync"), "Content-Encoding (headers {:?})", r.headers);
-    patch(old, &r.body).unwrap_or_else(|e| panic!("patch failed: {e}"))
+    patch(old, &r.body, LIMIT).unwrap_or_else(|e| panic!("patch failed: {e}"))
 }
 
 /// An ordinary (not hsync-coded) full response with `body`.

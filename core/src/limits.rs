@@ -1,0 +1,142 @@
+//! Every limit of the codec, in one place: what the wire formats allow,
+//! what a server accepts from a client, and the credits that bound the
+//! work an encoder or a decoder does for input it does not control.
+//!
+//! The figures a server promises (docs/protocol.md §4.3, `hsync.h`):
+//! - memory per request: the signature's index (at most
+//!   [`INDEX_BYTES_PER_BLOCK`] bytes per block, a 4608-byte signature has at
+//!   most 2,834 blocks under [`SigLimits::server`]) plus the buffered window
+//!   ([`ENCODER_WINDOW_BOUND`]) plus zstd's tables ([`ZSTD_TABLES_BOUND`]),
+//!   whatever the body; `core/tests/bounds.rs` measures it.
+//! - CPU per request: the search's extra work (candidates, chain steps,
+//!   strong checks) is charged to a credit that starts at
+//!   [`SEARCH_CREDIT_START`] and grows by [`SEARCH_CREDIT_PER_BYTE`] per
+//!   input byte, so that no signature costs more than about 1.5 times a
+//!   signature that matches nothing (BENCHMARKS.md, "Hostile signatures").
+//!
+//! A decoder (the client) bounds what a delta makes it do: the output
+//! ([`crate::PatchLimits`], always given by the caller) and the context
+//! copied for literal chunks ([`CONTEXT_CREDIT_START`] plus
+//! [`CONTEXT_CREDIT_PER_BYTE`] per output byte).
+
+// ---- Signature format (docs/protocol.md §3) ----
+
+/// Largest signature a client sends: 4608 bytes raw, 6144 in base64url,
+/// under the 8 KiB header-line limit of nginx and Apache.
+pub const MAX_SIGNATURE_LEN: usize = 4608;
+/// Block lengths the format can express.
+pub const MIN_BLOCK_LEN: u32 = 16;
+pub const MAX_BLOCK_LEN: u32 = 1 << 24;
+/// Shortest sub-block.
+pub const MIN_SUB_LEN: u32 = 8;
+/// Largest instance length a signature may describe (8 GiB; larger copies are refetched whole).
+pub const MAX_INSTANCE_LEN: u64 = 1 << 33;
+
+// ---- What a server accepts (docs/protocol.md §3.5) ----
+
+/// Shortest block a server accepts. Clients choose 64 bytes or more
+/// (`SigParams::for_len`); shorter blocks only multiply the positions a
+/// search must consider.
+pub const SERVER_MIN_BLOCK_LEN: u32 = 64;
+/// Longest block a server accepts. The encoder holds up to two blocks of
+/// input beyond its window (a block found by searching is confirmed by the
+/// one after it), so this bounds its memory: 2 x 128 KiB. Clients reach it
+/// for instances of about 180 MB; larger copies are refetched whole.
+pub const SERVER_MAX_BLOCK_LEN: u32 = 128 << 10;
+/// Fewest bits of the weak and of the strong check a server accepts. The
+/// parameters clients choose never go below them (at least 16 bits per
+/// block, at most 32 of them weak); fewer weak bits would make most
+/// positions candidates, fewer strong bits most candidates false.
+pub const SERVER_MIN_WEAK_BITS: u8 = 12;
+pub const SERVER_MIN_STRONG_BITS: u8 = 4;
+
+/// Limits applied when parsing a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigLimits {
+    /// Largest accepted signature, in raw bytes.
+    pub max_len: usize,
+    pub min_block_len: u32,
+    pub max_block_len: u32,
+    pub min_weak_bits: u8,
+    pub min_strong_bits: u8,
+}
+
+impl SigLimits {
+    /// What a server accepts from a client (the HTTP decisions use it).
+    pub const fn server() -> SigLimits {
+        SigLimits {
+            max_len: MAX_SIGNATURE_LEN,
+            min_block_len: SERVER_MIN_BLOCK_LEN,
+            max_block_len: SERVER_MAX_BLOCK_LEN,
+            min_weak_bits: SERVER_MIN_WEAK_BITS,
+            min_strong_bits: SERVER_MIN_STRONG_BITS,
+        }
+    }
+
+    /// Everything the format can express (`hsync delta`, where the user
+    /// chose the signature: memory then grows with the block length).
+    pub const fn format() -> SigLimits {
+        SigLimits { max_len: usize::MAX, min_block_len: MIN_BLOCK_LEN, max_block_len: MAX_BLOCK_LEN, min_weak_bits: 1, min_strong_bits: 1 }
+    }
+}
+
+impl Default for SigLimits {
+    fn default() -> Self {
+        SigLimits::server()
+    }
+}
+
+// ---- Delta format (docs/protocol.md §4) ----
+
+/// Largest literal chunk (decoded) a decoder accepts.
+pub const MAX_LIT_CHUNK: usize = 1 << 20;
+/// The window of a delta: literal chunks refer to at most `2^window_log`
+/// bytes of output before them and as many bytes of copies after them.
+pub const MIN_WINDOW_LOG: u8 = 10;
+pub const MAX_WINDOW_LOG: u8 = 22;
+
+/// Context credit of a delta (§4.2): the context bytes of all literal
+/// chunks so far, this one included, may not exceed
+/// `CONTEXT_CREDIT_START + CONTEXT_CREDIT_PER_BYTE * (output before the
+/// chunk + the chunk's length)`. A decoder copies the context of every
+/// chunk, so this bounds its work by the output it produces; the encoder
+/// stays within it by construction.
+pub const CONTEXT_CREDIT_START: u64 = 2 << 20;
+pub const CONTEXT_CREDIT_PER_BYTE: u64 = 1;
+
+// ---- Encoder work (informative: the server's own bound) ----
+
+/// The search's credit, in units of about one byte hashed: it starts at
+/// this and grows by [`SEARCH_CREDIT_PER_BYTE`] for every input byte.
+/// Each candidate a filter hit brings costs [`COST_CANDIDATE`], each
+/// step along a chain of blocks [`COST_CHAIN_STEP`], each strong check
+/// [`COST_HASH`] plus the block's length, and the confirmation of a match
+/// by the block after it twice that. When the credit cannot pay for a
+/// candidate, the search stops until more input arrives: the bytes in
+/// between become literal (still correct, only larger). The figures are
+/// measured costs relative to rolling the hash through one position
+/// (BENCHMARKS.md): an honest search never runs out, a hostile one adds
+/// at most about half of the rolling cost.
+pub const SEARCH_CREDIT_START: u64 = 256 << 10;
+pub const SEARCH_CREDIT_PER_BYTE: u64 = 4;
+pub const COST_CANDIDATE: u64 = 24;
+pub const COST_CHAIN_STEP: u64 = 12;
+pub const COST_HASH: u64 = 48;
+
+/// Bytes of the signature's index per block: weak, strong, chain link,
+/// duplicate flag, and two hash-table slots.
+pub const INDEX_BYTES_PER_BLOCK: usize = 4 + 4 + 4 + 1 + 2 * 4;
+/// The encoder's buffered input and output at most, with the default
+/// window (256 KiB) and [`SERVER_MAX_BLOCK_LEN`]: five windows of input
+/// (one of history, four that a pending literal chunk may span), two
+/// blocks of lookahead and one 64 KiB piece of input; a literal chunk's
+/// context (two windows and a block), its 32 KiB batch and output.
+pub const ENCODER_WINDOW_BOUND: usize = 5 * (256 << 10)
+    + 2 * (SERVER_MAX_BLOCK_LEN as usize)
+    + (64 << 10)
+    + 2 * (256 << 10)
+    + 3 * (SERVER_MAX_BLOCK_LEN as usize)
+    + (128 << 10);
+/// zstd's match-finder tables for one literal chunk (2^16 hash and 2^18
+/// chain entries of 4 bytes; see `zstdx::table_logs`) and its working buffers.
+pub const ZSTD_TABLES_BOUND: usize = (1 << 16) * 4 + (1 << 18) * 4 + (1 << 20);
