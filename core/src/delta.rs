@@ -89,6 +89,12 @@ pub struct EncodeStats {
     pub literal_bytes: u64,
     pub copy_ops: u64,
     pub literal_chunks: u64,
+    /// Search credit spent ([`crate::limits::SEARCH_CREDIT_START`]): never
+    /// more than the start plus [`crate::limits::SEARCH_CREDIT_PER_BYTE`]
+    /// per input byte.
+    pub search_work: u64,
+    /// Times the search stopped for lack of credit.
+    pub search_pauses: u64,
 }
 
 /// Lookup from weak checksum to block, built once per request from the signature.
@@ -230,6 +236,8 @@ pub struct Encoder {
     search_credit: Cell<u64>,
     /// Set when the credit ran out: the search waits for more input.
     search_paused: Cell<bool>,
+    search_spent: Cell<u64>,
+    search_pauses: Cell<u64>,
     /// What one candidate may cost at most (see `can_search`).
     max_candidate_cost: u64,
     /// The expected block was already checked at `pos`.
@@ -550,6 +558,8 @@ impl Encoder {
             hasher: Digester::new(),
             search_credit: Cell::new(SEARCH_CREDIT_START),
             search_paused: Cell::new(false),
+            search_spent: Cell::new(0),
+            search_pauses: Cell::new(0),
             max_candidate_cost: {
                 let hash_cost = COST_HASH + bl as u64;
                 COST_CANDIDATE + MAX_CHAIN as u64 * COST_CHAIN_STEP + (1 + 2 * MAX_CONFIRMS as u64) * hash_cost
@@ -575,7 +585,7 @@ impl Encoder {
     }
 
     pub fn stats(&self) -> EncodeStats {
-        self.stats
+        EncodeStats { search_work: self.search_spent.get(), search_pauses: self.search_pauses.get(), ..self.stats }
     }
 
     fn header(&mut self, out: &mut Vec<u8>) {
@@ -698,7 +708,7 @@ impl Encoder {
         self.stats.output_bytes += out.len() as u64;
         emit(&out)?;
         self.finished = true;
-        Ok(self.stats)
+        Ok(self.stats())
     }
 
     fn finish_ops(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<()> {
@@ -835,6 +845,7 @@ impl Encoder {
         let mut spent = COST_CANDIDATE;
         let r = self.walk(buf, h, w, at, &mut spent);
         self.search_credit.set(self.search_credit.get().saturating_sub(spent));
+        self.search_spent.set(self.search_spent.get() + spent);
         r
     }
 
@@ -899,7 +910,9 @@ impl Encoder {
         if self.search_credit.get() >= self.max_candidate_cost {
             return true;
         }
-        self.search_paused.set(true);
+        if !self.search_paused.replace(true) {
+            self.search_pauses.set(self.search_pauses.get() + 1);
+        }
         false
     }
 
