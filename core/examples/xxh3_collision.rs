@@ -249,12 +249,14 @@ fn main() {
     assert_eq!(xxh3_128(&a), xxh3_128(&b), "xxh3-128 differs");
     assert_eq!(xxh3_64(&a[bs..bs + bl]), xxh3_64(&b[bs..bs + bl]), "block xxh3-64 differs");
     assert_eq!(rollsum::hash(&b[bs..bs + bl]), r_b);
-    let sig_a = Signature::compute(&a);
-    assert_eq!(sig_a.params, p);
-    assert_eq!(sig_a, Signature::compute(&b), "signatures differ");
+    // Seed 0 is the check of signature version 2 (xxh3-64 unseeded): the
+    // signatures of A and B are then equal and the delta copies A whole.
+    // Delta version 1 (XXH3-128 digest) accepted it; BLAKE3 refuses it.
+    assert_eq!(SigParams::for_len(a.len() as u64), p);
+    let sig_a = Signature::compute_seeded(&a, p, 0);
+    assert_eq!(sig_a, Signature::compute_seeded(&b, p, 0), "signatures differ");
     let dl = delta(&sig_a, &b).expect("delta");
-    let rebuilt = patch(&a, &dl).expect("patch rejected the delta");
-    assert!(rebuilt == a, "the client would have got B");
+    assert_eq!(patch(&a, &dl, u64::MAX), Err(hsync_core::Error::DigestMismatch), "the digest must catch the copy of A");
     let total = t0.elapsed();
 
     std::fs::create_dir_all(&out).unwrap();
@@ -291,7 +293,7 @@ fn main() {
     println!("xxh3-64 of block j: {:#018x} both", xxh3_64(&a[bs..bs + bl]));
     println!("xxh3-64 of page: {:#018x} both", xxh3_64(&a));
     println!("xxh3-128 of page: {:#034x} both", xxh3_128(&a));
-    println!("delta B against sig(A): {} bytes; patch(A, delta) == A: true", dl.len());
+    println!("delta B against sig(A, seed 0): {} bytes, all copies of A; patch(A, delta): digest mismatch (BLAKE3)", dl.len());
     println!("search: {tries} deltas tried, {:.1} ms; all with checks {:.1} ms", search.as_secs_f64() * 1e3, total.as_secs_f64() * 1e3);
     println!("wrote {} and {}", out.join("a.html").display(), out.join("b.html").display());
 }

@@ -41,7 +41,7 @@ pub const SERVER_MIN_BLOCK_LEN: u32 = 64;
 /// Longest block a server accepts. The encoder holds up to two blocks of
 /// input beyond its window (a block found by searching is confirmed by the
 /// one after it), so this bounds its memory: 2 x 128 KiB. Clients reach it
-/// for instances of about 180 MB; larger copies are refetched whole.
+/// for instances of about 150 MB; larger copies are refetched whole.
 pub const SERVER_MAX_BLOCK_LEN: u32 = 128 << 10;
 /// Fewest bits of the weak and of the strong check a server accepts. The
 /// parameters clients choose never go below them (at least 16 bits per
@@ -106,37 +106,35 @@ pub const CONTEXT_CREDIT_PER_BYTE: u64 = 1;
 
 // ---- Encoder work (informative: the server's own bound) ----
 
-/// The search's credit, in units of about one byte hashed: it starts at
-/// this and grows by [`SEARCH_CREDIT_PER_BYTE`] for every input byte.
-/// Each candidate a filter hit brings costs [`COST_CANDIDATE`], each
-/// step along a chain of blocks [`COST_CHAIN_STEP`], each strong check
-/// [`COST_HASH`] plus the block's length, and the confirmation of a match
-/// by the block after it twice that. When the credit cannot pay for a
-/// candidate, the search stops until more input arrives: the bytes in
-/// between become literal (still correct, only larger). The figures are
-/// measured costs relative to rolling the hash through one position
-/// (BENCHMARKS.md): an honest search never runs out, a hostile one adds
-/// at most about half of the rolling cost.
+/// The search's credit, in units of one byte hashed (about 0.03 ns on
+/// the benchmark machine): it starts at this and grows by
+/// [`SEARCH_CREDIT_PER_BYTE`] for every input byte. Each candidate a
+/// filter hit brings costs [`COST_CANDIDATE`], each step along a chain of
+/// blocks [`COST_CHAIN_STEP`], each strong check [`COST_HASH`] plus the
+/// block's length, and the confirmation of a match by the block after it
+/// twice that. When the credit cannot pay for the most a candidate can
+/// cost, the search only rolls until more input arrives: the bytes in
+/// between become literal (still correct, only larger). The fixed costs
+/// were measured on the benchmark machine (BENCHMARKS.md, "Hostile
+/// signatures"): an honest search spends a few units per byte and never
+/// runs out, a hostile one adds at most about a third of what a signature
+/// that matches nothing costs.
 pub const SEARCH_CREDIT_START: u64 = 256 << 10;
-pub const SEARCH_CREDIT_PER_BYTE: u64 = 4;
-pub const COST_CANDIDATE: u64 = 24;
-pub const COST_CHAIN_STEP: u64 = 12;
-pub const COST_HASH: u64 = 48;
+pub const SEARCH_CREDIT_PER_BYTE: u64 = 24;
+pub const COST_CANDIDATE: u64 = 100;
+pub const COST_CHAIN_STEP: u64 = 40;
+pub const COST_HASH: u64 = 150;
 
 /// Bytes of the signature's index per block: weak, strong, chain link,
 /// duplicate flag, and two hash-table slots.
 pub const INDEX_BYTES_PER_BLOCK: usize = 4 + 4 + 4 + 1 + 2 * 4;
-/// The encoder's buffered input and output at most, with the default
-/// window (256 KiB) and [`SERVER_MAX_BLOCK_LEN`]: five windows of input
-/// (one of history, four that a pending literal chunk may span), two
-/// blocks of lookahead and one 64 KiB piece of input; a literal chunk's
-/// context (two windows and a block), its 32 KiB batch and output.
-pub const ENCODER_WINDOW_BOUND: usize = 5 * (256 << 10)
-    + 2 * (SERVER_MAX_BLOCK_LEN as usize)
-    + (64 << 10)
-    + 2 * (256 << 10)
-    + 3 * (SERVER_MAX_BLOCK_LEN as usize)
-    + (128 << 10);
+/// The heap an encoder uses at most besides its signature's index, with
+/// the default options and a signature a server accepts: five windows of
+/// input (one of history, four that a pending literal chunk may span),
+/// two blocks of lookahead and a 64 KiB piece, in a buffer whose capacity
+/// may be up to twice its length; a literal chunk's context (two windows
+/// and a block), batch and output. Measured by `core/tests/bounds.rs`.
+pub const ENCODER_HEAP_BOUND: usize = 4 << 20;
 /// zstd's match-finder tables for one literal chunk (2^16 hash and 2^18
 /// chain entries of 4 bytes; see `zstdx::table_logs`) and its working buffers.
 pub const ZSTD_TABLES_BOUND: usize = (1 << 16) * 4 + (1 << 18) * 4 + (1 << 20);

@@ -86,7 +86,7 @@ impl SigParams {
     /// The parameters for a signature sent over HTTP: those of
     /// [`SigParams::for_len`] when a server accepts them
     /// ([`SigLimits::server`]), `None` for an empty instance or one so
-    /// large (about 180 MB or more) that its blocks would exceed a
+    /// large (about 150 MB or more) that its blocks would exceed a
     /// server's limit; the client then asks for the whole response.
     pub fn for_http(len: u64) -> Option<SigParams> {
         let p = Self::for_len(len);
@@ -110,6 +110,9 @@ impl SigParams {
     ///   A match found by searching anywhere needs the next block to match
     ///   too, so twice the bits cover `len * blocks` comparisons with
     ///   `margin` to spare. The delta's digest catches what slips through.
+    /// - The weak sum gets enough bits that a chance match of it (which
+    ///   costs a strong check, a whole block hashed) is rare: at most 8
+    ///   bytes hashed per input byte on average.
     /// - Optional sub-block checks (off by default) let an edit cost a
     ///   sub-block of literal bytes instead of a block, at a price in bits.
     pub fn choose(len: u64, max_sig: usize, t: &Tuning) -> SigParams {
@@ -128,7 +131,13 @@ impl SigParams {
             let lb = (blocks as f64).log2();
             let pinned = lb + t.pinned_margin;
             let search = (lenf.log2() + lb + t.margin) / 2.0;
-            let per = (pinned.max(search).ceil() as u8).clamp(16, 64);
+            // A position whose weak sum matches a block's by chance (one in
+            // 2^weak_bits / blocks) costs the server a strong check, a block
+            // hashed: len / 2^weak_bits bytes hashed per input byte. At most
+            // 8 (about a fifth of the cost of rolling through the byte) keeps
+            // large instances from spending the search credit in vain.
+            let cheap = lenf.log2() - 3.0 + 4.0;
+            let per = (pinned.max(search).max(cheap).ceil() as u8).clamp(16, 64);
             let weak_bits = (per - 4).min(32);
             let p = SigParams { block_len: block_len as u32, weak_bits, strong_bits: per - weak_bits, sub_log, sub_bits };
             if p.signature_len(len) <= max_sig as u64 || block_len >= MAX_BLOCK_LEN as u64 {
@@ -482,7 +491,7 @@ mod tests {
 
     #[test]
     fn client_params_are_accepted_by_servers_up_to_the_http_bound() {
-        for len in [1u64, 100, 5_000, 150_000, 1 << 20, 10 << 20, 64 << 20, 150 << 20] {
+        for len in [1u64, 100, 5_000, 150_000, 1 << 20, 10 << 20, 64 << 20, 128 << 20] {
             let p = SigParams::for_http(len).unwrap_or_else(|| panic!("no HTTP signature for {len} bytes"));
             assert_eq!(p, SigParams::for_len(len));
             p.check(&SigLimits::server()).unwrap();

@@ -124,3 +124,26 @@ pub fn decompress(dctx: &mut DCtx<'static>, prefix: &[u8], src: &[u8], raw_len: 
 pub fn dctx() -> DCtx<'static> {
     DCtx::create()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{MAX_LIT_CHUNK, SERVER_MAX_BLOCK_LEN, ZSTD_TABLES_BOUND};
+
+    /// A context's memory after the largest chunk an encoder with the
+    /// default options compresses: a 32 KiB batch against two windows of
+    /// context and a block (the figure limits.rs promises), and after a
+    /// chunk of the largest size a decoder accepts.
+    #[test]
+    fn context_memory_is_bounded() {
+        let window = 1usize << crate::delta::EncodeOptions::default().window_log;
+        let data: Vec<u8> = (0..(4usize << 20) as u32).map(|i| (i.wrapping_mul(2654435761) >> 21) as u8).collect();
+        let mut c = CCtx::create();
+        for (prefix, src) in [(2 * window + SERVER_MAX_BLOCK_LEN as usize, 32 << 10), (2 * window, MAX_LIT_CHUNK / 2)] {
+            let mut out = Vec::new();
+            compress_with(&mut c, 9, 20, &data[..prefix], &data[prefix..prefix + src], &mut out).unwrap();
+            eprintln!("zstd context: {} bytes", c.sizeof());
+            assert!(c.sizeof() <= ZSTD_TABLES_BOUND, "{} > {ZSTD_TABLES_BOUND}", c.sizeof());
+        }
+    }
+}

@@ -1,6 +1,8 @@
-//! Every pair of successive versions in ../shared/corpus round-trips byte-exact.
+//! Every pair of successive versions in ../shared/corpus round-trips
+//! byte-exact, and the search never runs short of its credit on them.
 
-use hsync_core::{delta, patch, Signature, MAX_SIGNATURE_LEN};
+use hsync_core::limits::{SEARCH_CREDIT_PER_BYTE, SEARCH_CREDIT_START};
+use hsync_core::{patch, EncodeOptions, Encoder, Signature, MAX_SIGNATURE_LEN};
 use std::path::{Path, PathBuf};
 
 /// Largest instance the tests let a delta rebuild.
@@ -29,17 +31,30 @@ fn every_corpus_pair_round_trips() {
     let mut all = Vec::new();
     series(&corpus, &mut all);
     let mut pairs = 0;
+    let mut most = 0.0f64;
     for s in &all {
         for w in s.windows(2) {
             let old = std::fs::read(&w[0]).unwrap();
             let new = std::fs::read(&w[1]).unwrap();
             let sig = Signature::compute(&old);
             assert!(sig.encoded_len() <= MAX_SIGNATURE_LEN);
-            let d = delta(&sig, &new).unwrap();
+            let mut d = Vec::new();
+            let st = Encoder::with_options(sig, EncodeOptions::default())
+                .encode_all(&new, |b| {
+                    d.extend_from_slice(b);
+                    Ok(())
+                })
+                .unwrap();
+            // An honest search spends a small part of its credit.
+            assert_eq!(st.search_pauses, 0, "{}: the search ran out of credit", w[1].display());
+            let share = st.search_work as f64 / (SEARCH_CREDIT_START + SEARCH_CREDIT_PER_BYTE * st.input_bytes) as f64;
+            most = most.max(share);
             assert_eq!(patch(&old, &d, LIMIT).unwrap(), new, "{}", w[1].display());
             assert!(d.len() < new.len() / 4, "{}: delta {} of {}", w[1].display(), d.len(), new.len());
             pairs += 1;
         }
     }
     assert_eq!(pairs, 61, "the corpus README describes 61 pairs");
+    eprintln!("the search spent at most {:.0} % of its credit", most * 100.0);
+    assert!(most < 0.5);
 }
