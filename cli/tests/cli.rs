@@ -205,3 +205,61 @@ fn large_delta_is_the_same_on_one_thread_or_two_and_from_stdin() {
     let o = hsync().args(["delta", "-T", "3"]).arg(f("sig")).arg(f("new")).arg(f("x")).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("1..=2"));
 }
+
+fn attack(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/attack/xxh3-collision").join(name)
+}
+
+/// tests/vectors/attack/xxh3-collision: `b.html` differs from `a.html` in
+/// 8 bytes and shares its XXH3-128 and (unseeded) block checks. Before
+/// signature version 3 and the BLAKE3 digest, these three commands exited
+/// 0 and wrote `a.html`. Now the client gets `b.html`, or (when a 4-bit
+/// check passes by chance) a digest error and no output: never `a.html`.
+#[test]
+fn colliding_pair_rebuilds_the_new_page_never_the_old() {
+    let d = tmp("collide");
+    let (a, b) = (attack("a.html"), attack("b.html"));
+    let (want, old) = (std::fs::read(&b).unwrap(), std::fs::read(&a).unwrap());
+    let mut rebuilt = 0;
+    for round in 0..8 {
+        let out = d.join(format!("out{round}"));
+        ok(hsync().arg("signature").arg(&a).arg(d.join("sig")).output().unwrap());
+        ok(hsync().arg("delta").arg(d.join("sig")).arg(&b).arg(d.join("delta")).output().unwrap());
+        let o = hsync().arg("patch").arg(&a).arg(d.join("delta")).arg(&out).output().unwrap();
+        if o.status.success() {
+            let got = std::fs::read(&out).unwrap();
+            assert!(got != old, "round {round}: the client kept the old page");
+            assert!(got == want, "round {round}: rebuilt something else");
+            rebuilt += 1;
+        } else {
+            one_line_error(&o);
+            assert!(String::from_utf8_lossy(&o.stderr).contains("digest mismatch"));
+            assert!(!out.exists(), "nothing unverified is left behind");
+        }
+    }
+    assert!(rebuilt >= 5, "{rebuilt} of 8");
+}
+
+/// A delta of a few KB that names the same old blocks over and over
+/// would write gigabytes: `--max-output` (8 GiB by default) refuses it.
+#[test]
+fn patch_refuses_output_beyond_its_limit() {
+    let d = tmp("maxout");
+    let (old, new) = (corpus("blog-home/029.html"), corpus("blog-home/030.html"));
+    ok(hsync().arg("signature").arg(&old).arg(d.join("sig")).output().unwrap());
+    ok(hsync().arg("delta").arg(d.join("sig")).arg(&new).arg(d.join("delta")).output().unwrap());
+    let len = std::fs::metadata(&new).unwrap().len();
+    let o = hsync()
+        .arg("patch")
+        .arg("--max-output")
+        .arg((len - 1).to_string())
+        .arg(&old)
+        .arg(d.join("delta"))
+        .arg(d.join("out"))
+        .output()
+        .unwrap();
+    one_line_error(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("limit exceeded"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!d.join("out").exists());
+    ok(hsync().arg("patch").arg("--max-output").arg(len.to_string()).arg(&old).arg(d.join("delta")).arg(d.join("out")).output().unwrap());
+}

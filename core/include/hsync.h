@@ -22,8 +22,15 @@
  * response and log the message at info level). No function unwinds: a
  * panic inside the core returns HSYNC_E_PANIC.
  *
- * Memory: an encoder holds the parsed signature, an index of it and a
- * window of output (by default 128 KiB); it never grows with the body.
+ * Memory: an encoder holds the parsed signature and an index of it (21
+ * bytes per block; a 4608-byte signature has at most 2,293 blocks) and
+ * under 4 MiB of buffered input and output (five 256 KiB windows, two
+ * blocks of at most 128 KiB, a literal chunk and its context), plus, while
+ * it compresses a literal chunk, a zstd context under 2.25 MiB taken from a
+ * pool shared by the process. It never grows with the body
+ * (core/src/limits.rs; measured by core/tests/bounds.rs). CPU: the search
+ * is paid from a credit that grows with the body, so no signature costs
+ * more than about 1.3 times one that matches nothing (BENCHMARKS.md).
  * Pointers returned through `out` arguments belong to the encoder and stay
  * valid until the next call of the same function or hsync_encoder_free().
  * An encoder is used by one thread at a time.

@@ -6,7 +6,7 @@
 //! `HSYNC_KEEP_TMP=1` keeps each server's directory (config, logs).
 
 use hsync_core::http::{decode_signature_header, encode_signature_header};
-use hsync_core::{patch, Signature};
+use hsync_core::{patch, SigParams, Signature};
 use hsync_tests::http::{self, Response};
 use hsync_tests::upstream::Upstream;
 use hsync_tests::{corpus, start, temp_dir, Options, RunningServer, ServerKind};
@@ -408,14 +408,29 @@ fn bad_signatures(page: &[u8]) -> Vec<(&'static str, String)> {
     v.push(("oversized", enc(&text(DEFAULT_MAX_SIGNATURE + 400, 5))));
     v.push(("far oversized", "A".repeat(8000)));
     // absurd block count: the instance length of a 3000-byte page made huge
-    let small = Signature::compute(&text(3000, 8)).to_bytes();
+    let small_sig = Signature::compute(&text(3000, 8));
+    let small = small_sig.to_bytes();
     let (len, absurd) = (varint(3000), varint(3000 * 1_000_000_000_000));
-    let at = small[..16].windows(len.len()).position(|w| w == len).expect("instance length varint in the signature");
+    // magic, version, widths, sub-blocks, seed, then the block length
+    let at = 14 + varint(small_sig.block_len() as u64).len();
+    assert_eq!(small[at..at + len.len()], len[..], "instance length varint in the signature");
     let mut b = small[..at].to_vec();
     b.extend_from_slice(&absurd);
     b.extend_from_slice(&small[at + len.len()..]);
     v.push(("absurd block count", enc(&b)));
     v.push(("garbage of a plausible size", enc(&text(900, 11))));
+    // Parameters the format allows but a server refuses (core/src/limits.rs):
+    // a CPU attack (1-bit weak sums, 16-byte blocks: every position a
+    // candidate) and a memory attack (16 MiB blocks, which the encoder
+    // would buffer two of).
+    for (what, block_len, weak_bits, strong_bits, instance_len) in
+        [("1-bit weak sums and 16-byte blocks", 16u32, 1u8, 31u8, 16u64 << 10), ("16 MiB blocks", 1 << 24, 20, 20, 64 << 20)]
+    {
+        let params = SigParams { block_len, weak_bits, strong_bits, sub_log: 0, sub_bits: 0 };
+        let blocks = instance_len.div_ceil(block_len as u64) as usize;
+        let sig = Signature { params, seed: 1, instance_len, weak: vec![0; blocks], strong: vec![0; blocks], sub: vec![] };
+        v.push((what, enc(&sig.to_bytes())));
+    }
     for (what, value) in &v {
         assert!(decode_signature_header(value.as_bytes(), DEFAULT_MAX_SIGNATURE).is_err(), "test vector {what:?} is accepted by the core");
     }
