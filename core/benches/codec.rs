@@ -107,5 +107,24 @@ fn decline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, decline);
+/// The digest that ends every delta, chosen by its cost per page
+/// (BENCHMARKS.md): BLAKE3-256 against SHA-256 (the `sha2` crate with its
+/// SHA-NI code) and the XXH3-128 of delta version 1, which is not
+/// collision-resistant.
+fn digest(c: &mut Criterion) {
+    use sha2::Digest as _;
+    let page = corpus("blog-home/030.html");
+    let (_, big) = big_pair();
+    let mut g = c.benchmark_group("digest");
+    for (name, data) in [("4KB", &page[..4096]), ("page-150KB", &page[..]), ("feeds-10MB", &big[..])] {
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.sample_size(if data.len() > 1 << 20 { 20 } else { 100 });
+        g.bench_function(BenchmarkId::new("blake3", name), |b| b.iter(|| hsync_core::hash::digest(data)));
+        g.bench_function(BenchmarkId::new("sha256", name), |b| b.iter(|| sha2::Sha256::digest(data)));
+        g.bench_function(BenchmarkId::new("xxh3-128", name), |b| b.iter(|| hsync_core::hash::xxh3_128(data)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, decline, digest);
 criterion_main!(benches);
