@@ -44,6 +44,28 @@ pub struct Meta {
     pub fetched_at: u64,
     /// Bytes that came over the wire the last time the body was fetched.
     pub wire_bytes: u64,
+    /// Whether the entry was stored under a shared cache's rules (`None`:
+    /// written by a version that did not record it). A shared cache uses
+    /// only entries stored as shared: one stored by a one-user proxy
+    /// (`--cache-private`) in the same directory may hold that user's
+    /// private pages.
+    #[serde(default)]
+    pub shared: Option<bool>,
+}
+
+impl Meta {
+    /// The stored response's Vary field names, comma-joined (`None` without Vary).
+    pub fn vary(&self) -> Option<String> {
+        let v: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("vary"))
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        (!v.is_empty()).then(|| v.join(", "))
+    }
 }
 
 /// A verified entry.
@@ -61,6 +83,8 @@ pub struct EntryInfo {
     pub body_len: u64,
     pub last_used: SystemTime,
     pub fetched_at: u64,
+    /// The stored response's Vary (see [`Meta::vary`]).
+    pub vary: Option<String>,
 }
 
 struct Index {
@@ -106,9 +130,10 @@ impl DiskCache {
             match read_meta_only(&path) {
                 Ok((meta, size, mtime)) if key_for(&meta.url) == stem => {
                     total += size;
+                    let vary = meta.vary();
                     map.insert(
                         stem.to_string(),
-                        EntryInfo { url: meta.url, size, body_len: meta.body_len, last_used: mtime, fetched_at: meta.fetched_at },
+                        EntryInfo { url: meta.url, size, body_len: meta.body_len, last_used: mtime, fetched_at: meta.fetched_at, vary },
                     );
                 }
                 _ => {
@@ -168,6 +193,7 @@ impl DiskCache {
                     body_len: meta.body_len,
                     last_used: now,
                     fetched_at: meta.fetched_at,
+                    vary: meta.vary(),
                 });
                 info.last_used = now;
                 Some(Entry { meta, body: bytes::Bytes::from(data) })
@@ -220,6 +246,11 @@ impl DiskCache {
         let mut v: Vec<EntryInfo> = idx.map.values().cloned().collect();
         v.sort_by_key(|e| std::cmp::Reverse(e.last_used));
         v
+    }
+
+    /// The Vary of the entry held for `url`, as the index knows it (no disk read).
+    pub fn stored_vary(&self, url: &str) -> Option<String> {
+        self.index.lock().unwrap().map.get(&key_for(url)).and_then(|i| i.vary.clone())
     }
 
     pub fn total_size(&self) -> u64 {
@@ -306,8 +337,14 @@ impl EntryWriter<'_> {
         {
             let mut idx = self.cache.index.lock().unwrap();
             let key = key_for(&self.url);
-            let info =
-                EntryInfo { url: self.url.clone(), size, body_len: self.len, last_used: SystemTime::now(), fetched_at: meta.fetched_at };
+            let info = EntryInfo {
+                url: self.url.clone(),
+                size,
+                body_len: self.len,
+                last_used: SystemTime::now(),
+                fetched_at: meta.fetched_at,
+                vary: meta.vary(),
+            };
             if let Some(old) = idx.map.insert(key, info) {
                 idx.total -= old.size;
             }

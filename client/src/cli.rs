@@ -57,9 +57,14 @@ pub struct ProxyArgs {
     /// Do not inject the "may be out of date" banner into stale HTML pages
     #[arg(long)]
     pub no_stale_notice: bool,
-    /// Also store responses marked Cache-Control: private (a proxy for one user)
+    /// Be a cache for one user: also store responses marked Cache-Control:
+    /// private, and responses that set cookies (without their Set-Cookie).
+    /// Never use it when the proxy serves several people
     #[arg(long)]
     pub cache_private: bool,
+    /// Port that CONNECT may reach (repeatable; the list replaces the default, 443)
+    #[arg(long = "connect-port", value_name = "PORT", default_values_t = [443u16])]
+    pub connect_ports: Vec<u16>,
 }
 
 /// `$XDG_CACHE_HOME/hsync` or `~/.cache/hsync`.
@@ -239,7 +244,7 @@ pub fn proxy(args: ProxyArgs) -> ExitCode {
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
     let opts = FetchOptions { shared: !args.cache_private, timeout, hsync: true, ..Default::default() };
     let fetcher = Arc::new(Fetcher::new(cache, opts));
-    let cfg = ProxyConfig { stale_notice: !args.no_stale_notice, timeout };
+    let cfg = ProxyConfig { stale_notice: !args.no_stale_notice, timeout, connect_ports: args.connect_ports.clone() };
     let rt = match runtime() {
         Ok(r) => r,
         Err(e) => return fail(e),

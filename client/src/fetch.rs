@@ -2,11 +2,30 @@
 //! revalidation with the stored validators, hsync deltas against the cached copy,
 //! verification, a refetch without a signature when anything fails, and the
 //! stale copy when the origin cannot be reached.
+//!
+//! Privacy rules (a shared cache must never hand one user's bytes to another):
+//! * The cache holds one entry per URL. It is used at all (fresh hit,
+//!   validators, delta base, stale copy) only when the request matches it on
+//!   the fields its Vary names; otherwise the request is treated as a miss.
+//! * `no-store` is never stored, `private` only when not shared, and
+//!   `Set-Cookie`/`Set-Cookie2` never: the live response carries them to the
+//!   client that caused them, the stored copy has them removed, and a shared
+//!   cache does not store such a response at all.
+//! * The stored request keeps no cookie or credential: only Cache-Control,
+//!   Pragma, whether Authorization was present, and digests of the fields
+//!   the response varies on (see [`policy_request`]).
+//! * Concurrent requests share one upstream fetch only when neither carries
+//!   Cookie or Authorization and they agree on Cache-Control, Pragma and the
+//!   stored entry's Vary fields; a follower takes the leader's result only if
+//!   a shared cache could store it and serve it to the follower.
+//! * The stale fallback obeys Vary and refuses whenever RFC 9111 forbids
+//!   serving stale (see [`stale_allowed`]).
 
 use crate::cache::{now_secs, DiskCache, Entry, EntryWriter, Meta};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
 use hyper::body::Incoming;
@@ -19,7 +38,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Request bodies the client sends: empty for the fetcher's GETs, streamed for forwarded requests.
+pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ReqBody>;
+
+/// An empty request body.
+pub fn empty_body() -> ReqBody {
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync()
+}
 
 /// The value of the Warning header on a copy served because the origin failed.
 pub const STALE_WARNING: &str = "111 - \"Revalidation Failed\"";
@@ -41,13 +70,15 @@ pub fn build_client(connect_timeout: Duration) -> HttpClient {
 
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
-    /// Evaluate responses as a shared cache (a proxy): `private` is not stored.
+    /// Evaluate responses as a shared cache (a proxy for several users):
+    /// `private` responses and responses with Set-Cookie are not stored.
     pub shared: bool,
     /// How long to wait for the origin to connect and answer (and between body chunks).
     pub timeout: Duration,
     /// Send Hsync-Signature for cached copies.
     pub hsync: bool,
-    /// Largest body accepted (decoded).
+    /// Largest body accepted (decoded, and rebuilt from a delta); the proxy
+    /// also bounds forwarded request bodies with it.
     pub max_body: u64,
 }
 
@@ -160,11 +191,39 @@ pub type Progress = Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
 
 type Shared = Result<Arc<Outcome>, Arc<FetchError>>;
 
+/// One upstream fetch that concurrent requests for a URL may share.
+struct Flight {
+    /// The logical request headers of the caller that opened it.
+    leader: HeaderMap,
+    /// The result, with the logical request headers of the caller whose fetch produced it.
+    cell: tokio::sync::OnceCell<(HeaderMap, Shared)>,
+}
+
+/// Takes a flight out of the map when a participant is done with it: on
+/// completion, or when it is dropped (its client went away) and nobody else
+/// waits for it, so an abandoned flight never lingers.
+struct Leave<'a> {
+    map: &'a Mutex<HashMap<String, Arc<Flight>>>,
+    key: String,
+    flight: Arc<Flight>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap();
+        // Joins clone the Arc under this lock: besides the map's and ours, any count is a waiter.
+        let done = self.flight.cell.initialized() || Arc::strong_count(&self.flight) <= 2;
+        if done && m.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+            m.remove(&self.key);
+        }
+    }
+}
+
 pub struct Fetcher {
     client: HttpClient,
     pub cache: Arc<DiskCache>,
     pub opts: FetchOptions,
-    inflight: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Shared>>>>,
+    inflight: Mutex<HashMap<String, Arc<Flight>>>,
     pub stats: Stats,
     pub per_url: Mutex<HashMap<String, UrlStats>>,
     /// Upstream requests actually sent (tests check coalescing with it).
@@ -258,6 +317,186 @@ fn served_headers(h: &HeaderMap, body_len: Option<usize>, decoded: bool) -> Head
     out
 }
 
+/// Response fields that are never stored nor replayed from the cache.
+const NEVER_STORED: [&str; 2] = ["set-cookie", "set-cookie2"];
+
+fn has_set_cookie(h: &HeaderMap) -> bool {
+    NEVER_STORED.iter().any(|n| h.contains_key(*n))
+}
+
+/// `h` without Set-Cookie and Set-Cookie2: what may be stored or served from the cache.
+fn without_cookies(h: &HeaderMap) -> HeaderMap {
+    let mut out = h.clone();
+    for n in NEVER_STORED {
+        out.remove(n);
+    }
+    out
+}
+
+/// All the values of field `name` joined with ", " (`None` when absent), so
+/// that two requests are compared on every line of a field, not the first.
+fn combined(h: &HeaderMap, name: &str) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for v in h.get_all(name) {
+        let o = out.get_or_insert_with(Vec::new);
+        if !o.is_empty() {
+            o.extend_from_slice(b", ");
+        }
+        o.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// Splits a Vary value into lowercase field names; `None` for `*` (which
+/// never matches) or a value that cannot be read.
+fn parse_vary<'a>(values: impl Iterator<Item = &'a str>) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for n in values.flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        if n == "*" {
+            return None;
+        }
+        names.push(n.to_ascii_lowercase());
+    }
+    Some(names)
+}
+
+/// The field names a response varies on (`None`: `Vary: *` or unreadable).
+pub fn vary_names(h: &HeaderMap) -> Option<Vec<String>> {
+    let mut values = Vec::new();
+    for v in h.get_all(header::VARY) {
+        values.push(v.to_str().ok()?);
+    }
+    parse_vary(values.into_iter())
+}
+
+/// Do two requests agree on every one of these fields?
+fn same_fields(a: &HeaderMap, b: &HeaderMap, names: &[String]) -> bool {
+    names.iter().all(|n| combined(a, n) == combined(b, n))
+}
+
+/// The directive names of a Cache-Control (or Pragma) field, lowercase.
+fn directives(h: &HeaderMap, name: &str) -> Vec<String> {
+    h.get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .flat_map(|s| s.split(',').map(|d| d.split('=').next().unwrap_or("").trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+/// Does a request carry something that makes its response personal (and so never shared)?
+fn personal(h: &HeaderMap) -> bool {
+    h.contains_key(header::COOKIE) || h.contains_key(header::AUTHORIZATION)
+}
+
+/// May a caller with logical request headers `me` wait for the fetch opened by
+/// `leader`? Only if they agree on what steers a cache (Cache-Control, Pragma)
+/// and on the fields the stored entry varies on (`stored_vary`).
+fn may_join(leader: &HeaderMap, me: &HeaderMap, stored_vary: Option<&str>) -> bool {
+    if personal(me) || personal(leader) {
+        return false;
+    }
+    if !same_fields(leader, me, &["cache-control".into(), "pragma".into()]) {
+        return false;
+    }
+    match stored_vary {
+        None => true,
+        Some(v) => parse_vary(std::iter::once(v)).is_some_and(|names| same_fields(leader, me, &names)),
+    }
+}
+
+/// May the result `o` of a fetch made for a request with headers `runner` be
+/// handed to another caller with headers `me`? Only a response a shared
+/// cache could store and then serve to `me`: storable for a shared cache
+/// (so not `private`, not `no-store`), no Set-Cookie, and `me` agrees with
+/// `runner` on every field the response's Vary names (`*` never agrees).
+fn shareable(uri: &Uri, runner: &HeaderMap, me: &HeaderMap, o: &Outcome) -> bool {
+    if has_set_cookie(&o.headers) || personal(runner) || personal(me) {
+        return false;
+    }
+    let Some(names) = vary_names(&o.headers) else { return false };
+    if !same_fields(runner, me, &names) {
+        return false;
+    }
+    if directives(&o.headers, "cache-control").iter().any(|d| d == "private" || d == "no-store") {
+        return false;
+    }
+    let (mut req, _) = Request::new(()).into_parts();
+    req.uri = uri.clone();
+    req.headers = runner.clone();
+    let res = response_parts(o.status, o.headers.clone());
+    CachePolicy::new_options(&req, &res, SystemTime::now(), CacheOptions { shared: true, ..Default::default() }).is_storable()
+}
+
+/// The request as the stored policy records it. http-cache-semantics keeps
+/// the request's headers to match later requests against the entry's Vary;
+/// storing them as they are would put users' cookies and credentials on
+/// disk. So it gets only what its decisions need: Cache-Control and Pragma
+/// (each joined into one line), whether Authorization was present, and,
+/// for each field named in `vary`, a SHA-256 digest of all that field's
+/// values. Lookups build the same form from the new request with the stored
+/// entry's Vary names, so comparing the digests compares the whole fields.
+pub fn policy_request(logical: &http::request::Parts, vary: &[String]) -> http::request::Parts {
+    let mut h = HeaderMap::new();
+    for n in [header::CACHE_CONTROL, header::PRAGMA] {
+        if let Some(v) = combined(&logical.headers, n.as_str()).and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+            h.insert(n, v);
+        }
+    }
+    if logical.headers.contains_key(header::AUTHORIZATION) {
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("present"));
+    }
+    for name in vary {
+        let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else { continue };
+        if hn == header::CACHE_CONTROL || hn == header::PRAGMA {
+            continue;
+        }
+        h.remove(&hn);
+        if let Some(v) = combined(&logical.headers, name) {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(b"hsync vary\0");
+            ctx.update(name.as_bytes());
+            ctx.update(b"\0");
+            ctx.update(&v);
+            let hex: String = ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            h.insert(hn, HeaderValue::from_str(&hex).expect("hex is a valid header value"));
+        }
+    }
+    let (mut parts, _) = Request::new(()).into_parts();
+    parts.method = logical.method.clone();
+    parts.uri = logical.uri.clone();
+    parts.headers = h;
+    parts
+}
+
+/// May a stored response be served stale (the origin being unreachable) for
+/// this request? Not when the response says `must-revalidate` or `no-cache`
+/// (RFC 9111 §5.2.2.2, §5.2.2.4), nor in a shared cache `proxy-revalidate`
+/// or `s-maxage` (§5.2.2.8, §5.2.2.10), nor when the request says
+/// `no-cache`/`no-store` (§5.2.1.4, §5.2.1.5; Pragma: no-cache without
+/// Cache-Control counts as no-cache, §5.4).
+pub fn stale_allowed(stored: &HeaderMap, req: &HeaderMap, shared: bool) -> bool {
+    let res = directives(stored, "cache-control");
+    let mut refuse = vec!["must-revalidate", "no-cache"];
+    if shared {
+        refuse.extend(["proxy-revalidate", "s-maxage"]);
+    }
+    if res.iter().any(|d| refuse.contains(&d.as_str())) {
+        return false;
+    }
+    if !stored.contains_key(header::CACHE_CONTROL) && directives(stored, "pragma").iter().any(|d| d == "no-cache") {
+        return false;
+    }
+    let rq = directives(req, "cache-control");
+    if rq.iter().any(|d| d == "no-cache" || d == "no-store") {
+        return false;
+    }
+    if !req.contains_key(header::CACHE_CONTROL) && directives(req, "pragma").iter().any(|d| d == "no-cache") {
+        return false;
+    }
+    true
+}
+
 fn to_pairs(h: &HeaderMap) -> Vec<(String, String)> {
     h.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
 }
@@ -284,6 +523,8 @@ enum Failure {
     Net(FetchError),
     /// The response could not be used with this base (bad delta, 304 that does not match): refetch without.
     Retry(String),
+    /// The origin answered, but with something unusable whatever the base (a body over the limit): fail.
+    Fatal(FetchError),
 }
 
 impl Fetcher {
@@ -304,26 +545,51 @@ impl Fetcher {
         &self.client
     }
 
-    /// GETs `uri` through the cache. Concurrent calls for the same URL (without
-    /// Authorization) share one upstream fetch.
+    /// GETs `uri` through the cache. Concurrent calls for the same URL may
+    /// share one upstream fetch (see `may_join` and `shareable`): never with
+    /// Cookie or Authorization, never a response a shared cache could not
+    /// serve to the other caller.
     pub async fn fetch(&self, uri: &Uri, user_headers: &HeaderMap, progress: Option<Progress>) -> Shared {
-        if user_headers.contains_key(header::AUTHORIZATION) {
-            return self.fetch_uncoalesced(uri, user_headers, progress).await.map(Arc::new).map_err(Arc::new);
+        let alone = |progress: Option<Progress>| async move {
+            self.fetch_uncoalesced(uri, user_headers, progress).await.map(Arc::new).map_err(Arc::new)
+        };
+        if personal(user_headers) {
+            return alone(progress).await;
         }
         let key = uri.to_string();
-        let cell = {
+        let mine = Self::logical_request(uri, user_headers).headers;
+        let stored_vary = self.cache.stored_vary(&key);
+        let flight = {
             let mut m = self.inflight.lock().unwrap();
-            m.entry(key.clone()).or_default().clone()
+            match m.get(&key) {
+                Some(f) if may_join(&f.leader, &mine, stored_vary.as_deref()) => Some(f.clone()),
+                Some(_) => None,
+                None => {
+                    let f = Arc::new(Flight { leader: mine.clone(), cell: tokio::sync::OnceCell::new() });
+                    m.insert(key.clone(), f.clone());
+                    Some(f)
+                }
+            }
         };
-        let res = cell
-            .get_or_init(|| async { self.fetch_uncoalesced(uri, user_headers, progress).await.map(Arc::new).map_err(Arc::new) })
+        let Some(flight) = flight else { return alone(progress).await };
+        let leave = Leave { map: &self.inflight, key, flight };
+        let mut ran = false;
+        let (runner, res) = leave
+            .flight
+            .cell
+            .get_or_init(|| {
+                ran = true;
+                let mine = mine.clone();
+                let progress = progress.clone();
+                async move { (mine, alone(progress).await) }
+            })
             .await
             .clone();
-        let mut m = self.inflight.lock().unwrap();
-        if m.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            m.remove(&key);
+        drop(leave);
+        match &res {
+            Ok(o) if !ran && !shareable(uri, &runner, &mine, o) => alone(progress).await,
+            _ => res,
         }
-        res
     }
 
     fn logical_request(uri: &Uri, user: &HeaderMap) -> http::request::Parts {
@@ -344,6 +610,28 @@ impl Fetcher {
         CachePolicy::new_options(req, res, now, opts)
     }
 
+    /// Builds the stored policy and decides whether to store: `stored` are the
+    /// headers to store (without Set-Cookie), `live` the ones received.
+    fn store_policy(
+        &self,
+        logical: &http::request::Parts,
+        status: StatusCode,
+        stored: &HeaderMap,
+        live: &HeaderMap,
+        now: SystemTime,
+    ) -> (CachePolicy, bool) {
+        let names = vary_names(stored);
+        let keyed = policy_request(logical, names.as_deref().unwrap_or(&[]));
+        let policy = self.policy_for(&keyed, &response_parts(status, stored.clone()), now);
+        let store = policy.is_storable() && names.is_some() && !(self.opts.shared && has_set_cookie(live));
+        (policy, store)
+    }
+
+    /// An entry's headers as served from the cache (never a Set-Cookie, even from an entry written by an older version).
+    fn from_entry(e: &Entry) -> HeaderMap {
+        without_cookies(&from_pairs(&e.meta.headers))
+    }
+
     fn note(&self, url: &str, f: impl FnOnce(&mut UrlStats)) {
         let mut m = self.per_url.lock().unwrap();
         f(m.entry(url.to_string()).or_default());
@@ -357,12 +645,29 @@ impl Fetcher {
         let url = uri.to_string();
         let logical = Self::logical_request(uri, user);
         let now = SystemTime::now();
-        let entry = self.cache.get(&url);
-        let mut revalidation: Option<HeaderMap> = None;
-        if let Some(e) = &entry {
-            match e.meta.policy.before_request(&logical, now) {
-                BeforeRequest::Fresh(_) => {
-                    let mut headers = from_pairs(&e.meta.headers);
+        let mut entry = self.cache.get(&url);
+        if self.opts.shared && entry.as_ref().is_some_and(|e| e.meta.shared != Some(true)) {
+            // Stored by a one-user proxy (or a version that did not say): not for a shared cache.
+            entry = None;
+        }
+        // The stored validators, sent when the entry is the base.
+        let mut validators = HeaderMap::new();
+        if let Some(e) = entry.take() {
+            // Another variant (the request does not match the entry's Vary) is as good as nothing stored:
+            // no fresh hit, no validators, no delta base, no stale copy.
+            let keyed = vary_names(&Self::from_entry(&e)).map(|names| policy_request(&logical, &names));
+            match keyed.map(|k| e.meta.policy.before_request(&k, now)) {
+                None | Some(BeforeRequest::Stale { matches: false, .. }) => {}
+                Some(BeforeRequest::Stale { request, matches: true }) => {
+                    for n in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
+                        for v in request.headers.get_all(&n) {
+                            validators.append(n.clone(), v.clone());
+                        }
+                    }
+                    entry = Some(e);
+                }
+                Some(BeforeRequest::Fresh(_)) => {
+                    let mut headers = Self::from_entry(&e);
                     headers.insert(header::AGE, HeaderValue::from(e.meta.policy.age(now).as_secs()));
                     self.note(&url, |s| s.last_source = Some(Source::Fresh.as_str()));
                     return Ok(Outcome {
@@ -378,11 +683,6 @@ impl Fetcher {
                         delta_failed: None,
                     });
                 }
-                BeforeRequest::Stale { request, matches } => {
-                    if matches {
-                        revalidation = Some(request.headers);
-                    }
-                }
             }
         }
 
@@ -391,13 +691,18 @@ impl Fetcher {
         let mut base = entry.clone();
         let mut delta_failed = None;
         loop {
-            let mut headers = match (&base, &revalidation) {
-                (Some(_), Some(h)) => h.clone(),
-                _ => logical.headers.clone(),
-            };
+            let mut headers = logical.headers.clone();
+            if base.is_some() {
+                for (n, v) in &validators {
+                    headers.append(n.clone(), v.clone());
+                }
+            }
             let sig = match &base {
-                Some(e) if self.opts.hsync && (e.body.len() as u64) <= hsync_core::signature::MAX_INSTANCE_LEN && !e.body.is_empty() => {
-                    Some(hsync_core::Signature::compute(&e.body).to_bytes())
+                // A fresh random seed each time; none when no server would
+                // accept a signature for this copy (empty, or ~150 MB and more).
+                Some(e) if self.opts.hsync && hsync_core::signature::SigParams::for_http(e.body.len() as u64).is_some() => {
+                    let body = e.body.clone();
+                    tokio::task::spawn_blocking(move || hsync_core::http::signature_for(&body).map(|s| s.to_bytes())).await.ok().flatten()
                 }
                 _ => None,
             };
@@ -429,10 +734,18 @@ impl Fetcher {
                     continue;
                 }
                 Err(Failure::Retry(reason)) => return Err(FetchError::new(reason)),
+                Err(Failure::Fatal(err)) => {
+                    self.stats.wire.fetch_add(wire, Ordering::Relaxed);
+                    return Err(err);
+                }
                 Err(Failure::Net(err)) => {
                     self.stats.wire.fetch_add(wire, Ordering::Relaxed);
+                    // `entry` is the variant matching this request, if any.
                     let Some(e) = entry else { return Err(err) };
-                    let mut headers = from_pairs(&e.meta.headers);
+                    let mut headers = Self::from_entry(&e);
+                    if !stale_allowed(&headers, &logical.headers, self.opts.shared) {
+                        return Err(err);
+                    }
                     headers.insert(header::AGE, HeaderValue::from(e.meta.policy.age(now).as_secs()));
                     headers.insert(HeaderName::from_static("warning"), HeaderValue::from_static(STALE_WARNING));
                     self.note(&url, |s| s.last_source = Some(Source::Stale.as_str()));
@@ -475,7 +788,7 @@ impl Fetcher {
         let mut ex = Exchange::default();
         ex.request.push(format!("GET {} HTTP/1.1", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
         ex.request.extend(header_lines(&headers));
-        let mut req = Request::new(Full::new(Bytes::new()));
+        let mut req = Request::new(empty_body());
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = headers;
         self.upstream_requests.fetch_add(1, Ordering::Relaxed);
@@ -513,22 +826,39 @@ impl Fetcher {
             let Some(e) = base else {
                 return Ok(self.pass(url, parts, Bytes::new(), *wire));
             };
-            return match e.meta.policy.after_response(logical, &parts, now) {
+            let mut names = vary_names(&Self::from_entry(e)).unwrap_or_default();
+            names.extend(vary_names(&parts.headers).unwrap_or_default());
+            let keyed = policy_request(logical, &names);
+            return match e.meta.policy.after_response(&keyed, &parts, now) {
                 AfterResponse::NotModified(policy, new_parts) => {
-                    let headers = served_headers(&new_parts.headers, Some(e.body.len()), true);
-                    let meta = Meta {
-                        url: url.to_string(),
-                        status: e.meta.status,
-                        headers: to_pairs(&headers),
-                        policy,
-                        body_len: 0,
-                        body_xxh3: 0,
-                        fetched_at: now_secs(),
-                        wire_bytes: *wire,
-                    };
-                    let fetched_at = meta.fetched_at;
-                    if let Err(err) = self.cache.update_meta(e, meta) {
-                        eprintln!("hsync: cache write failed for {url}: {err}");
+                    let stored = without_cookies(&served_headers(&new_parts.headers, Some(e.body.len()), true));
+                    let store =
+                        policy.is_storable() && vary_names(&stored).is_some() && !(self.opts.shared && has_set_cookie(&parts.headers));
+                    let fetched_at = now_secs();
+                    if store {
+                        let meta = Meta {
+                            url: url.to_string(),
+                            status: e.meta.status,
+                            headers: to_pairs(&stored),
+                            policy,
+                            body_len: 0,
+                            body_xxh3: 0,
+                            fetched_at,
+                            wire_bytes: *wire,
+                            shared: Some(self.opts.shared),
+                        };
+                        if let Err(err) = self.cache.update_meta(e, meta) {
+                            eprintln!("hsync: cache write failed for {url}: {err}");
+                        }
+                    } else {
+                        self.cache.remove(url);
+                    }
+                    // The live answer carries the 304's cookies to the client that caused it.
+                    let mut headers = stored;
+                    for n in NEVER_STORED {
+                        for v in parts.headers.get_all(n) {
+                            headers.append(HeaderName::from_static(n), v.clone());
+                        }
                     }
                     Ok(Outcome {
                         url: url.to_string(),
@@ -561,33 +891,38 @@ impl Fetcher {
                 let Some(e) = base else {
                     return Err(Failure::Retry("hsync response to a request without a signature".into()));
                 };
-                let new = match hsync_core::patch(&e.body, &delta, self.opts.max_body) {
-                    Ok(n) => n,
+                let old = e.body.clone();
+                let limits = hsync_core::PatchLimits { max_output: self.opts.max_body };
+                let new = match tokio::task::spawn_blocking(move || hsync_core::patch_with_limits(&old, &delta, &limits)).await {
+                    Ok(Ok(n)) => n,
+                    Ok(Err(err)) => return Err(Failure::Retry(format!("delta rejected: {err}"))),
                     Err(err) => return Err(Failure::Retry(format!("delta rejected: {err}"))),
                 };
                 Ok(self.store_full(url, logical, parts, Bytes::from(new), Source::Delta, *wire, trace, now))
             }
             "gzip" | "x-gzip" => {
                 let gz = self.read_body(body, None, progress, total, wire).await?;
-                let mut out = Vec::new();
-                let mut dec = flate2::read::MultiGzDecoder::new(&gz[..]).take(self.opts.max_body + 1);
-                if let Err(err) = dec.read_to_end(&mut out) {
-                    return Err(Failure::Retry(format!("gzip body is corrupt: {err}")));
-                }
-                if out.len() as u64 > self.opts.max_body {
-                    return Err(Failure::Retry("decoded body too large".into()));
+                let max = self.opts.max_body;
+                let inflated = tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::new();
+                    flate2::read::MultiGzDecoder::new(&gz[..]).take(max + 1).read_to_end(&mut out).map(|_| out)
+                })
+                .await;
+                let out = match inflated {
+                    Ok(Ok(out)) => out,
+                    Ok(Err(err)) => return Err(Failure::Retry(format!("gzip body is corrupt: {err}"))),
+                    Err(err) => return Err(Failure::Retry(format!("gzip body is corrupt: {err}"))),
+                };
+                if out.len() as u64 > max {
+                    return Err(Failure::Fatal(FetchError::new("decoded body too large")));
                 }
                 Ok(self.store_full(url, logical, parts, Bytes::from(out), Source::Full, *wire, trace, now))
             }
             "" => {
                 // Identity: decide from the head whether to store, and stream to the entry file.
-                let head = response_parts(status, served_headers(&parts.headers, None, true));
-                let policy = self.policy_for(logical, &head, now);
-                let mut writer = if policy.is_storable() && total.is_none_or(|t| t <= self.cache.max_size()) {
-                    self.cache.writer(url).ok()
-                } else {
-                    None
-                };
+                let live = served_headers(&parts.headers, None, true);
+                let (policy, store) = self.store_policy(logical, status, &without_cookies(&live), &live, now);
+                let mut writer = if store && total.is_none_or(|t| t <= self.cache.max_size()) { self.cache.writer(url).ok() } else { None };
                 let body = self.read_body(body, writer.as_mut(), progress, total, wire).await?;
                 let headers = served_headers(&parts.headers, Some(body.len()), true);
                 let fetched_at = now_secs();
@@ -596,12 +931,13 @@ impl Fetcher {
                         let meta = Meta {
                             url: url.to_string(),
                             status: 200,
-                            headers: to_pairs(&headers),
+                            headers: to_pairs(&without_cookies(&headers)),
                             policy,
                             body_len: 0,
                             body_xxh3: 0,
                             fetched_at,
                             wire_bytes: *wire,
+                            shared: Some(self.opts.shared),
                         };
                         if let Err(err) = w.commit(meta) {
                             eprintln!("hsync: cache write failed for {url}: {err}");
@@ -664,19 +1000,20 @@ impl Fetcher {
         now: SystemTime,
     ) -> Outcome {
         let headers = served_headers(&parts.headers, Some(body.len()), true);
-        let head = response_parts(parts.status, headers.clone());
-        let policy = self.policy_for(logical, &head, now);
+        let stored = without_cookies(&headers);
+        let (policy, store) = self.store_policy(logical, parts.status, &stored, &headers, now);
         let fetched_at = now_secs();
-        if policy.is_storable() {
+        if store {
             let meta = Meta {
                 url: url.to_string(),
                 status: parts.status.as_u16(),
-                headers: to_pairs(&headers),
+                headers: to_pairs(&stored),
                 policy,
                 body_len: 0,
                 body_xxh3: 0,
                 fetched_at,
                 wire_bytes: wire,
+                shared: Some(self.opts.shared),
             };
             if let Err(err) = self.cache.put(meta, &body) {
                 eprintln!("hsync: cache write failed for {url}: {err}");
@@ -717,7 +1054,7 @@ impl Fetcher {
             if let Ok(data) = frame.into_data() {
                 *wire += data.len() as u64;
                 if buf.len() as u64 + data.len() as u64 > self.opts.max_body {
-                    return Err(Failure::Net(FetchError::new("response body too large")));
+                    return Err(Failure::Fatal(FetchError::new(format!("response body over the limit of {} bytes", self.opts.max_body))));
                 }
                 buf.extend_from_slice(&data);
                 if let Some(w) = sink.as_deref_mut() {
@@ -731,5 +1068,74 @@ impl Fetcher {
             }
         }
         Ok(Bytes::from(buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn vary_names_and_star() {
+        assert_eq!(
+            vary_names(&h(&[("vary", "Cookie, accept-language"), ("vary", "X-A")])),
+            Some(vec!["cookie".into(), "accept-language".into(), "x-a".into()])
+        );
+        assert_eq!(vary_names(&h(&[])), Some(vec![]));
+        assert_eq!(vary_names(&h(&[("vary", "Cookie, *")])), None);
+    }
+
+    #[test]
+    fn fields_compared_on_every_line() {
+        let a = h(&[("cookie", "x=1"), ("cookie", "y=2")]);
+        let b = h(&[("cookie", "x=1")]);
+        assert!(!same_fields(&a, &b, &["cookie".into()]));
+        assert!(same_fields(&a, &a.clone(), &["cookie".into()]));
+        assert!(!may_join(&h(&[]), &h(&[("cache-control", "no-cache")]), None));
+        assert!(!may_join(&h(&[("accept-language", "en")]), &h(&[("accept-language", "fr")]), Some("Accept-Language")));
+        assert!(may_join(&h(&[("accept-language", "en")]), &h(&[("accept-language", "fr")]), Some("Accept-Encoding")));
+        assert!(!may_join(&h(&[]), &h(&[]), Some("*")));
+    }
+
+    #[test]
+    fn stale_refusals() {
+        let none = h(&[]);
+        assert!(stale_allowed(&h(&[("cache-control", "max-age=0")]), &none, true));
+        for cc in ["max-age=0, must-revalidate", "no-cache", "no-cache=\"set-cookie\"", "proxy-revalidate", "s-maxage=10"] {
+            assert!(!stale_allowed(&h(&[("cache-control", cc)]), &none, true), "{cc}");
+        }
+        assert!(stale_allowed(&h(&[("cache-control", "s-maxage=10")]), &none, false));
+        assert!(!stale_allowed(&h(&[("pragma", "no-cache")]), &none, false));
+        let ok = h(&[("cache-control", "max-age=0")]);
+        for (k, v) in [("cache-control", "no-cache"), ("cache-control", "max-age=5, no-store"), ("pragma", "no-cache")] {
+            assert!(!stale_allowed(&ok, &h(&[(k, v)]), true), "{k}: {v}");
+        }
+    }
+
+    #[test]
+    fn stored_request_holds_no_secrets() {
+        let (mut req, _) = Request::new(()).into_parts();
+        req.uri = "http://example.org/".parse().unwrap();
+        req.headers =
+            h(&[("cookie", "session=secret"), ("authorization", "Basic c2VjcmV0"), ("cache-control", "max-age=0"), ("x-other", "v")]);
+        let keyed = policy_request(&req, &["cookie".into()]);
+        let text = format!("{:?}", keyed.headers);
+        assert!(!text.contains("secret") && !text.contains("c2VjcmV0") && !text.contains("x-other"), "{text}");
+        assert_eq!(keyed.headers.get("cache-control").unwrap(), "max-age=0");
+        assert_eq!(keyed.headers.get("authorization").unwrap(), "present");
+        let digest = keyed.headers.get("cookie").unwrap().clone();
+        assert_eq!(digest.len(), 64);
+        // The same cookie gives the same digest; another one (or an extra line) does not.
+        assert_eq!(policy_request(&req, &["cookie".into()]).headers.get("cookie"), Some(&digest));
+        req.headers.append(header::COOKIE, HeaderValue::from_static("more=1"));
+        assert_ne!(policy_request(&req, &["cookie".into()]).headers.get("cookie"), Some(&digest));
     }
 }

@@ -1,22 +1,27 @@
 //! The caching forward proxy: absolute-form `http://` GETs go through the
 //! [`Fetcher`] (cache, revalidation, hsync deltas, stale copies when the
-//! origin is down); `CONNECT` is tunnelled untouched; everything else is
-//! forwarded as it is. The proxy's own status page answers at
-//! `http://hsync.proxy/` and at `/` on the proxy's address.
+//! origin is down); `CONNECT` is tunnelled untouched to the allowed ports
+//! (443 by default); everything else is forwarded as it is, bodies streamed
+//! both ways. The proxy's own status page answers at `http://hsync.proxy/`
+//! and at `/` on a loopback address on the proxy's port, and to no other
+//! Host (so a web page cannot read it by DNS rebinding).
 
-use crate::fetch::{strip_hop_by_hop, Fetcher, Outcome, Source};
+use crate::fetch::{empty_body, strip_hop_by_hop, BoxError, Fetcher, Outcome, Source};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The host name the status page answers to.
@@ -28,11 +33,13 @@ pub struct ProxyConfig {
     pub stale_notice: bool,
     /// Timeout for CONNECT targets.
     pub timeout: Duration,
+    /// The ports CONNECT may reach (anything else gets 403): 443 by default.
+    pub connect_ports: Vec<u16>,
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        ProxyConfig { stale_notice: true, timeout: Duration::from_secs(5) }
+        ProxyConfig { stale_notice: true, timeout: Duration::from_secs(5), connect_ports: vec![443] }
     }
 }
 
@@ -45,13 +52,63 @@ pub struct Proxy {
     local: SocketAddr,
 }
 
-type Resp = Response<Full<Bytes>>;
+/// Response bodies: whole (pages the proxy made or cached) or streamed (forwarded).
+type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+type Resp = Response<RespBody>;
+
+fn full(b: impl Into<Bytes>) -> RespBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+}
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(msg.into())));
+    let mut r = Response::new(full(msg.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
+}
+
+/// Splits `host[:port]` (with `[v6]` brackets); the port defaults to 80.
+fn split_host(hp: &str) -> Option<(String, u16)> {
+    let a: http::uri::Authority = hp.trim().parse().ok()?;
+    if a.as_str().contains('@') {
+        return None;
+    }
+    let host = a.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    Some((host, a.port_u16().unwrap_or(80)))
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A request body that notes when it last moved (so a forwarded upload is
+/// timed by its idleness, not its length) and whether it went over the limit.
+struct Watched<B> {
+    inner: B,
+    start: Instant,
+    /// Milliseconds from `start` to the last frame.
+    last: Arc<AtomicU64>,
+    over_limit: Arc<AtomicBool>,
+}
+
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Watched<B> {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(_))) => self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed),
+            Poll::Ready(Some(Err(e))) if e.downcast_ref::<LengthLimitError>().is_some() => self.over_limit.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Binds `addr` and serves in the background; returns the bound address.
@@ -89,15 +146,13 @@ impl Proxy {
         }
     }
 
-    fn is_self(&self, req: &Request<Incoming>) -> bool {
-        match req.uri().authority() {
-            None => true,
-            Some(a) => {
-                let host = a.host();
-                host.eq_ignore_ascii_case(STATUS_HOST)
-                    || (a.port_u16() == Some(self.local.port())
-                        && (host == self.local.ip().to_string() || host == "localhost" || host == "127.0.0.1"))
-            }
+    /// Is `host[:port]` the proxy itself: `hsync.proxy`, or a loopback
+    /// address or `localhost` on the proxy's port?
+    fn is_own_host(&self, hp: &str) -> bool {
+        match split_host(hp) {
+            Some((host, _)) if host == STATUS_HOST => true,
+            Some((host, port)) => port == self.local.port() && is_loopback(&host),
+            None => false,
         }
     }
 
@@ -105,7 +160,28 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
-        if self.is_self(&req) {
+        let own = match req.uri().authority() {
+            // Absolute form: a request for the proxy itself, or one to forward.
+            Some(a) => self.is_own_host(a.as_str()),
+            // Origin form: only for the proxy itself, and only under its own names. Any other
+            // Host is a page that had its name resolved to us (DNS rebinding): no status page.
+            None => {
+                let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) else {
+                    return text(StatusCode::BAD_REQUEST, "hsync proxy: Host required\n");
+                };
+                if !self.is_own_host(host) {
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "hsync proxy: unknown host; the status page is at http://{STATUS_HOST}/ or http://127.0.0.1:{}/\n",
+                            self.local.port()
+                        ),
+                    );
+                }
+                true
+            }
+        };
+        if own {
             return match req.uri().path() {
                 "/" | "/index.html" => self.status_page(),
                 "/status.json" => self.status_json(),
@@ -166,16 +242,19 @@ impl Proxy {
                 s.hits += 1;
             }
         }
-        let mut r = Response::new(Full::new(body));
+        let mut r = Response::new(full(body));
         *r.status_mut() = status;
         *r.headers_mut() = headers;
         r
     }
 
     async fn connect(&self, req: Request<Incoming>) -> Resp {
-        let Some(target) = req.uri().authority().map(|a| a.to_string()) else {
+        let Some((target, port)) = req.uri().authority().and_then(|a| Some((a.to_string(), a.port_u16()?))) else {
             return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
         };
+        if !self.cfg.connect_ports.contains(&port) {
+            return text(StatusCode::FORBIDDEN, format!("hsync proxy: CONNECT to port {port} is not allowed (see --connect-port)\n"));
+        }
         let upstream = match tokio::time::timeout(self.cfg.timeout, TcpStream::connect(&target)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {target}: {e}\n")),
@@ -188,35 +267,53 @@ impl Proxy {
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
             }
         });
-        Response::new(Full::new(Bytes::new()))
+        Response::new(empty_body())
     }
 
-    /// Anything not cached: forwarded as it is.
+    /// Anything not cached: forwarded as it is, both bodies streamed (never
+    /// held whole), the request body bounded by the fetcher's `max_body`.
     async fn forward(&self, req: Request<Incoming>) -> Resp {
         let (mut parts, body) = req.into_parts();
         if parts.uri.authority().is_none() {
             return text(StatusCode::BAD_REQUEST, "hsync proxy: absolute-form request expected\n");
         }
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("hsync proxy: reading the request: {e}\n")),
-        };
+        let max = self.fetcher.opts.max_body;
+        let too_large = || text(StatusCode::PAYLOAD_TOO_LARGE, format!("hsync proxy: request body over the limit of {max} bytes\n"));
+        if body.size_hint().lower() > max {
+            return too_large();
+        }
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
-        let req = Request::from_parts(parts, Full::new(body));
-        let resp = match tokio::time::timeout(self.fetcher.opts.timeout, self.fetcher.client().request(req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {e}\n")),
-            Err(_) => return text(StatusCode::GATEWAY_TIMEOUT, "hsync proxy: origin did not answer in time\n"),
+        let start = Instant::now();
+        let last = Arc::new(AtomicU64::new(0));
+        let over_limit = Arc::new(AtomicBool::new(false));
+        let body =
+            Watched { inner: Limited::new(body, max as usize).boxed_unsync(), start, last: last.clone(), over_limit: over_limit.clone() };
+        let req = Request::from_parts(parts, body.boxed_unsync());
+        // The origin has `timeout` to answer once the client stops sending; a long upload that keeps moving is fine.
+        let timeout = self.fetcher.opts.timeout;
+        let request = self.fetcher.client().request(req);
+        tokio::pin!(request);
+        let resp = loop {
+            let idle_until = start + Duration::from_millis(last.load(Ordering::Relaxed)) + timeout;
+            tokio::select! {
+                r = &mut request => break r,
+                _ = tokio::time::sleep_until(idle_until.into()) => {
+                    if start + Duration::from_millis(last.load(Ordering::Relaxed)) + timeout <= Instant::now() {
+                        return text(StatusCode::GATEWAY_TIMEOUT, "hsync proxy: origin did not answer in time\n");
+                    }
+                }
+            }
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(_) if over_limit.load(Ordering::Relaxed) => return too_large(),
+            Err(e) => return text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {e}\n")),
         };
         let (mut parts, body) = resp.into_parts();
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return text(StatusCode::BAD_GATEWAY, format!("hsync proxy: reading the response: {e}\n")),
-        };
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.append(header::VIA, HeaderValue::from_static("1.1 hsync"));
-        Response::from_parts(parts, Full::new(body))
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
     }
 
     fn totals(&self) -> (u64, u64, u64) {
@@ -247,8 +344,9 @@ impl Proxy {
             "corrupt_dropped": self.fetcher.cache.corrupt_dropped.load(Ordering::Relaxed),
             "entries": entries,
         });
-        let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+        let mut r = Response::new(full(v.to_string()));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     }
 
@@ -320,7 +418,7 @@ impl Proxy {
             ));
         }
         html.push_str("</table></body></html>");
-        let mut r = Response::new(Full::new(Bytes::from(html)));
+        let mut r = Response::new(full(html));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
         r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r

@@ -31,6 +31,8 @@ fn chromium_browses_changing_pages_through_the_proxy() {
         return;
     }
     let mut origin = Origin::start_local(true);
+    // Revalidated on every load, and servable stale when the origin is down (a `no-cache` page never is).
+    origin.set_cache_control("max-age=0");
     let dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(DiskCache::open(dir.path(), 1 << 30).unwrap());
     let fetcher = Arc::new(Fetcher::new(cache, FetchOptions { shared: true, timeout: Duration::from_secs(2), ..Default::default() }));

@@ -23,9 +23,13 @@ struct InProc {
 }
 
 fn in_process(dir: &std::path::Path, max: u64, timeout: Duration) -> InProc {
+    in_process_with(dir, max, timeout, ProxyConfig { stale_notice: true, timeout, ..Default::default() })
+}
+
+fn in_process_with(dir: &std::path::Path, max: u64, timeout: Duration, cfg: ProxyConfig) -> InProc {
     let cache = Arc::new(DiskCache::open(dir, max).unwrap());
     let fetcher = Arc::new(Fetcher::new(cache, FetchOptions { shared: true, timeout, ..Default::default() }));
-    let (addr, h) = rt().block_on(proxy::spawn("127.0.0.1:0", fetcher.clone(), ProxyConfig { stale_notice: true, timeout })).unwrap();
+    let (addr, h) = rt().block_on(proxy::spawn("127.0.0.1:0", fetcher.clone(), cfg)).unwrap();
     InProc { addr, fetcher, _h: h }
 }
 
@@ -87,6 +91,8 @@ fn browser_revalidation_is_answered_by_the_proxy() {
 #[test]
 fn stale_copy_with_warning_and_notice_when_origin_is_down() {
     let mut origin = Origin::start_local(true);
+    // Stale but servable when the origin is down (a `no-cache` response never is).
+    origin.set_cache_control("max-age=0");
     let dir = tempfile::tempdir().unwrap();
     let p = in_process(dir.path(), 1 << 30, Duration::from_secs(1));
     let page = &versions("blog-home")[2];
@@ -198,11 +204,14 @@ fn concurrent_requests_share_one_upstream_fetch() {
 fn connect_is_tunnelled() {
     let origin = Origin::start_local(true);
     let dir = tempfile::tempdir().unwrap();
-    let p = in_process(dir.path(), 1 << 30, Duration::from_secs(5));
+    let o = origin.addr();
+    let timeout = Duration::from_secs(5);
+    // CONNECT reaches only the allowed ports: allow the origin's.
+    let cfg = ProxyConfig { timeout, connect_ports: vec![o.port()], ..Default::default() };
+    let p = in_process_with(dir.path(), 1 << 30, timeout, cfg);
     let v = &versions("blog-home")[1];
     origin.set_page("/t.html", v);
     let mut s = TcpStream::connect(p.addr).unwrap();
-    let o = origin.addr();
     s.write_all(format!("CONNECT {o} HTTP/1.1\r\nHost: {o}\r\n\r\n").as_bytes()).unwrap();
     let mut head = Vec::new();
     let mut b = [0u8; 1];

@@ -10,7 +10,8 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -55,6 +56,11 @@ pub struct Logged {
     pub status: u16,
     pub content_encoding: Option<String>,
     pub body_bytes: usize,
+    /// The request's Cookie (all lines joined).
+    pub cookie: Option<String>,
+    pub method: String,
+    /// Bytes of request body received (the `/upload` endpoint).
+    pub request_body: u64,
 }
 
 /// Switches of the in-process origin.
@@ -70,12 +76,31 @@ pub struct Modes {
     pub hang: AtomicBool,
     /// Send bodies in 64 KiB pieces this many ms apart (0 = at once).
     pub throttle_ms: AtomicU64,
+    /// Personalize pages by the request's Cookie: the body starts with
+    /// `<!-- for USER -->` (USER the Cookie value, or `anonymous`).
+    pub personalize: AtomicBool,
+    /// Answer requests carrying a Cookie with `Set-Cookie: renewed=...` (derived from it).
+    pub set_cookie: AtomicBool,
+    /// Wait this many ms before answering (so concurrent requests overlap).
+    pub delay_ms: AtomicU64,
+}
+
+/// The first line of a page personalized for `cookie` (see [`Modes::personalize`]).
+pub fn personal_marker(cookie: Option<&str>) -> String {
+    format!("<!-- for {} -->\n", cookie.unwrap_or("anonymous"))
+}
+
+/// The Set-Cookie the origin sends for `cookie` (see [`Modes::set_cookie`]).
+pub fn renewed_cookie(cookie: &str) -> String {
+    format!("renewed={}; Path=/", cookie.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
 }
 
 pub struct OriginState {
     pub docroot: PathBuf,
     pub modes: Modes,
     pub cache_control: Mutex<String>,
+    /// Response header lines added to every 200 and 304 (e.g. `Vary: Cookie`).
+    pub extra_headers: Mutex<Vec<(String, String)>>,
     pub log: Mutex<Vec<Logged>>,
     conns: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -105,6 +130,7 @@ impl Origin {
             docroot: tmp.path().to_path_buf(),
             modes: Modes::default(),
             cache_control: Mutex::new("no-cache".into()),
+            extra_headers: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
         });
@@ -180,6 +206,11 @@ impl Origin {
         *self.state().cache_control.lock().unwrap() = cc.to_string();
     }
 
+    /// Replaces the extra response header lines (see [`OriginState::extra_headers`]).
+    pub fn set_extra_headers(&self, h: &[(&str, &str)]) {
+        *self.state().extra_headers.lock().unwrap() = h.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
     /// Stops listening and drops every open connection.
     pub fn stop(&mut self) {
         if let Some(a) = self.accept.take() {
@@ -231,6 +262,11 @@ async fn serve(st: Arc<OriginState>, req: Request<Incoming>) -> Response<ChanBod
     let ae = h.get(header::ACCEPT_ENCODING).map(|v| v.as_bytes().to_vec());
     let inm = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(|s| s.to_string());
     let has_range = h.contains_key(header::RANGE);
+    let cookie: Option<String> = {
+        let v: Vec<String> = h.get_all(header::COOKIE).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+        (!v.is_empty()).then(|| v.join("; "))
+    };
+    let method = req.method().clone();
     if st.modes.hang.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
@@ -241,7 +277,38 @@ async fn serve(st: Arc<OriginState>, req: Request<Incoming>) -> Response<ChanBod
         status: 200,
         content_encoding: None,
         body_bytes: 0,
+        cookie: cookie.clone(),
+        method: method.to_string(),
+        request_body: 0,
     };
+    if method == Method::POST && path == "/upload" {
+        // Reads the whole request body as it comes (holding none of it) and answers with its length and digest.
+        let mut body = req.into_body();
+        let mut hasher = hsync_core::hash::Xxh3_64::new();
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return respond(StatusCode::BAD_REQUEST, vec![], b"body broken\n".to_vec(), 0);
+            };
+            if let Ok(d) = frame.into_data() {
+                n += d.len() as u64;
+                hasher.update(&d);
+            }
+        }
+        log.request_body = n;
+        st.log.lock().unwrap().push(log);
+        let msg = format!("received {n} {:016x}\n", hasher.digest());
+        return respond(
+            StatusCode::OK,
+            vec![("content-type", "text/plain".into()), ("content-length", msg.len().to_string())],
+            msg.into_bytes(),
+            0,
+        );
+    }
+    let delay = st.modes.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let file = st.docroot.join(path.trim_start_matches('/'));
     let file = if path.ends_with('/') { file.join("index.html") } else { file };
     let body = match std::fs::read(&file) {
@@ -252,9 +319,22 @@ async fn serve(st: Arc<OriginState>, req: Request<Incoming>) -> Response<ChanBod
             return respond(StatusCode::NOT_FOUND, vec![("content-type", "text/plain".into())], b"not found\n".to_vec(), 0);
         }
     };
+    let body = if st.modes.personalize.load(Ordering::SeqCst) {
+        let mut b = personal_marker(cookie.as_deref()).into_bytes();
+        b.extend_from_slice(&body);
+        b
+    } else {
+        body
+    };
     let tag = format!("\"{:016x}\"", hsync_core::hash::xxh3_64(&body));
     let cc = st.cache_control.lock().unwrap().clone();
-    let mut headers: Vec<(&str, String)> = vec![("content-type", content_type(&file).into()), ("cache-control", cc.clone())];
+    let mut headers: Vec<(String, String)> =
+        vec![("content-type".into(), content_type(&file).into()), ("cache-control".into(), cc.clone())];
+    headers.extend(st.extra_headers.lock().unwrap().iter().cloned());
+    if let (Some(c), true) = (&cookie, st.modes.set_cookie.load(Ordering::SeqCst)) {
+        headers.push(("set-cookie".into(), renewed_cookie(c)));
+    }
+    let mut headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     if let Some(inm) = &inm {
         if inm.split(',').any(|t| strip_w(t) == tag) {
             log.status = 304;
@@ -357,6 +437,16 @@ pub fn raw_get(proxy: SocketAddr, url: &str, extra: &[(&str, &str)]) -> std::io:
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)?;
+    parse_response(&all)
+}
+
+/// Sends `raw` (a whole request head, and body if any) to `addr` and reads the answer until the connection closes.
+pub fn raw_request(addr: SocketAddr, raw: &str) -> std::io::Result<RawResponse> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(raw.as_bytes())?;
     let mut all = Vec::new();
     s.read_to_end(&mut all)?;
     parse_response(&all)
