@@ -123,7 +123,7 @@ pub async fn spawn(addr: &str, fetcher: Arc<Fetcher>, cfg: ProxyConfig) -> std::
 impl Proxy {
     async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let (stream, _) = match listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(s) => s,
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -135,7 +135,7 @@ impl Proxy {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let this = this.clone();
-                    async move { Ok::<_, Infallible>(this.handle(req).await) }
+                    async move { Ok::<_, Infallible>(this.handle(req, peer).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
@@ -156,7 +156,7 @@ impl Proxy {
         }
     }
 
-    async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Resp {
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
@@ -182,9 +182,12 @@ impl Proxy {
             }
         };
         if own {
+            // Which URLs are cached is the browsing history of the proxy's
+            // users: a shared proxy lists them only to this machine.
+            let urls = !self.fetcher.opts.shared || peer.ip().to_canonical().is_loopback();
             return match req.uri().path() {
-                "/" | "/index.html" => self.status_page(),
-                "/status.json" => self.status_json(),
+                "/" | "/index.html" => self.status_page(urls),
+                "/status.json" => self.status_json(urls),
                 _ => text(
                     StatusCode::NOT_FOUND,
                     "hsync proxy: send absolute-form requests (configure me as an HTTP proxy); the status page is at /\n",
@@ -323,13 +326,12 @@ impl Proxy {
         (wire, decoded, delivered)
     }
 
-    fn status_json(&self) -> Resp {
+    /// The status as JSON; `urls`: with the cached URLs (see `handle`).
+    fn status_json(&self, urls: bool) -> Resp {
         let (wire, decoded, delivered) = self.totals();
         let per = self.fetcher.per_url.lock().unwrap().clone();
-        let entries: Vec<serde_json::Value> = self
-            .fetcher
-            .cache
-            .list()
+        let list = if urls { self.fetcher.cache.list() } else { Vec::new() };
+        let entries: Vec<serde_json::Value> = list
             .into_iter()
             .map(|e| {
                 let s = per.get(&e.url).cloned().unwrap_or_default();
@@ -342,6 +344,7 @@ impl Proxy {
             "upstream_requests": self.fetcher.upstream_requests.load(Ordering::Relaxed),
             "cache_bytes": self.fetcher.cache.total_size(), "cache_max": self.fetcher.cache.max_size(),
             "corrupt_dropped": self.fetcher.cache.corrupt_dropped.load(Ordering::Relaxed),
+            "entry_count": self.fetcher.cache.list().len(), "urls_shown": urls,
             "entries": entries,
         });
         let mut r = Response::new(full(v.to_string()));
@@ -350,9 +353,10 @@ impl Proxy {
         r
     }
 
-    fn status_page(&self) -> Resp {
+    /// The status page; `urls`: with the cached URLs (see `handle`).
+    fn status_page(&self, urls: bool) -> Resp {
         let (wire, decoded, delivered) = self.totals();
-        let per = self.fetcher.per_url.lock().unwrap().clone();
+        let per = if urls { self.fetcher.per_url.lock().unwrap().clone() } else { Default::default() };
         let list = self.fetcher.cache.list();
         let mut html = String::from(
             "<!doctype html><html><head><meta charset=utf-8><title>hsync proxy</title><style>\
@@ -402,6 +406,13 @@ impl Proxy {
             }
             html.push_str("</svg>");
         }
+        if !urls {
+            html.push_str(
+                "<p>The cached URLs are listed only on the proxy's own machine (http://127.0.0.1/ there): \
+                 this proxy is shared, and they are its users' browsing history.</p></body></html>",
+            );
+            return html_response(html);
+        }
         html.push_str(
             "<h2>Cached</h2><table><tr><th>URL</th><th>size</th><th>last fetched</th><th>hits</th><th>wire</th><th>delivered</th></tr>",
         );
@@ -418,11 +429,16 @@ impl Proxy {
             ));
         }
         html.push_str("</table></body></html>");
-        let mut r = Response::new(full(html));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
+        html_response(html)
     }
+}
+
+/// A page of the proxy's own, never stored by a cache.
+fn html_response(html: String) -> Resp {
+    let mut r = Response::new(full(html));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn is_html(h: &HeaderMap) -> bool {

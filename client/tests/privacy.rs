@@ -360,6 +360,47 @@ fn status_page_only_for_its_own_names() {
     assert!(serde_json::from_slice::<serde_json::Value>(&r.body).is_ok());
 }
 
+/// A local IPv4 address other than loopback, if the machine has one (no
+/// packet is sent: connecting a UDP socket only picks the route).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("10.255.255.255:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// Which URLs are cached is the browsing history of a shared proxy's users:
+/// the status page lists them to the proxy's own machine only (a client on
+/// another address gets the totals), and always in the one-user mode.
+#[test]
+fn a_shared_proxy_lists_cached_urls_to_its_own_machine_only() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("SKIPPED: this machine has no address but loopback");
+        return;
+    };
+    let origin = Origin::start_local(true);
+    origin.set_page("/someones-history.html", &versions("blog-home")[0]);
+    for shared in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(DiskCache::open(dir.path(), 1 << 30).unwrap());
+        let fetcher = Arc::new(Fetcher::new(cache, FetchOptions { shared, ..Default::default() }));
+        let (addr, _h) = rt().block_on(proxy::spawn("0.0.0.0:0", fetcher, ProxyConfig::default())).unwrap();
+        let local = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+        let remote = SocketAddr::new(ip, addr.port());
+        raw_get(local, &origin.url("/someones-history.html"), &[]).unwrap();
+        for (who, at) in [("loopback", local), ("another address", remote)] {
+            let listed = !shared || at == local;
+            let r = raw_get(at, "http://hsync.proxy/status.json", &[]).unwrap();
+            assert_eq!(r.status, 200, "{who}");
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["entry_count"].as_u64(), Some(1), "{who}: totals for everyone");
+            assert_eq!(v["entries"].to_string().contains("someones-history"), listed, "shared {shared}, {who}: {v}");
+            let page = raw_get(at, "http://hsync.proxy/", &[]).unwrap();
+            assert_eq!(contains(&page.body, "someones-history"), listed, "shared {shared}, {who}: the HTML page");
+        }
+    }
+}
+
 /// CONNECT reaches only the allowed ports (443 by default).
 #[test]
 fn connect_to_a_port_not_allowed_is_refused() {
