@@ -5,6 +5,8 @@
 //! the heap (Rust allocations; zstd's own tables are outside it).
 //! Usage: cargo run --release -p hsync-core --example hostile [LEN...]
 //! (default 65536 1048576 16777216; `REPS` runs per figure, default 9).
+//! `hostile --write DIR LEN` writes each case's body, signature and honest
+//! signature instead (`build/bench-hostile` serves them with nginx).
 #[path = "../tests/hostile/mod.rs"]
 mod hostile;
 
@@ -65,14 +67,30 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     t[reps / 2]
 }
 
+/// Writes `DIR/N.body`, `DIR/N.sig`, `DIR/N.honest.sig` and `DIR/N.name` for every case.
+fn write(dir: &str, len: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, c) in hostile::cases(len).into_iter().enumerate() {
+        let body = &c.body[..len.min(c.body.len())];
+        std::fs::write(format!("{dir}/{i}.body"), body).unwrap();
+        std::fs::write(format!("{dir}/{i}.sig"), c.sig.to_bytes()).unwrap();
+        std::fs::write(format!("{dir}/{i}.honest.sig"), hostile::non_matching(body).to_bytes()).unwrap();
+        std::fs::write(format!("{dir}/{i}.name"), c.name).unwrap();
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--write") {
+        return write(&args[2], args[3].parse().expect("a length in bytes"));
+    }
     let lens: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("a length in bytes")).collect();
     let lens = if lens.is_empty() { vec![64 << 10, 1 << 20, 16 << 20] } else { lens };
     let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(9);
     println!("{:>9}  {:44} {:>9} {:>9} {:>6} {:>11} {:>7} {:>9}", "body", "case", "honest", "hostile", "ratio", "work", "pauses", "heap");
     for len in lens {
         for c in hostile::cases(len) {
-            let body = &c.body[..len.max(c.body.len().min(len))];
+            let body = &c.body[..len.min(c.body.len())];
             let honest = hostile::non_matching(body);
             let th = time(reps, || {
                 encode(&honest, body, c.piece);
