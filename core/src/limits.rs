@@ -119,11 +119,11 @@ pub const CONTEXT_CREDIT_PER_BYTE: u64 = 1;
 /// signatures"): an honest search spends a few units per byte and never
 /// runs out, a hostile one adds at most about a third of what a signature
 /// that matches nothing costs.
-pub const SEARCH_CREDIT_START: u64 = 256 << 10;
-pub const SEARCH_CREDIT_PER_BYTE: u64 = 24;
-pub const COST_CANDIDATE: u64 = 100;
-pub const COST_CHAIN_STEP: u64 = 40;
-pub const COST_HASH: u64 = 150;
+pub const SEARCH_CREDIT_START: u64 = 128 << 10;
+pub const SEARCH_CREDIT_PER_BYTE: u64 = 16;
+pub const COST_CANDIDATE: u64 = 200;
+pub const COST_CHAIN_STEP: u64 = 50;
+pub const COST_HASH: u64 = 200;
 
 /// Bytes of the signature's index per block: weak, strong, chain link,
 /// duplicate flag, and two hash-table slots.

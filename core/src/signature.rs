@@ -143,7 +143,7 @@ impl SigParams {
             if p.signature_len(len) <= max_sig as u64 || block_len >= MAX_BLOCK_LEN as u64 {
                 return p;
             }
-            block = block_len + block_len / 8;
+            block = block_len + block_len / 32;
         }
     }
 
