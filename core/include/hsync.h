@@ -30,7 +30,7 @@
  * pool shared by the process. It never grows with the body
  * (core/src/limits.rs; measured by core/tests/bounds.rs). CPU: the search
  * is paid from a credit that grows with the body, so no signature costs
- * more than about 1.3 times one that matches nothing (BENCHMARKS.md).
+ * more than about 1.35 times one that matches nothing (BENCHMARKS.md §7.3).
  * Pointers returned through `out` arguments belong to the encoder and stay
  * valid until the next call of the same function or hsync_encoder_free().
  * An encoder is used by one thread at a time.
