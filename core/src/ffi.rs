@@ -31,7 +31,7 @@ pub struct hsync_config {
 
 impl From<&hsync_config> for ServerConfig {
     fn from(c: &hsync_config) -> Self {
-        ServerConfig { min_length: c.min_length, max_signature: c.max_signature.min(1 << 20) as usize }
+        ServerConfig { min_length: c.min_length, max_signature: c.max_signature.min(1 << 20) as usize, vary: true }
     }
 }
 

@@ -3,6 +3,12 @@
 //! modules call these (through the C ABI in `ffi.rs`), so nginx and Apache
 //! cannot disagree.
 
+pub mod decide;
+pub mod fields;
+
+pub use decide::{decide, Decision, Edit, Exchange, Outcome};
+pub use fields::Field;
+
 use crate::error::{Error, Result};
 use crate::signature::{SigLimits, Signature};
 use base64::Engine;
@@ -21,11 +27,14 @@ pub struct ServerConfig {
     pub min_length: u64,
     /// Largest signature accepted, in raw (decoded) bytes.
     pub max_signature: usize,
+    /// Name `Accept-Encoding` and `Hsync-Signature` in `Vary` on responses
+    /// hsync could apply to, also when it did not (as nginx's `gzip_vary`).
+    pub vary: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { min_length: 256, max_signature: crate::signature::MAX_SIGNATURE_LEN }
+        ServerConfig { min_length: 256, max_signature: crate::signature::MAX_SIGNATURE_LEN, vary: true }
     }
 }
 
