@@ -77,6 +77,7 @@ fn bench(c: &mut Criterion) {
 fn decline(c: &mut Criterion) {
     use hsync_core::ffi::*;
     let mut cfg = hsync_config { min_length: 0, max_signature: 0, level: 0, vary: 0 };
+    // SAFETY: a valid, writable config.
     unsafe { hsync_config_default(&mut cfg) };
     let field = |n: &'static str, v: &'static str| hsync_field {
         name: n.as_ptr() as _,
@@ -114,8 +115,10 @@ fn decline(c: &mut Criterion) {
                 };
                 let mut r = std::ptr::null_mut();
                 let mut msg = [0 as std::os::raw::c_char; 256];
+                // SAFETY: valid structures whose strings outlive the call.
                 let rc = unsafe { hsync_decide(&cfg, &x, &mut r, msg.as_mut_ptr(), msg.len()) };
                 assert!(rc == hsync_result::HSYNC_DECLINED && !r.is_null());
+                // SAFETY: the handle hsync_decide returned, freed once.
                 unsafe { hsync_response_free(r) };
                 rc
             })

@@ -63,6 +63,8 @@ pub fn start_with(opts: &Options, extra: &Extra) -> Result<RunningServer, String
     // children run as nobody).
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777));
     let mut cmd = Command::new(HTTPD);
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls setrlimit, which is async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
             let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
@@ -136,6 +138,7 @@ fn backdate(dir: &Path) {
 }
 
 fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 

@@ -275,6 +275,7 @@ impl RunningServer {
             ServerKind::Nginx => libc::SIGTERM,
             ServerKind::Apache => libc::SIGWINCH,
         };
+        // SAFETY: kill only sends a signal, to the server this handle started.
         unsafe {
             libc::kill(child.id() as libc::pid_t, sig);
         }

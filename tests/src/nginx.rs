@@ -17,6 +17,7 @@ pub fn config(opts: &Options, dir: &Path, port: u16) -> String {
     if opts.module {
         writeln!(c, "load_module {};", ServerKind::Nginx.module().display()).unwrap();
     }
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         c.push_str("user root root;\n");
     }
