@@ -59,6 +59,22 @@ pub fn start_with(opts: &Options, extra: &Extra) -> Result<RunningServer, String
     let port = free_port();
     let conf = dir.join("httpd.conf");
     std::fs::write(&conf, config(opts, extra, &dir, port)).map_err(|e| e.to_string())?;
+    // A directive's error goes to stderr, in `dir`, which a failed start
+    // removes: check the configuration first and keep what httpd says.
+    let check = Command::new(HTTPD)
+        .arg("-t")
+        .arg("-f")
+        .arg(&conf)
+        .env_remove("APACHE_CONFDIR")
+        .env_remove("APACHE_ARGUMENTS")
+        .output()
+        .map_err(|e| format!("cannot run {HTTPD}: {e}"))?;
+    if !check.status.success() {
+        if std::env::var_os("HSYNC_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Err(format!("apache refused its configuration:\n{}", String::from_utf8_lossy(&check.stderr)));
+    }
     // Cores of crashed children go to `dir` (CoreDumpDirectory; httpd's
     // children run as nobody).
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777));
