@@ -344,11 +344,12 @@ fn requests_left_alone() {
     assert_eq!(r.status, 206);
     assert!(r.content_encoding().is_none());
     assert_eq!(r.body, &fx.new[..100]);
-    // HEAD: headers of the full response
+    // HEAD: the header fields of the hsync GET, and no body (RFC 9110 §9.3.2)
     let r = http::request(a.port, "HEAD", "/page.html", &h);
     assert_eq!(r.status, 200);
-    assert!(r.content_encoding().is_none());
-    assert_eq!(r.header("Content-Length"), Some(fx.new.len().to_string().as_str()));
+    assert_eq!(r.content_encoding(), Some("hsync"));
+    assert_eq!(r.header("Content-Length"), None);
+    assert!(r.body.is_empty());
     // POST is not GET (405 from the static handler, but never hsync)
     let r = http::request(a.port, "POST", "/page.html", &h);
     assert!(r.content_encoding().is_none());
@@ -435,10 +436,11 @@ fn proxied_pages() {
     assert_eq!(etag, "W/\"v30\"");
     let r = get(&a, "/proxy/etag", &[("Accept-Encoding", "gzip, hsync"), ("Hsync-Signature", &sig), ("If-None-Match", &etag)]);
     assert_eq!(r.status, 304);
-    // HEAD through the proxy
+    // HEAD through the proxy: the fields of the hsync GET, no body
     let r = http::request(a.port, "HEAD", "/proxy/page", &hsync_headers(&sig));
     assert_eq!(r.status, 200);
-    assert_ne!(r.content_encoding(), Some("hsync"));
+    assert_eq!(r.content_encoding(), Some("hsync"));
+    assert!(r.body.is_empty());
     a.finish();
 }
 
@@ -653,8 +655,8 @@ fn not_modified_and_head_carry_the_validators() {
 
         let r = http::request(a.port, "HEAD", "/page.html", &hsync_headers(&sig));
         assert_eq!(r.status, 200);
-        assert!(r.content_encoding().is_none(), "{what}: {:?}", r.headers);
-        assert_eq!(r.header("Content-Length"), Some(fx.new.len().to_string().as_str()));
+        assert_eq!(r.content_encoding(), Some("hsync"), "{what}: {:?}", r.headers);
+        assert_eq!(r.header("Content-Length"), None, "{what}: {:?}", r.headers);
         assert_eq!(r.header("ETag"), Some(weak.as_str()), "{what}: {:?}", r.headers);
         assert_eq!(tokens(&r, "Vary"), ["Accept-Encoding", "Hsync-Signature"], "{what}: {:?}", r.headers);
         a.finish();
@@ -668,10 +670,11 @@ fn not_modified_and_head_carry_the_validators() {
     assert_eq!(r.status, 304);
     assert_eq!(r.header("ETag"), Some(tag.as_str()));
     assert!(r.header("Vary").is_none(), "{:?}", r.headers);
-    // HEAD through the proxy: the upstream's tag made weak
+    // HEAD through the proxy: the fields of the hsync GET, the upstream's tag made weak
     let r = http::request(a.port, "HEAD", "/proxy/etag", &hsync_headers(&sig));
     assert_eq!(r.status, 200);
-    assert!(r.content_encoding().is_none());
+    assert_eq!(r.content_encoding(), Some("hsync"));
+    assert_eq!(r.header("Content-Length"), None, "{:?}", r.headers);
     assert_eq!(r.header("ETag"), Some("W/\"v30\""), "{:?}", r.headers);
     a.finish();
 }
