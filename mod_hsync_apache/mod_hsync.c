@@ -27,7 +27,9 @@
  * sees a 304 when its type matches (and gives it the validators an hsync
  * response would have had), an insert_filter hook brackets mod_filter's
  * BYTYPE:HSYNC filter with two small filters that set that variable for it
- * alone on a 304. HEAD responses have status 200 and reach HSYNC anyway.
+ * alone on a 304. HEAD responses have status 200 and reach HSYNC anyway;
+ * one given the fields of the hsync GET has its (identity) body dropped, so
+ * that httpd does not compute a Content-Length from it.
  */
 
 #include "httpd.h"
@@ -232,6 +234,7 @@ typedef struct {
     hsync_response *resp;     /* engaged; NULL once done */
     apr_bucket_brigade *bb;   /* output on its way to the next filter */
     int done;
+    int head;                 /* a HEAD standing for an hsync GET: no body */
 } hsync_ctx;
 
 static apr_status_t hsync_ctx_cleanup(void *data)
@@ -316,9 +319,27 @@ static void apply_edits(request_rec *r, const hsync_response *resp)
     }
 }
 
+/* Whether the edits take the length away (an hsync GET's fields). */
+static int edits_remove_length(const hsync_response *resp)
+{
+    const hsync_edit *e = NULL;
+    size_t i, n = hsync_response_edits(resp, &e);
+    for (i = 0; i < n; i++) {
+        if (e[i].op == HSYNC_EDIT_REMOVE && e[i].name_len == 14
+            && !strncasecmp(e[i].name, "Content-Length", 14)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The one decision, on the first call: every request line and every
  * response line httpd will send go to the core; its edits are applied
- * whatever it decided. HSYNC_OK: engaged, *out holds the encoder. */
+ * whatever it decided. HSYNC_OK: engaged, *out holds the encoder. A HEAD
+ * given the fields of the hsync GET also gets a context (ctx->head), which
+ * drops the identity body the handler sends: ap_content_length_filter
+ * would otherwise put its length back (it counts a HEAD's body too, and
+ * removes only a length of 0, in ap_http_header_filter). */
 static int hsync_start(ap_filter_t *f, hsync_ctx **out)
 {
     request_rec *r = f->r;
@@ -367,6 +388,11 @@ static int hsync_start(ap_filter_t *f, hsync_ctx **out)
     if (!resp) return rc;
     apply_edits(r, resp);
     if (rc != HSYNC_OK) {
+        if (r->header_only && edits_remove_length(resp)) {
+            ctx = apr_pcalloc(r->pool, sizeof(*ctx));
+            ctx->head = 1;
+            *out = ctx;
+        }
         hsync_response_free(resp);
         return rc;
     }
@@ -438,11 +464,23 @@ static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     }
 
     if (!ctx) {
-        if (hsync_start(f, &ctx) != HSYNC_OK) {
+        if (hsync_start(f, &ctx) != HSYNC_OK && !ctx) {
             ap_remove_output_filter(f);
             return ap_pass_brigade(f->next, bb);
         }
         f->ctx = ctx;
+    }
+
+    if (ctx->head) {
+        /* Metadata (EOS, flush, errors) travels on; the bytes do not. */
+        apr_bucket *e, *next;
+        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = next) {
+            next = APR_BUCKET_NEXT(e);
+            if (!APR_BUCKET_IS_METADATA(e)) {
+                apr_bucket_delete(e);
+            }
+        }
+        return ap_pass_brigade(f->next, bb);
     }
 
     if (ctx->done) {
