@@ -27,7 +27,9 @@
  * sees a 304 when its type matches (and gives it the validators an hsync
  * response would have had), an insert_filter hook brackets mod_filter's
  * BYTYPE:HSYNC filter with two small filters that set that variable for it
- * alone on a 304. HEAD responses have status 200 and reach HSYNC anyway.
+ * alone on a 304. HEAD responses have status 200 and reach HSYNC anyway;
+ * one given the fields of the hsync GET has its (identity) body dropped, so
+ * that httpd does not compute a Content-Length from it.
  */
 
 #include "httpd.h"
@@ -232,8 +234,7 @@ typedef struct {
     hsync_response *resp;     /* engaged; NULL once done */
     apr_bucket_brigade *bb;   /* output on its way to the next filter */
     int done;
-    int head;                 /* a HEAD with the hsync GET's fields: no body, no length */
-    int head_flushed;
+    int head;                 /* a HEAD standing for an hsync GET: no body */
 } hsync_ctx;
 
 static apr_status_t hsync_ctx_cleanup(void *data)
@@ -300,13 +301,10 @@ static void sync_request_rec(request_rec *r, const char *name, const char *value
 
 /* The core's edits, applied as they are: SET replaces every line of the
  * field with one, REMOVE removes every line. */
-/* Applies the core's edits; returns non-zero when one removed the
- * Content-Length line (the body's length no longer describes it). */
-static int apply_edits(request_rec *r, const hsync_response *resp)
+static void apply_edits(request_rec *r, const hsync_response *resp)
 {
     const hsync_edit *e = NULL;
     size_t i, n = hsync_response_edits(resp, &e);
-    int length_removed = 0;
 
     for (i = 0; i < n; i++) {
         const char *name = apr_pstrmemdup(r->pool, e[i].name, e[i].name_len);
@@ -318,16 +316,30 @@ static int apply_edits(request_rec *r, const hsync_response *resp)
             apr_table_setn(r->headers_out, name, value);
         }
         sync_request_rec(r, name, value);
-        if (e[i].op == HSYNC_EDIT_REMOVE && strcasecmp(name, "Content-Length") == 0) {
-            length_removed = 1;
+    }
+}
+
+/* Whether the edits take the length away (an hsync GET's fields). */
+static int edits_remove_length(const hsync_response *resp)
+{
+    const hsync_edit *e = NULL;
+    size_t i, n = hsync_response_edits(resp, &e);
+    for (i = 0; i < n; i++) {
+        if (e[i].op == HSYNC_EDIT_REMOVE && e[i].name_len == 14
+            && !strncasecmp(e[i].name, "Content-Length", 14)) {
+            return 1;
         }
     }
-    return length_removed;
+    return 0;
 }
 
 /* The one decision, on the first call: every request line and every
  * response line httpd will send go to the core; its edits are applied
- * whatever it decided. HSYNC_OK: engaged, *out holds the encoder. */
+ * whatever it decided. HSYNC_OK: engaged, *out holds the encoder. A HEAD
+ * given the fields of the hsync GET also gets a context (ctx->head), which
+ * drops the identity body the handler sends: ap_content_length_filter
+ * would otherwise put its length back (it counts a HEAD's body too, and
+ * removes only a length of 0, in ap_http_header_filter). */
 static int hsync_start(ap_filter_t *f, hsync_ctx **out)
 {
     request_rec *r = f->r;
@@ -374,17 +386,13 @@ static int hsync_start(ap_filter_t *f, hsync_ctx **out)
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "hsync: %s", msg[0] ? msg : hsync_strerror(rc));
     }
     if (!resp) return rc;
-    if (apply_edits(r, resp) && r->header_only && rc != HSYNC_OK) {
-        /* A HEAD answered with the fields of an hsync GET: the identity
-         * body the handler still produces must not give it a length. */
-        hsync_response_free(resp);
-        ctx = apr_pcalloc(r->pool, sizeof(*ctx));
-        ctx->bb = apr_brigade_create(r->pool, f->c->bucket_alloc);
-        ctx->head = 1;
-        *out = ctx;
-        return HSYNC_OK;
-    }
+    apply_edits(r, resp);
     if (rc != HSYNC_OK) {
+        if (r->header_only && edits_remove_length(resp)) {
+            ctx = apr_pcalloc(r->pool, sizeof(*ctx));
+            ctx->head = 1;
+            *out = ctx;
+        }
         hsync_response_free(resp);
         return rc;
     }
@@ -456,43 +464,28 @@ static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     }
 
     if (!ctx) {
-        if (hsync_start(f, &ctx) != HSYNC_OK) {
+        if (hsync_start(f, &ctx) != HSYNC_OK && !ctx) {
             ap_remove_output_filter(f);
             return ap_pass_brigade(f->next, bb);
         }
         f->ctx = ctx;
     }
 
+    if (ctx->head) {
+        /* Metadata (EOS, flush, errors) travels on; the bytes do not. */
+        apr_bucket *e, *next;
+        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = next) {
+            next = APR_BUCKET_NEXT(e);
+            if (!APR_BUCKET_IS_METADATA(e)) {
+                apr_bucket_delete(e);
+            }
+        }
+        return ap_pass_brigade(f->next, bb);
+    }
+
     if (ctx->done) {
         /* Anything after EOS (or after an abort) is dropped. */
         apr_brigade_cleanup(bb);
-        return APR_SUCCESS;
-    }
-
-    if (ctx->head) {
-        /* The first brigade is a lone FLUSH: httpd's content-length filter
-         * then sends the header without computing a length, as for any
-         * streamed response; the identity body is dropped, EOS passed. */
-        if (!ctx->done && !f->r->sent_bodyct && !ctx->head_flushed) {
-            ctx->head_flushed = 1;
-            APR_BRIGADE_INSERT_TAIL(ctx->bb, apr_bucket_flush_create(f->c->bucket_alloc));
-            rv = ap_pass_brigade(f->next, ctx->bb);
-            apr_brigade_cleanup(ctx->bb);
-            if (rv != APR_SUCCESS) return rv;
-        }
-        while (!APR_BRIGADE_EMPTY(bb)) {
-            apr_bucket *e = APR_BRIGADE_FIRST(bb);
-            if (APR_BUCKET_IS_EOS(e)) {
-                ctx->done = 1;
-                APR_BUCKET_REMOVE(e);
-                APR_BRIGADE_INSERT_TAIL(ctx->bb, e);
-                apr_brigade_cleanup(bb);
-                rv = ap_pass_brigade(f->next, ctx->bb);
-                apr_brigade_cleanup(ctx->bb);
-                return rv;
-            }
-            apr_bucket_delete(e);
-        }
         return APR_SUCCESS;
     }
 

@@ -254,6 +254,9 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
         if let Some(v) = opts.max_signature {
             let _ = writeln!(c, "HsyncMaxSignature {v}");
         }
+        if !opts.vary {
+            let _ = writeln!(c, "HsyncVary Off");
+        }
         if let Some(v) = extra.min_length {
             let _ = writeln!(c, "HsyncMinLength {v}");
         }

@@ -61,6 +61,9 @@ http {{
         if let Some(m) = opts.max_signature {
             writeln!(c, "    hsync_max_signature {m};").unwrap();
         }
+        if !opts.vary {
+            c.push_str("    hsync_vary off;\n");
+        }
     }
     if opts.gzip {
         c.push_str("    gzip on;\n");
