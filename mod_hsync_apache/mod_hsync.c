@@ -2,23 +2,34 @@
  * mod_hsync.c — Apache httpd 2.4 output filter "HSYNC": sends a response as
  * an hsync delta against the client's cached copy (Content-Encoding: hsync).
  *
- * A thin shim over the hsync core (core/include/hsync.h). Every decision —
- * does the request ask for hsync, does the response qualify, which Vary and
- * ETag to send — is made by the core, exactly as for the nginx module; this
- * file only moves headers and buckets between httpd and the core.
+ * A thin shim over the hsync core (core/include/hsync.h, ABI 2). It hands
+ * the core every request header line and every response header line httpd
+ * will send, applies the header edits the core returns (whatever it
+ * decided), and moves the body through the encoder. Every decision and every
+ * header value (Vary, ETag, Content-Encoding, what is removed) is the
+ * core's, the same code the nginx module calls.
  *
  *   LoadModule hsync_module modules/mod_hsync.so
  *   AddOutputFilterByType HSYNC text/html      (or SetOutputFilter HSYNC)
  *   HsyncMinLength 256
  *   HsyncMaxSignature 4608
  *   HsyncCompressionLevel 0                    (0 = the core's default)
+ *   HsyncVary On
  *   LogFormat "... %{hsync_ratio}n" ...
  *
  * Ordering with mod_deflate: the filter is registered one step before
- * AP_FTYPE_CONTENT_SET (where DEFLATE and BROTLI_COMPRESS sit), so it always
- * runs first whatever the order of the configuration lines. When it engages,
- * the response carries Content-Encoding: hsync and mod_deflate steps aside;
- * when it declines, mod_deflate compresses as usual.
+ * AP_FTYPE_CONTENT_SET (where DEFLATE and BROTLI_COMPRESS sit). When it
+ * engages, the response carries Content-Encoding: hsync and mod_deflate
+ * steps aside; when it does not, mod_deflate compresses as usual.
+ *
+ * 304 responses: mod_filter (AddOutputFilterByType) runs its providers on
+ * status 200 only, unless "filter-errordocs" is set. So that HSYNC still
+ * sees a 304 when its type matches (and gives it the validators an hsync
+ * response would have had), an insert_filter hook brackets mod_filter's
+ * BYTYPE:HSYNC filter with two small filters that set that variable for it
+ * alone on a 304. HEAD responses have status 200 and reach HSYNC anyway;
+ * one given the fields of the hsync GET has its (identity) body dropped, so
+ * that httpd does not compute a Content-Length from it.
  */
 
 #include "httpd.h"
@@ -40,10 +51,15 @@ APLOG_USE_MODULE(hsync);
 
 static const char hsync_filter_name[] = "HSYNC";
 static const char hsync_note_ratio[] = "hsync_ratio";
+/* mod_filter's name for the filter of `AddOutputFilterByType HSYNC ...` */
+static const char hsync_bytype_name[] = "BYTYPE:HSYNC";
+static const char errordocs_env[] = "filter-errordocs";
 
 #define HSYNC_MSG_CAP 256
 #define UNSET_U64 ((apr_uint64_t)-1)
 #define UNSET_INT INT_MIN
+
+static ap_filter_rec_t *nm_open_rec, *nm_close_rec;
 
 /* ------------------------------------------------------------------ config */
 
@@ -51,6 +67,7 @@ typedef struct {
     apr_uint64_t min_length;     /* UNSET_U64 = inherit */
     apr_uint64_t max_signature;  /* UNSET_U64 = inherit */
     int level;                   /* UNSET_INT = inherit */
+    int vary;                    /* UNSET_INT = inherit */
 } hsync_dir_conf;
 
 static void *create_hsync_config(apr_pool_t *p, char *dummy)
@@ -60,6 +77,7 @@ static void *create_hsync_config(apr_pool_t *p, char *dummy)
     c->min_length = UNSET_U64;
     c->max_signature = UNSET_U64;
     c->level = UNSET_INT;
+    c->vary = UNSET_INT;
     return c;
 }
 
@@ -70,6 +88,7 @@ static void *merge_hsync_config(apr_pool_t *p, void *basev, void *addv)
     c->min_length = add->min_length != UNSET_U64 ? add->min_length : base->min_length;
     c->max_signature = add->max_signature != UNSET_U64 ? add->max_signature : base->max_signature;
     c->level = add->level != UNSET_INT ? add->level : base->level;
+    c->vary = add->vary != UNSET_INT ? add->vary : base->vary;
     return c;
 }
 
@@ -84,13 +103,9 @@ static void *merge_hsync_server_config(apr_pool_t *p, void *basev, void *addv)
     return merge_hsync_config(p, basev, addv);
 }
 
-/* The per-directory settings fall back on the (merged) server settings,
- * then on the core's defaults. */
-static void hsync_effective_config(request_rec *r, hsync_config *out)
+/* The core's defaults, overridden by what `d` (then `s`) sets. */
+static void effective_config(const hsync_dir_conf *d, const hsync_dir_conf *s, hsync_config *out)
 {
-    hsync_dir_conf *d = ap_get_module_config(r->per_dir_config, &hsync_module);
-    hsync_dir_conf *s = ap_get_module_config(r->server->module_config, &hsync_module);
-
     hsync_config_default(out);
     if (d && d->min_length != UNSET_U64)          out->min_length = d->min_length;
     else if (s && s->min_length != UNSET_U64)     out->min_length = s->min_length;
@@ -98,201 +113,294 @@ static void hsync_effective_config(request_rec *r, hsync_config *out)
     else if (s && s->max_signature != UNSET_U64)  out->max_signature = s->max_signature;
     if (d && d->level != UNSET_INT)               out->level = d->level;
     else if (s && s->level != UNSET_INT)          out->level = s->level;
+    if (d && d->vary != UNSET_INT)                out->vary = d->vary;
+    else if (s && s->vary != UNSET_INT)           out->vary = s->vary;
 }
 
-static const char *parse_u64(cmd_parms *cmd, const char *arg, apr_uint64_t *out)
+static const char *parse_int(cmd_parms *cmd, const char *arg, apr_int64_t min, apr_int64_t max,
+                             apr_int64_t *out)
 {
     char *end;
     apr_int64_t v;
 
     errno = 0;
     v = apr_strtoi64(arg, &end, 10);
-    if (errno || *arg == '\0' || *end != '\0' || v < 0) {
-        return apr_psprintf(cmd->pool, "%s must be a non-negative integer, not '%s'",
-                            cmd->cmd->name, arg);
+    if (errno || *arg == '\0' || *end != '\0' || v < min || v > max) {
+        return apr_psprintf(cmd->pool, "%s must be %s integer, not '%s'", cmd->cmd->name,
+                            min == 0 ? "a non-negative" : "an", arg);
     }
-    *out = (apr_uint64_t)v;
+    *out = v;
+    return NULL;
+}
+
+/* Every value is checked by the core (hsync_config_check: the same limits
+ * and words as the nginx module), here for each directive so that the
+ * error names its line, and again per server in post_config. */
+static const char *core_check(apr_pool_t *p, const hsync_config *c)
+{
+    char msg[HSYNC_MSG_CAP];
+    msg[0] = '\0';
+    if (hsync_config_check(c, msg, sizeof(msg)) != HSYNC_OK) {
+        return apr_psprintf(p, "hsync: %s", msg[0] ? msg : "invalid configuration");
+    }
     return NULL;
 }
 
 /* The directives work at server level and in <Directory>/<Location>/.htaccess
  * (FileInfo); server-level values are stored in both configs so that
  * virtual hosts inherit them through the usual merges. */
-static hsync_dir_conf *server_conf_for(cmd_parms *cmd)
+enum { SET_MIN_LENGTH, SET_MAX_SIGNATURE, SET_LEVEL, SET_VARY };
+
+static void store(hsync_dir_conf *t, int what, apr_int64_t v)
 {
-    return cmd->path ? NULL
-                     : ap_get_module_config(cmd->server->module_config, &hsync_module);
+    switch (what) {
+    case SET_MIN_LENGTH:    t->min_length = (apr_uint64_t)v; break;
+    case SET_MAX_SIGNATURE: t->max_signature = (apr_uint64_t)v; break;
+    case SET_LEVEL:         t->level = (int)v; break;
+    default:                t->vary = (int)v; break;
+    }
 }
 
-static const char *set_min_length(cmd_parms *cmd, void *dcfg, const char *arg)
+static const char *set_value(cmd_parms *cmd, hsync_dir_conf *d, int what, apr_int64_t v)
 {
-    hsync_dir_conf *d = dcfg, *s = server_conf_for(cmd);
-    apr_uint64_t v;
-    const char *err = parse_u64(cmd, arg, &v);
-    if (err) return err;
-    d->min_length = v;
-    if (s) s->min_length = v;
+    hsync_dir_conf *s = cmd->path ? NULL : ap_get_module_config(cmd->server->module_config, &hsync_module);
+    hsync_dir_conf *alone = create_hsync_config(cmd->temp_pool, NULL);
+    hsync_config c;
+    const char *err;
+
+    store(alone, what, v);
+    effective_config(alone, NULL, &c);
+    if ((err = core_check(cmd->pool, &c)) != NULL) return err;
+    store(d, what, v);
+    if (s) store(s, what, v);
     return NULL;
 }
 
-static const char *set_max_signature(cmd_parms *cmd, void *dcfg, const char *arg)
+static const char *set_number(cmd_parms *cmd, void *dcfg, const char *arg)
 {
-    hsync_dir_conf *d = dcfg, *s = server_conf_for(cmd);
-    apr_uint64_t v;
-    const char *err = parse_u64(cmd, arg, &v);
-    if (err) return err;
-    if (v == 0) return "HsyncMaxSignature must be positive";
-    d->max_signature = v;
-    if (s) s->max_signature = v;
-    return NULL;
+    int what = (int)(apr_uintptr_t)cmd->info;
+    apr_int64_t v;
+    const char *err = what == SET_LEVEL ? parse_int(cmd, arg, INT_MIN + 1, INT_MAX, &v)
+                                        : parse_int(cmd, arg, 0, APR_INT64_MAX, &v);
+    return err ? err : set_value(cmd, dcfg, what, v);
 }
 
-static const char *set_level(cmd_parms *cmd, void *dcfg, const char *arg)
+static const char *set_flag(cmd_parms *cmd, void *dcfg, int on)
 {
-    hsync_dir_conf *d = dcfg, *s = server_conf_for(cmd);
-    apr_uint64_t v;
-    const char *err = parse_u64(cmd, arg, &v);
-    if (err) return err;
-    if (v > 22) return "HsyncCompressionLevel must be between 0 (default) and 22";
-    d->level = (int)v;
-    if (s) s->level = (int)v;
-    return NULL;
+    return set_value(cmd, dcfg, SET_VARY, on ? 1 : 0);
 }
 
 static const command_rec hsync_cmds[] = {
-    AP_INIT_TAKE1("HsyncMinLength", set_min_length, NULL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
+    AP_INIT_TAKE1("HsyncMinLength", set_number, (void *)SET_MIN_LENGTH, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
                   "Responses with a known length below this many bytes are sent as they are (default 256)"),
-    AP_INIT_TAKE1("HsyncMaxSignature", set_max_signature, NULL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
-                  "Largest decoded Hsync-Signature accepted, in bytes (default 4608)"),
-    AP_INIT_TAKE1("HsyncCompressionLevel", set_level, NULL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
+    AP_INIT_TAKE1("HsyncMaxSignature", set_number, (void *)SET_MAX_SIGNATURE, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
+                  "Largest decoded Hsync-Signature accepted, in bytes (default 4608; 64 to 65536)"),
+    AP_INIT_TAKE1("HsyncCompressionLevel", set_number, (void *)SET_LEVEL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
                   "zstd level for literal bytes, 1-22; 0 = the core's default"),
+    AP_INIT_FLAG("HsyncVary", set_flag, NULL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
+                 "On (default): responses hsync could apply to say Vary: Accept-Encoding, Hsync-Signature "
+                 "also when it did not"),
     { NULL }
 };
+
+/* Startup: the linked core must speak the ABI this file was compiled
+ * against, and every server's settings must pass the core's check. */
+static int hsync_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *base)
+{
+    server_rec *s;
+    (void)pconf; (void)plog;
+
+    if (hsync_abi_version() != HSYNC_ABI_VERSION) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, base,
+                     "hsync: the linked core has ABI version %u, this module was built for %u",
+                     (unsigned)hsync_abi_version(), (unsigned)HSYNC_ABI_VERSION);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    for (s = base; s; s = s->next) {
+        hsync_config c;
+        const char *err;
+        effective_config(NULL, ap_get_module_config(s->module_config, &hsync_module), &c);
+        if ((err = core_check(ptemp, &c)) != NULL) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "%s", err);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
 
 /* ------------------------------------------------------------------ filter */
 
 typedef struct {
-    hsync_encoder *enc;
+    hsync_response *resp;     /* engaged; NULL once done */
     apr_bucket_brigade *bb;   /* output on its way to the next filter */
     int done;
+    int head;                 /* a HEAD standing for an hsync GET: no body */
 } hsync_ctx;
 
 static apr_status_t hsync_ctx_cleanup(void *data)
 {
     hsync_ctx *ctx = data;
-    if (ctx->enc) {
-        hsync_encoder_free(ctx->enc);
-        ctx->enc = NULL;
+    if (ctx->resp) {
+        hsync_response_free(ctx->resp);
+        ctx->resp = NULL;
     }
     return APR_SUCCESS;
 }
 
-/* A header from headers_out and err_headers_out, joined with ", " as they
- * would be on the wire. */
-static const char *out_header(request_rec *r, const char *name)
+static void push_field(apr_array_header_t *a, const char *name, const char *value)
 {
-    const char *a = apr_table_get(r->headers_out, name);
-    const char *b = apr_table_get(r->err_headers_out, name);
-    if (a && b) return apr_pstrcat(r->pool, a, ", ", b, NULL);
-    return a ? a : b;
+    hsync_field *f = apr_array_push(a);
+    f->name = name;
+    f->name_len = strlen(name);
+    f->value = value ? value : "";
+    f->value_len = value ? strlen(value) : 0;
 }
 
-static apr_status_t pass_through(ap_filter_t *f, apr_bucket_brigade *bb)
+static int add_request_field(void *a, const char *name, const char *value)
 {
-    ap_remove_output_filter(f);
-    return ap_pass_brigade(f->next, bb);
+    push_field(a, name, value);
+    return 1;
 }
 
-static void log_invalid(request_rec *r, int rc, const char *msg)
+typedef struct {
+    request_rec *r;
+    apr_array_header_t *a;
+} response_fields;
+
+static int add_response_field(void *data, const char *name, const char *value)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "hsync: %s",
-                  *msg ? msg : hsync_strerror(rc));
+    response_fields *rf = data;
+    /* ap_http_header_filter sends these from the request_rec instead */
+    if ((rf->r->content_type && !strcasecmp(name, "Content-Type"))
+        || (rf->r->content_encoding && !strcasecmp(name, "Content-Encoding"))) {
+        return 1;
+    }
+    push_field(rf->a, name, value);
+    return 1;
 }
 
-/* The one decision, on the first call: the core looks at the request and
- * the response; on HSYNC_OK we set the headers and keep an encoder. */
-static int hsync_decide(ap_filter_t *f, hsync_ctx **out)
+/* httpd keeps its own copies of three fields in the request_rec: the type
+ * and coding it sends from there, the length it reads back (r->clength). */
+static void sync_request_rec(request_rec *r, const char *name, const char *value)
+{
+    if (!strcasecmp(name, "Content-Encoding")) {
+        r->content_encoding = value;
+    }
+    else if (!strcasecmp(name, "Content-Type")) {
+        r->content_type = value;
+    }
+    else if (!strcasecmp(name, "Content-Length")) {
+        apr_off_t len = 0;
+        char *end;
+        if (!value || apr_strtoff(&len, value, &end, 10) != APR_SUCCESS || *end != '\0' || len < 0) {
+            len = 0;
+        }
+        r->clength = len;
+    }
+}
+
+/* The core's edits, applied as they are: SET replaces every line of the
+ * field with one, REMOVE removes every line. */
+static void apply_edits(request_rec *r, const hsync_response *resp)
+{
+    const hsync_edit *e = NULL;
+    size_t i, n = hsync_response_edits(resp, &e);
+
+    for (i = 0; i < n; i++) {
+        const char *name = apr_pstrmemdup(r->pool, e[i].name, e[i].name_len);
+        const char *value = NULL;
+        apr_table_unset(r->headers_out, name);
+        apr_table_unset(r->err_headers_out, name);
+        if (e[i].op == HSYNC_EDIT_SET) {
+            value = apr_pstrmemdup(r->pool, e[i].value, e[i].value_len);
+            apr_table_setn(r->headers_out, name, value);
+        }
+        sync_request_rec(r, name, value);
+    }
+}
+
+/* Whether the edits take the length away (an hsync GET's fields). */
+static int edits_remove_length(const hsync_response *resp)
+{
+    const hsync_edit *e = NULL;
+    size_t i, n = hsync_response_edits(resp, &e);
+    for (i = 0; i < n; i++) {
+        if (e[i].op == HSYNC_EDIT_REMOVE && e[i].name_len == 14
+            && !strncasecmp(e[i].name, "Content-Length", 14)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The one decision, on the first call: every request line and every
+ * response line httpd will send go to the core; its edits are applied
+ * whatever it decided. HSYNC_OK: engaged, *out holds the encoder. A HEAD
+ * given the fields of the hsync GET also gets a context (ctx->head), which
+ * drops the identity body the handler sends: ap_content_length_filter
+ * would otherwise put its length back (it counts a HEAD's body too, and
+ * removes only a length of 0, in ap_http_header_filter). */
+static int hsync_start(ap_filter_t *f, hsync_ctx **out)
 {
     request_rec *r = f->r;
     hsync_config cfg;
-    hsync_encoder *enc = NULL;
+    hsync_exchange x;
+    hsync_response *resp = NULL;
     char msg[HSYNC_MSG_CAP];
-    const char *ae, *sig, *ce, *cc, *cl, *vary, *etag, *val;
-    size_t val_len;
-    apr_off_t clen = -1;
-    int rc;
+    apr_array_header_t *req;
+    response_fields res;
     hsync_ctx *ctx;
+    int rc;
 
     /* Sub-requests (includes) are part of their main response. */
     if (r->main) return HSYNC_DECLINED;
 
-    hsync_effective_config(r, &cfg);
-    ae = apr_table_get(r->headers_in, "Accept-Encoding");
-    sig = apr_table_get(r->headers_in, "Hsync-Signature");
-    msg[0] = '\0';
-    rc = hsync_request(&cfg, r->method, strlen(r->method),
-                       ae, ae ? strlen(ae) : 0,
-                       sig, sig ? strlen(sig) : 0,
-                       apr_table_get(r->headers_in, "Range") != NULL,
-                       &enc, msg, sizeof(msg));
-    if (rc != HSYNC_OK) {
-        if (rc < 0) log_invalid(r, rc, msg);
-        return rc;
-    }
+    effective_config(ap_get_module_config(r->per_dir_config, &hsync_module),
+                     ap_get_module_config(r->server->module_config, &hsync_module), &cfg);
 
-    /* Content-Encoding as it will be sent: the tables and r->content_encoding. */
-    ce = out_header(r, "Content-Encoding");
-    if (r->content_encoding) {
-        ce = ce ? apr_pstrcat(r->pool, ce, ", ", r->content_encoding, NULL)
-                : r->content_encoding;
-    }
-    cc = out_header(r, "Cache-Control");
-    cl = apr_table_get(r->headers_out, "Content-Length");
-    if (cl) {
-        char *end;
-        if (apr_strtoff(&clen, cl, &end, 10) != APR_SUCCESS || *end != '\0' || clen < 0) {
-            clen = -1;
-        }
-    }
+    req = apr_array_make(r->pool, 16, sizeof(hsync_field));
+    apr_table_do(add_request_field, req, r->headers_in, NULL);
+
+    /* The lines in the order ap_http_header_filter sends them:
+     * err_headers_out, then headers_out, then the request_rec's fields. */
+    res.r = r;
+    res.a = apr_array_make(r->pool, 16, sizeof(hsync_field));
+    apr_table_do(add_response_field, &res, r->err_headers_out, NULL);
+    apr_table_do(add_response_field, &res, r->headers_out, NULL);
+    if (r->content_type) push_field(res.a, "Content-Type", r->content_type);
+    if (r->content_encoding) push_field(res.a, "Content-Encoding", r->content_encoding);
+
+    memset(&x, 0, sizeof(x));
+    x.method = r->method;
+    x.method_len = strlen(r->method);
+    x.request = (const hsync_field *)req->elts;
+    x.request_len = (size_t)req->nelts;
+    x.status = (unsigned)r->status;
+    x.response = (const hsync_field *)res.a->elts;
+    x.response_len = (size_t)res.a->nelts;
+    x.content_length = -1;   /* httpd keeps it in the Content-Length line */
+
     msg[0] = '\0';
-    rc = hsync_response(enc, (unsigned)r->status,
-                        ce, ce ? strlen(ce) : 0,
-                        cc, cc ? strlen(cc) : 0,
-                        (int64_t)clen, msg, sizeof(msg));
+    rc = hsync_decide(&cfg, &x, &resp, msg, sizeof(msg));
+    if (rc < 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "hsync: %s", msg[0] ? msg : hsync_strerror(rc));
+    }
+    if (!resp) return rc;
+    apply_edits(r, resp);
     if (rc != HSYNC_OK) {
-        hsync_encoder_free(enc);
-        if (rc < 0) log_invalid(r, rc, msg);
+        if (r->header_only && edits_remove_length(resp)) {
+            ctx = apr_pcalloc(r->pool, sizeof(*ctx));
+            ctx->head = 1;
+            *out = ctx;
+        }
+        hsync_response_free(resp);
         return rc;
     }
 
     ctx = apr_pcalloc(r->pool, sizeof(*ctx));
-    ctx->enc = enc;
+    ctx->resp = resp;
     ctx->bb = apr_brigade_create(r->pool, f->c->bucket_alloc);
     apr_pool_cleanup_register(r->pool, ctx, hsync_ctx_cleanup, apr_pool_cleanup_null);
-
-    /* Engage: the headers, as hsync.h lists them. */
-    r->content_encoding = "hsync";
-    apr_table_setn(r->headers_out, "Content-Encoding", "hsync");
-    apr_table_unset(r->err_headers_out, "Content-Encoding");
-    apr_table_unset(r->headers_out, "Content-Length");
-    apr_table_unset(r->err_headers_out, "Content-Length");
-    apr_table_unset(r->headers_out, "Accept-Ranges");
-    apr_table_unset(r->err_headers_out, "Accept-Ranges");
-
-    vary = out_header(r, "Vary");
-    if (hsync_vary(enc, vary, vary ? strlen(vary) : 0, &val, &val_len) == HSYNC_OK) {
-        apr_table_unset(r->err_headers_out, "Vary");
-        apr_table_set(r->headers_out, "Vary", apr_pstrmemdup(r->pool, val, val_len));
-    }
-    etag = apr_table_get(r->headers_out, "ETag");
-    if (etag && hsync_etag(enc, etag, strlen(etag), &val, &val_len) == HSYNC_OK) {
-        apr_table_set(r->headers_out, "ETag", apr_pstrmemdup(r->pool, val, val_len));
-    }
-    etag = apr_table_get(r->err_headers_out, "ETag");
-    if (etag && hsync_etag(enc, etag, strlen(etag), &val, &val_len) == HSYNC_OK) {
-        apr_table_set(r->err_headers_out, "ETag", apr_pstrmemdup(r->pool, val, val_len));
-    }
-
     *out = ctx;
     return HSYNC_OK;
 }
@@ -303,7 +411,7 @@ static apr_status_t hsync_feed(ap_filter_t *f, hsync_ctx *ctx,
 {
     const uint8_t *out = NULL;
     size_t out_len = 0;
-    int rc = hsync_encode(ctx->enc, (const uint8_t *)data, len, flags, &out, &out_len);
+    int rc = hsync_encode(ctx->resp, (const uint8_t *)data, len, flags, &out, &out_len);
 
     if (rc != HSYNC_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, f->r,
@@ -320,20 +428,26 @@ static apr_status_t hsync_feed(ap_filter_t *f, hsync_ctx *ctx,
     return APR_SUCCESS;
 }
 
-/* The encoder cannot complete the delta: end the response badly so that the
- * client sees a truncated body (no last chunk, connection closed), never a
- * corrupt but complete one. */
+/* The encoder cannot complete the delta: end the response so that the
+ * client sees it truncated, never a corrupt but complete body. The 502
+ * error bucket is httpd's mark of a body cut short (the chunk filter leaves
+ * out the last chunk); the connection is closed after it. If the headers
+ * have not gone yet, the connection is aborted instead, so that no error
+ * page goes out in place of the response. */
 static apr_status_t hsync_abort(ap_filter_t *f, hsync_ctx *ctx)
 {
     apr_bucket *b;
     ctx->done = 1;
     hsync_ctx_cleanup(ctx);
     apr_brigade_cleanup(ctx->bb);
+    f->c->keepalive = AP_CONN_CLOSE;
+    if (!f->r->sent_bodyct) {
+        f->c->aborted = 1;
+    }
     b = ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, f->r->pool, f->c->bucket_alloc);
     APR_BRIGADE_INSERT_TAIL(ctx->bb, b);
     b = apr_bucket_eos_create(f->c->bucket_alloc);
     APR_BRIGADE_INSERT_TAIL(ctx->bb, b);
-    f->c->keepalive = AP_CONN_CLOSE;
     ap_pass_brigade(f->next, ctx->bb);
     apr_brigade_cleanup(ctx->bb);
     return APR_EGENERAL;
@@ -350,10 +464,23 @@ static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     }
 
     if (!ctx) {
-        if (hsync_decide(f, &ctx) != HSYNC_OK) {
-            return pass_through(f, bb);
+        if (hsync_start(f, &ctx) != HSYNC_OK && !ctx) {
+            ap_remove_output_filter(f);
+            return ap_pass_brigade(f->next, bb);
         }
         f->ctx = ctx;
+    }
+
+    if (ctx->head) {
+        /* Metadata (EOS, flush, errors) travels on; the bytes do not. */
+        apr_bucket *e, *next;
+        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = next) {
+            next = APR_BUCKET_NEXT(e);
+            if (!APR_BUCKET_IS_METADATA(e)) {
+                apr_bucket_delete(e);
+            }
+        }
+        return ap_pass_brigade(f->next, bb);
     }
 
     if (ctx->done) {
@@ -370,7 +497,7 @@ static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             if (hsync_feed(f, ctx, NULL, 0, HSYNC_LAST) != APR_SUCCESS) {
                 return hsync_abort(f, ctx);
             }
-            if (hsync_ratio(ctx->enc, ratio, sizeof(ratio)) > 0) {
+            if (hsync_ratio(ctx->resp, ratio, sizeof(ratio)) > 0) {
                 apr_table_setn(r->notes, hsync_note_ratio, apr_pstrdup(r->pool, ratio));
             }
             ctx->done = 1;
@@ -427,11 +554,88 @@ static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     return APR_SUCCESS;
 }
 
+/* ------------------------------------------------------- 304 and mod_filter */
+
+/* Shared by the two filters around one BYTYPE:HSYNC. */
+typedef struct {
+    int set;   /* we set filter-errordocs for this 304 */
+} nm_ctx;
+
+static apr_status_t nm_open_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    nm_ctx *ctx = f->ctx;
+    request_rec *r = f->r;
+    if (r->status == HTTP_NOT_MODIFIED && !apr_table_get(r->subprocess_env, errordocs_env)) {
+        apr_table_setn(r->subprocess_env, errordocs_env, "1");
+        ctx->set = 1;
+    }
+    ap_remove_output_filter(f);
+    return ap_pass_brigade(f->next, bb);
+}
+
+static apr_status_t nm_close_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    nm_ctx *ctx = f->ctx;
+    if (ctx->set) {
+        apr_table_unset(f->r->subprocess_env, errordocs_env);
+        ctx->set = 0;
+    }
+    ap_remove_output_filter(f);
+    return ap_pass_brigade(f->next, bb);
+}
+
+static void unlink_filter(request_rec *r, ap_filter_t *f)
+{
+    ap_filter_t **pp;
+    for (pp = &r->output_filters; *pp; pp = &(*pp)->next) {
+        if (*pp == f) {
+            *pp = f->next;
+            return;
+        }
+    }
+}
+
+/* After mod_filter's insert_filter: mod_filter runs BYTYPE:HSYNC only on
+ * status 200, so a 304 would never reach the core. Bracket it with a
+ * filter that sets filter-errordocs on a 304 and one that takes it away
+ * again, so that mod_filter matches HSYNC's types on the 304 as it would
+ * on the 200, and no other filter sees the variable. */
+static void hsync_insert_filter(request_rec *r)
+{
+    ap_filter_t **pp, *h, *open, *close;
+    nm_ctx *ctx;
+
+    /* Sub-requests too: mod_dir's fast redirect makes a sub-request's
+     * filters the main request's. */
+    for (pp = &r->output_filters; *pp; pp = &(*pp)->next) {
+        if ((*pp)->r == r && !strcasecmp((*pp)->frec->name, hsync_bytype_name)) break;
+    }
+    if (!*pp) return;
+    h = *pp;
+    ctx = apr_pcalloc(r->pool, sizeof(*ctx));
+    open = ap_add_output_filter_handle(nm_open_rec, ctx, r, r->connection);
+    close = ap_add_output_filter_handle(nm_close_rec, ctx, r, r->connection);
+    if (!open || !close) return;
+    unlink_filter(r, open);
+    unlink_filter(r, close);
+    for (pp = &r->output_filters; *pp != h; pp = &(*pp)->next) {
+    }
+    open->next = h;
+    *pp = open;
+    close->next = h->next;
+    h->next = close;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
+    static const char *const after_filter[] = { "mod_filter.c", NULL };
     (void)p;
     ap_register_output_filter(hsync_filter_name, hsync_out_filter, NULL,
                               AP_FTYPE_CONTENT_SET - 1);
+    nm_open_rec = ap_register_output_filter("HSYNC_304_OPEN", nm_open_filter, NULL, AP_FTYPE_RESOURCE);
+    nm_close_rec = ap_register_output_filter("HSYNC_304_CLOSE", nm_close_filter, NULL, AP_FTYPE_RESOURCE);
+    ap_hook_insert_filter(hsync_insert_filter, after_filter, NULL, APR_HOOK_LAST);
+    ap_hook_post_config(hsync_post_config, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 module AP_MODULE_DECLARE_DATA hsync_module = {

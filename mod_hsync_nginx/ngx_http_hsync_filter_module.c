@@ -3,10 +3,13 @@
  * ngx_http_hsync_filter_module: sends responses as hsync deltas against
  * the client's cached copy (Accept-Encoding: hsync, Hsync-Signature).
  *
- * A thin shim over the hsync core (core/include/hsync.h): every decision
- * about the request, the response, the signature and the header values is
- * made there, so that nginx and Apache agree. This file only checks its
- * own configuration ("hsync", "hsync_types"), moves headers and buffers.
+ * A thin shim over the hsync core (core/include/hsync.h, ABI 2): the core
+ * makes every decision about the request, the response and the signature,
+ * and every header edit, so that nginx and Apache agree. This file keeps
+ * nginx's own early outs ("hsync" off, subrequests, "hsync_types"), hands
+ * the core every request and response header line, applies the edits it
+ * returns (keeping nginx's header pointers consistent) and streams the
+ * body through the encoder with bounded buffers.
  */
 
 #include <ngx_config.h>
@@ -25,6 +28,7 @@
 
 typedef struct {
     ngx_flag_t           enable;
+    ngx_flag_t           vary;
 
     ngx_hash_t           types;
     ngx_array_t         *types_keys;
@@ -40,7 +44,7 @@ typedef struct {
 
 
 typedef struct {
-    hsync_encoder       *encoder;
+    hsync_response      *response;
 
     ngx_chain_t         *in;
     ngx_chain_t         *free;
@@ -56,16 +60,30 @@ typedef struct {
     unsigned             flush:1;
     unsigned             last:1;
     unsigned             done:1;
+    unsigned             failed:1;
 } ngx_http_hsync_ctx_t;
 
 
-static ngx_int_t ngx_http_hsync_header(ngx_http_request_t *r,
-    ngx_list_t *headers, const char *name, ngx_str_t *value,
-    ngx_table_elt_t **first);
-static ngx_table_elt_t *ngx_http_hsync_push_header(ngx_http_request_t *r,
-    char *key);
-static ngx_int_t ngx_http_hsync_engage(ngx_http_request_t *r,
-    ngx_http_hsync_ctx_t *ctx);
+/*
+ * A response header nginx also keeps behind a pointer in r->headers_out
+ * (offset), which other filters read instead of the lines.
+ */
+
+typedef struct {
+    ngx_str_t            name;
+    size_t               offset;
+} ngx_http_hsync_special_t;
+
+
+static ngx_int_t ngx_http_hsync_type_ok(ngx_http_request_t *r,
+    ngx_http_hsync_conf_t *conf);
+static ngx_int_t ngx_http_hsync_fields(ngx_http_request_t *r,
+    ngx_list_t *headers, ngx_uint_t live_only, const hsync_field **fields,
+    size_t *n);
+static ngx_int_t ngx_http_hsync_apply(ngx_http_request_t *r,
+    const hsync_edit *e);
+static void ngx_http_hsync_sync(ngx_http_request_t *r,
+    ngx_http_hsync_special_t *s, ngx_table_elt_t *h);
 static ngx_int_t ngx_http_hsync_encode(ngx_http_request_t *r,
     ngx_http_hsync_ctx_t *ctx);
 static ngx_int_t ngx_http_hsync_copy(ngx_http_request_t *r,
@@ -82,8 +100,17 @@ static char *ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent,
     void *child);
 
 
-static ngx_conf_num_bounds_t  ngx_http_hsync_comp_level_bounds = {
-    ngx_conf_check_num_bounds, 1, 22
+static ngx_http_hsync_special_t  ngx_http_hsync_specials[] = {
+    { ngx_string("Content-Length"),
+      offsetof(ngx_http_headers_out_t, content_length) },
+    { ngx_string("Content-Encoding"),
+      offsetof(ngx_http_headers_out_t, content_encoding) },
+    { ngx_string("Accept-Ranges"),
+      offsetof(ngx_http_headers_out_t, accept_ranges) },
+    { ngx_string("ETag"), offsetof(ngx_http_headers_out_t, etag) },
+    { ngx_string("Last-Modified"),
+      offsetof(ngx_http_headers_out_t, last_modified) },
+    { ngx_null_string, 0 }
 };
 
 
@@ -95,6 +122,13 @@ static ngx_command_t  ngx_http_hsync_filter_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_hsync_conf_t, enable),
+      NULL },
+
+    { ngx_string("hsync_vary"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hsync_conf_t, vary),
       NULL },
 
     { ngx_string("hsync_types"),
@@ -130,7 +164,7 @@ static ngx_command_t  ngx_http_hsync_filter_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_hsync_conf_t, level),
-      &ngx_http_hsync_comp_level_bounds },
+      NULL },
 
       ngx_null_command
 };
@@ -173,14 +207,25 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
+/*
+ * The header phase: the core decides with every request and response
+ * header line, its edits are applied whatever it decided (a response left
+ * alone may still need Vary; a 304 or a HEAD the validators an hsync
+ * response would have had), and only an engaged response gets a body
+ * context. 304s and HEAD responses come through here like any other (the
+ * not_modified filter runs before this one; r->header_only is set for
+ * them later, by ngx_http_header_filter, which writes the edited lines).
+ */
+
 static ngx_int_t
 ngx_http_hsync_header_filter(ngx_http_request_t *r)
 {
     int                     rc;
     char                    msg[NGX_HTTP_HSYNC_MSG_LEN];
-    ngx_str_t               ae, sig, ce, cc;
-    ngx_int_t               has_ae, has_sig, has_ce, has_cc;
-    hsync_encoder          *encoder;
+    size_t                  i, n;
+    hsync_exchange          x;
+    hsync_response         *resp;
+    const hsync_edit       *edits;
     ngx_pool_cleanup_t     *cln;
     ngx_http_hsync_ctx_t   *ctx;
     ngx_http_hsync_conf_t  *conf;
@@ -189,285 +234,306 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
 
     if (!conf->enable
         || r != r->main
-        || ngx_http_test_content_type(r, &conf->types) == NULL)
+        || !ngx_http_hsync_type_ok(r, conf))
     {
         return ngx_http_next_header_filter(r);
     }
 
-    has_ae = ngx_http_hsync_header(r, &r->headers_in.headers,
-                                   "Accept-Encoding", &ae, NULL);
-    has_sig = ngx_http_hsync_header(r, &r->headers_in.headers,
-                                    "Hsync-Signature", &sig, NULL);
+    ngx_memzero(&x, sizeof(hsync_exchange));
 
-    if (has_ae == NGX_ERROR || has_sig == NGX_ERROR) {
+    x.method = (const char *) r->method_name.data;
+    x.method_len = r->method_name.len;
+    x.status = (unsigned int) r->headers_out.status;
+    x.content_length = (int64_t) r->headers_out.content_length_n;
+
+    if (ngx_http_hsync_fields(r, &r->headers_in.headers, 0,
+                              &x.request, &x.request_len)
+        != NGX_OK
+        || ngx_http_hsync_fields(r, &r->headers_out.headers, 1,
+                                 &x.response, &x.response_len)
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    encoder = NULL;
+    msg[0] = '\0';
+    resp = NULL;
 
-    rc = hsync_request(&conf->core,
-                       (const char *) r->method_name.data,
-                       r->method_name.len,
-                       has_ae == NGX_OK ? (const char *) ae.data : NULL,
-                       ae.len,
-                       has_sig == NGX_OK ? (const char *) sig.data : NULL,
-                       sig.len,
-                       r->headers_in.range != NULL,
-                       &encoder, msg, sizeof(msg));
+    rc = hsync_decide(&conf->core, &x, &resp, msg, sizeof(msg));
 
-    if (rc != HSYNC_OK) {
-        if (rc < 0) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "hsync: %s", msg);
-        }
-
+    if (resp == NULL) {
+        /* a bug on one side of the ABI: send the response as it is */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "hsync: %s", hsync_strerror(rc));
         return ngx_http_next_header_filter(r);
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
-        hsync_encoder_free(encoder);
+        hsync_response_free(resp);
         return NGX_ERROR;
     }
-
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hsync_ctx_t));
-    if (ctx == NULL) {
-        hsync_encoder_free(encoder);
-        return NGX_ERROR;
-    }
-
-    ctx->encoder = encoder;
-    ctx->last_out = &ctx->out;
 
     cln->handler = ngx_http_hsync_cleanup;
-    cln->data = ctx;
+    cln->data = resp;
 
-    has_ce = ngx_http_hsync_header(r, &r->headers_out.headers,
-                                   "Content-Encoding", &ce, NULL);
-    has_cc = ngx_http_hsync_header(r, &r->headers_out.headers,
-                                   "Cache-Control", &cc, NULL);
+    n = hsync_response_edits(resp, &edits);
 
-    if (has_ce == NGX_ERROR || has_cc == NGX_ERROR) {
-        return NGX_ERROR;
+    for (i = 0; i < n; i++) {
+        if (ngx_http_hsync_apply(r, &edits[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
-
-    rc = hsync_response(encoder, r->headers_out.status,
-                        has_ce == NGX_OK ? (const char *) ce.data : NULL,
-                        ce.len,
-                        has_cc == NGX_OK ? (const char *) cc.data : NULL,
-                        cc.len,
-                        r->headers_out.content_length_n,
-                        msg, sizeof(msg));
 
     if (rc != HSYNC_OK) {
         if (rc < 0) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "hsync: %s", msg);
+                          "hsync: %s", msg[0] ? msg : hsync_strerror(rc));
         }
-
-        hsync_encoder_free(encoder);
-        ctx->encoder = NULL;
 
         return ngx_http_next_header_filter(r);
     }
 
-    if (ngx_http_hsync_engage(r, ctx) != NGX_OK) {
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hsync_ctx_t));
+    if (ctx == NULL) {
         return NGX_ERROR;
     }
+
+    ctx->response = resp;
+    ctx->last_out = &ctx->out;
 
     ngx_http_set_ctx(r, ctx, ngx_http_hsync_filter_module);
 
     r->main_filter_need_in_memory = 1;
 
-    ngx_http_clear_content_length(r);
-    ngx_http_clear_accept_ranges(r);
-
     return ngx_http_next_header_filter(r);
 }
 
 
-/* A new response header named key (a literal); its value is the caller's. */
+/*
+ * hsync_types, as gzip_types. The not_modified filter clears the content
+ * type of the 304s it makes (only the length: the type and its length
+ * without parameters stay), so for those the type the 200 had is tested;
+ * a 304 with no type at all (an upstream's) is left alone, as for any
+ * response without a type.
+ */
 
-static ngx_table_elt_t *
-ngx_http_hsync_push_header(ngx_http_request_t *r, char *key)
+static ngx_int_t
+ngx_http_hsync_type_ok(ngx_http_request_t *r, ngx_http_hsync_conf_t *conf)
 {
-    ngx_table_elt_t  *h;
+    void  *found;
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NULL;
+    if (r->headers_out.status != NGX_HTTP_NOT_MODIFIED
+        || r->headers_out.content_type.len != 0
+        || r->headers_out.content_type.data == NULL
+        || r->headers_out.content_type_len == 0)
+    {
+        return ngx_http_test_content_type(r, &conf->types) != NULL;
     }
 
-    h->hash = 1;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    h->key.len = ngx_strlen(key);
-    h->key.data = (u_char *) key;
+    r->headers_out.content_type.len = r->headers_out.content_type_len;
+    found = ngx_http_test_content_type(r, &conf->types);
+    r->headers_out.content_type.len = 0;
 
-    return h;
+    return found != NULL;
 }
 
 
+/*
+ * The lines of a header list as hsync_field entries (pool memory; the
+ * strings are nginx's): every entry, or with live_only those not removed
+ * (hash 0), which are the lines nginx will send.
+ */
+
 static ngx_int_t
-ngx_http_hsync_engage(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx)
+ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
+    ngx_uint_t live_only, const hsync_field **fields, size_t *n)
 {
-    size_t            len;
-    ngx_str_t         vary;
-    ngx_int_t         rc;
-    const char       *p;
+    size_t            count;
+    ngx_uint_t        i;
+    hsync_field      *f;
+    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    h = ngx_http_hsync_push_header(r, "Content-Encoding");
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
+    count = 0;
 
-    ngx_str_set(&h->value, "hsync");
-    r->headers_out.content_encoding = h;
+    for (part = &headers->part; part; part = part->next) {
+        h = part->elts;
 
-    /* one Vary header with the merged names; the others are dropped */
-
-    rc = ngx_http_hsync_header(r, &r->headers_out.headers, "Vary", &vary, &h);
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (hsync_vary(ctx->encoder, rc == NGX_OK ? (const char *) vary.data : NULL,
-                   vary.len, &p, &len)
-        != HSYNC_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (h == NULL) {
-        h = ngx_http_hsync_push_header(r, "Vary");
-        if (h == NULL) {
-            return NGX_ERROR;
+        for (i = 0; i < part->nelts; i++) {
+            if (!live_only || h[i].hash != 0) {
+                count++;
+            }
         }
     }
 
-    h->value.data = ngx_pnalloc(r->pool, len);
-    if (h->value.data == NULL) {
-        return NGX_ERROR;
-    }
+    *fields = NULL;
+    *n = 0;
 
-    h->value.len = ngx_cpymem(h->value.data, p, len) - h->value.data;
-
-    /* ETag */
-
-    h = r->headers_out.etag;
-
-    if (h == NULL) {
+    if (count == 0) {
         return NGX_OK;
     }
 
-    if (hsync_etag(ctx->encoder, (const char *) h->value.data, h->value.len,
-                   &p, &len)
-        != HSYNC_OK)
-    {
-        return NGX_OK;
-    }
-
-    h->value.data = ngx_pnalloc(r->pool, len);
-    if (h->value.data == NULL) {
+    f = ngx_palloc(r->pool, count * sizeof(hsync_field));
+    if (f == NULL) {
         return NGX_ERROR;
     }
 
-    h->value.len = ngx_cpymem(h->value.data, p, len) - h->value.data;
+    *fields = f;
+
+    for (part = &headers->part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts && *n < count; i++) {
+            if (live_only && h[i].hash == 0) {
+                continue;
+            }
+
+            f->name = (const char *) h[i].key.data;
+            f->name_len = h[i].key.len;
+            f->value = (const char *) h[i].value.data;
+            f->value_len = h[i].value.len;
+
+            f++;
+            (*n)++;
+        }
+    }
 
     return NGX_OK;
 }
 
 
 /*
- * All values of the header "name" in "headers", joined with ", ".
- * With "first", the first such header is returned there and the others
- * are removed (so that the caller can replace the joined value).
+ * Applies one edit of the core. SET: the first line of the field takes
+ * the value (one is added if there is none), every other line of it is
+ * removed; REMOVE: every line of it is removed. Then nginx's pointer to
+ * the field, if it keeps one, follows.
  */
 
 static ngx_int_t
-ngx_http_hsync_header(ngx_http_request_t *r, ngx_list_t *headers,
-    const char *name, ngx_str_t *value, ngx_table_elt_t **first)
+ngx_http_hsync_apply(ngx_http_request_t *r, const hsync_edit *e)
 {
-    size_t            len, n;
-    u_char           *p;
-    ngx_uint_t        i, count;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *found;
+    ngx_uint_t                 i;
+    ngx_list_part_t           *part;
+    ngx_table_elt_t           *h, *line;
+    ngx_http_hsync_special_t  *s;
 
-    len = ngx_strlen(name);
-    n = 0;
-    count = 0;
-    found = NULL;
-
-    ngx_str_null(value);
-
-    for (part = &headers->part; part; part = part->next) {
-        h = part->elts;
-
-        for (i = 0; i < part->nelts; i++) {
-            if (h[i].hash == 0
-                || h[i].key.len != len
-                || ngx_strncasecmp(h[i].key.data, (u_char *) name, len) != 0)
-            {
-                continue;
-            }
-
-            if (found == NULL) {
-                found = &h[i];
-            }
-
-            n += h[i].value.len + (count++ ? 2 : 0);
-        }
-    }
-
-    if (first) {
-        *first = found;
-    }
-
-    if (found == NULL) {
-        return NGX_DECLINED;
-    }
-
-    if (count == 1) {
-        *value = found->value;
+    if ((e->op != HSYNC_EDIT_SET && e->op != HSYNC_EDIT_REMOVE)
+        || e->name == NULL || e->name_len == 0
+        || (e->op == HSYNC_EDIT_SET && e->value == NULL && e->value_len))
+    {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "hsync: unknown header edit %d ignored", (int) e->op);
         return NGX_OK;
     }
 
-    value->data = ngx_pnalloc(r->pool, n);
-    if (value->data == NULL) {
-        return NGX_ERROR;
-    }
+    line = NULL;
 
-    p = value->data;
-
-    for (part = &headers->part; part; part = part->next) {
+    for (part = &r->headers_out.headers.part; part; part = part->next) {
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
             if (h[i].hash == 0
-                || h[i].key.len != len
-                || ngx_strncasecmp(h[i].key.data, (u_char *) name, len) != 0)
+                || h[i].key.len != e->name_len
+                || ngx_strncasecmp(h[i].key.data, (u_char *) e->name,
+                                   e->name_len)
+                   != 0)
             {
                 continue;
             }
 
-            if (p != value->data) {
-                *p++ = ','; *p++ = ' ';
+            if (e->op == HSYNC_EDIT_SET && line == NULL) {
+                line = &h[i];
+                continue;
             }
 
-            p = ngx_cpymem(p, h[i].value.data, h[i].value.len);
-
-            if (first && &h[i] != found) {
-                h[i].hash = 0;
-            }
+            h[i].hash = 0;
         }
     }
 
-    value->len = p - value->data;
+    if (e->op == HSYNC_EDIT_SET) {
+
+        if (line == NULL) {
+            line = ngx_list_push(&r->headers_out.headers);
+            if (line == NULL) {
+                return NGX_ERROR;
+            }
+
+            line->key.data = ngx_pnalloc(r->pool, e->name_len);
+            if (line->key.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            line->key.len = e->name_len;
+            ngx_memcpy(line->key.data, e->name, e->name_len);
+            line->lowcase_key = NULL;
+        }
+
+        line->hash = 1;
+#if (nginx_version >= 1023000)
+        line->next = NULL;
+#endif
+
+        line->value.len = e->value_len;
+        line->value.data = ngx_pnalloc(r->pool, e->value_len + 1);
+        if (line->value.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (e->value_len) {
+            ngx_memcpy(line->value.data, e->value, e->value_len);
+        }
+
+        line->value.data[e->value_len] = '\0';
+    }
+
+    for (s = ngx_http_hsync_specials; s->name.len; s++) {
+        if (s->name.len == e->name_len
+            && ngx_strncasecmp(s->name.data, (u_char *) e->name, e->name_len)
+               == 0)
+        {
+            ngx_http_hsync_sync(r, s, line);
+            break;
+        }
+    }
 
     return NGX_OK;
+}
+
+
+/*
+ * Keeps nginx's view of a header it holds behind a pointer consistent
+ * with its one remaining line, or with its removal (h is NULL): the
+ * pointer (gzip reads content_encoding, the not_modified filter and
+ * If-Range the etag), and the values nginx keeps beside it, from which
+ * ngx_http_header_filter would write a line of its own, and the range
+ * filter decide to add Accept-Ranges and serve ranges.
+ */
+
+static void
+ngx_http_hsync_sync(ngx_http_request_t *r, ngx_http_hsync_special_t *s,
+    ngx_table_elt_t *h)
+{
+    ngx_http_headers_out_t  *ho;
+
+    ho = &r->headers_out;
+
+    *(ngx_table_elt_t **) ((u_char *) ho + s->offset) = h;
+
+    if (s->offset == offsetof(ngx_http_headers_out_t, content_length)) {
+        ho->content_length_n = h ? ngx_atoof(h->value.data, h->value.len)
+                                 : -1;
+
+    } else if (s->offset == offsetof(ngx_http_headers_out_t, last_modified)) {
+        ho->last_modified_time = h ? ngx_parse_http_time(h->value.data,
+                                                         h->value.len)
+                                   : -1;
+
+    } else if (s->offset == offsetof(ngx_http_headers_out_t, accept_ranges)
+               && h == NULL)
+    {
+        r->allow_ranges = 0;
+    }
 }
 
 
@@ -480,7 +546,16 @@ ngx_http_hsync_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_hsync_filter_module);
 
-    if (ctx == NULL || ctx->done || r->header_only) {
+    if (ctx == NULL || r->header_only) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->failed) {
+        /* never the rest of the body, nor its end, after a broken delta */
+        return NGX_ERROR;
+    }
+
+    if (ctx->done) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -544,7 +619,14 @@ ngx_http_hsync_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
 failed:
 
+    /*
+     * The delta cannot be completed: NGX_ERROR ends the request and closes
+     * the connection without the end of the response (no last chunk), so
+     * that the client sees it truncated, never a complete-looking body.
+     */
+
     ctx->done = 1;
+    ctx->failed = 1;
     r->connection->buffered &= ~NGX_HTTP_HSYNC_BUFFERED;
 
     return NGX_ERROR;
@@ -592,7 +674,7 @@ ngx_http_hsync_encode(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx)
         return NGX_OK;
     }
 
-    rc = hsync_encode(ctx->encoder, b->pos, len, flags,
+    rc = hsync_encode(ctx->response, b->pos, len, flags,
                       &ctx->pending, &ctx->pending_len);
 
     if (rc != HSYNC_OK) {
@@ -719,10 +801,7 @@ ngx_http_hsync_copy(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx,
 static void
 ngx_http_hsync_cleanup(void *data)
 {
-    ngx_http_hsync_ctx_t  *ctx = data;
-
-    hsync_encoder_free(ctx->encoder);
-    ctx->encoder = NULL;
+    hsync_response_free(data);
 }
 
 
@@ -730,12 +809,12 @@ static ngx_int_t
 ngx_http_hsync_ratio_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    int                    n;
+    size_t                 n;
     ngx_http_hsync_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_hsync_filter_module);
 
-    if (ctx == NULL || ctx->encoder == NULL || !ctx->done) {
+    if (ctx == NULL || !ctx->done || ctx->failed) {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -745,9 +824,9 @@ ngx_http_hsync_ratio_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    n = hsync_ratio(ctx->encoder, (char *) v->data, NGX_HTTP_HSYNC_RATIO_LEN);
+    n = hsync_ratio(ctx->response, (char *) v->data, NGX_HTTP_HSYNC_RATIO_LEN);
 
-    if (n <= 0) {
+    if (n == 0) {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -797,6 +876,7 @@ ngx_http_hsync_create_conf(ngx_conf_t *cf)
      */
 
     conf->enable = NGX_CONF_UNSET;
+    conf->vary = NGX_CONF_UNSET;
     conf->min_length = NGX_CONF_UNSET_SIZE;
     conf->max_signature = NGX_CONF_UNSET_SIZE;
     conf->level = NGX_CONF_UNSET;
@@ -811,11 +891,15 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_hsync_conf_t *prev = parent;
     ngx_http_hsync_conf_t *conf = child;
 
+    char          msg[NGX_HTTP_HSYNC_MSG_LEN];
     hsync_config  d;
 
-    hsync_config_default(&d);
+    if (hsync_config_default(&d) != HSYNC_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_value(conf->vary, prev->vary, d.vary != 0);
 
     ngx_conf_merge_bufs_value(conf->bufs, prev->bufs,
                               (128 * 1024) / ngx_pagesize, ngx_pagesize);
@@ -837,7 +921,20 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     conf->core = d;
     conf->core.min_length = conf->min_length;
     conf->core.max_signature = conf->max_signature;
-    conf->core.level = (int) conf->level;
+    /* out of int's range is out of the core's too */
+    conf->core.level = (int) ngx_min(conf->level,
+                                     (ngx_int_t) NGX_MAX_INT32_VALUE);
+    conf->core.vary = conf->vary ? 1 : 0;
+
+    /* the limits, and the words, are the core's (the same for Apache) */
+
+    msg[0] = '\0';
+
+    if (hsync_config_check(&conf->core, msg, sizeof(msg)) != HSYNC_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "hsync: %s",
+                           msg[0] ? msg : "invalid configuration");
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -846,6 +943,15 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_hsync_filter_init(ngx_conf_t *cf)
 {
+    if (hsync_abi_version() != HSYNC_ABI_VERSION) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "hsync: the core speaks ABI %uD, this module was "
+                           "built for ABI %uD",
+                           (uint32_t) hsync_abi_version(),
+                           (uint32_t) HSYNC_ABI_VERSION);
+        return NGX_ERROR;
+    }
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_hsync_header_filter;
 

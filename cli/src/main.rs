@@ -7,6 +7,8 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod spawn;
+
 #[derive(Parser)]
 #[command(name = "hsync", version, about = "Send only the difference: rsync-style deltas for HTTP", propagate_version = true)]
 struct Cli {
@@ -292,7 +294,7 @@ fn delta(sig: &Path, new: &Path, dst: &Path, level: i32, threads: Option<u32>, v
     let two = threads.map_or_else(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2), |t| t >= 2);
     let map = ctx(Input::map(new, !two), new)?;
     let background = two && (threads.is_some() || map.is_some());
-    let opts = hsync_core::EncodeOptions { level, background, ..Default::default() };
+    let opts = hsync_core::EncodeOptions { level, background, spawner: Some(spawn::helper), ..Default::default() };
     let mut enc = Encoder::with_options(s, opts);
     if let Some(map) = map {
         // Searched where it lies, not copied through the encoder's window.

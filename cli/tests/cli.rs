@@ -116,6 +116,7 @@ fn output_through_a_symlink_or_fifo_is_written_not_replaced() {
     let fifo = d.join("fifo");
     let _ = std::fs::remove_file(&fifo);
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; mkfifo only creates a file.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let reader = {
         let fifo = fifo.clone();

@@ -518,6 +518,23 @@ fn response_parts(status: StatusCode, headers: HeaderMap) -> http::response::Par
     parts
 }
 
+/// What handling one answer needs besides the answer itself.
+struct Round<'a> {
+    url: &'a str,
+    logical: &'a http::request::Parts,
+    /// The cached copy the request was made against (validators, signature).
+    base: Option<&'a Entry>,
+    progress: Option<Progress>,
+    trace: &'a mut Vec<Exchange>,
+    wire: &'a mut u64,
+    now: SystemTime,
+}
+
+/// The response's Content-Length, when it has one.
+fn total_len(parts: &http::response::Parts) -> Option<u64> {
+    parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok())
+}
+
 enum Failure {
     /// Network trouble or a timeout: serve stale if possible.
     Net(FetchError),
@@ -766,18 +783,50 @@ impl Fetcher {
         }
     }
 
+    /// One request to the origin and the handling of its answer, by kind:
+    /// 304, another status, an hsync delta, gzip, identity, another coding.
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         uri: &Uri,
         url: &str,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         logical: &http::request::Parts,
         base: Option<&Entry>,
         progress: Option<Progress>,
         trace: &mut Vec<Exchange>,
         wire: &mut u64,
     ) -> Result<Outcome, Failure> {
+        let (parts, body) = self.send(uri, headers, trace, wire).await?;
+        let mut r = Round { url, logical, base, progress, trace, wire, now: SystemTime::now() };
+        let status = parts.status;
+        if status == StatusCode::NOT_MODIFIED {
+            drop(body);
+            return self.not_modified(&mut r, parts);
+        }
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            self.cache.remove(url);
+        }
+        if status != StatusCode::OK {
+            return self.passed(&mut r, parts, body).await;
+        }
+        match content_encoding(&parts.headers).as_str() {
+            "hsync" => self.delta(&mut r, parts, body).await,
+            "gzip" | "x-gzip" => self.gzip(&mut r, parts, body).await,
+            "" => self.identity(&mut r, parts, body).await,
+            // A coding we did not ask for: pass it on untouched, store nothing.
+            _ => self.passed(&mut r, parts, body).await,
+        }
+    }
+
+    /// Sends the request; the response's head, traced and counted.
+    async fn send(
+        &self,
+        uri: &Uri,
+        mut headers: HeaderMap,
+        trace: &mut Vec<Exchange>,
+        wire: &mut u64,
+    ) -> Result<(http::response::Parts, Incoming), Failure> {
         let host = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
         if let Ok(v) = HeaderValue::from_str(&host) {
             headers.insert(header::HOST, v);
@@ -815,155 +864,149 @@ impl Fetcher {
         ex.response.extend(header_lines(&parts.headers));
         trace.push(ex);
         *wire += head_len(&parts);
-        let now = SystemTime::now();
-        let status = parts.status;
-        let coding = content_encoding(&parts.headers);
-        let total: Option<u64> = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok());
+        Ok((parts, body))
+    }
 
-        // 304: the cached copy is still good.
-        if status == StatusCode::NOT_MODIFIED {
-            drop(body);
-            let Some(e) = base else {
-                return Ok(self.pass(url, parts, Bytes::new(), *wire));
+    /// 304: the cached copy is still good; its metadata is refreshed.
+    fn not_modified(&self, r: &mut Round<'_>, parts: http::response::Parts) -> Result<Outcome, Failure> {
+        let url = r.url;
+        let Some(e) = r.base else {
+            return Ok(self.pass(url, parts, Bytes::new(), *r.wire));
+        };
+        let mut names = vary_names(&Self::from_entry(e)).unwrap_or_default();
+        names.extend(vary_names(&parts.headers).unwrap_or_default());
+        let keyed = policy_request(r.logical, &names);
+        let (policy, new_parts) = match e.meta.policy.after_response(&keyed, &parts, r.now) {
+            AfterResponse::NotModified(policy, new_parts) => (policy, new_parts),
+            AfterResponse::Modified(..) => return Err(Failure::Retry("304 does not match the cached copy".into())),
+        };
+        let stored = without_cookies(&served_headers(&new_parts.headers, Some(e.body.len()), true));
+        let store = policy.is_storable() && vary_names(&stored).is_some() && !(self.opts.shared && has_set_cookie(&parts.headers));
+        let fetched_at = now_secs();
+        if store {
+            let meta = Meta {
+                url: url.to_string(),
+                status: e.meta.status,
+                headers: to_pairs(&stored),
+                policy,
+                body_len: 0,
+                body_xxh3: 0,
+                fetched_at,
+                wire_bytes: *r.wire,
+                shared: Some(self.opts.shared),
             };
-            let mut names = vary_names(&Self::from_entry(e)).unwrap_or_default();
-            names.extend(vary_names(&parts.headers).unwrap_or_default());
-            let keyed = policy_request(logical, &names);
-            return match e.meta.policy.after_response(&keyed, &parts, now) {
-                AfterResponse::NotModified(policy, new_parts) => {
-                    let stored = without_cookies(&served_headers(&new_parts.headers, Some(e.body.len()), true));
-                    let store =
-                        policy.is_storable() && vary_names(&stored).is_some() && !(self.opts.shared && has_set_cookie(&parts.headers));
-                    let fetched_at = now_secs();
-                    if store {
-                        let meta = Meta {
-                            url: url.to_string(),
-                            status: e.meta.status,
-                            headers: to_pairs(&stored),
-                            policy,
-                            body_len: 0,
-                            body_xxh3: 0,
-                            fetched_at,
-                            wire_bytes: *wire,
-                            shared: Some(self.opts.shared),
-                        };
-                        if let Err(err) = self.cache.update_meta(e, meta) {
-                            eprintln!("hsync: cache write failed for {url}: {err}");
-                        }
-                    } else {
-                        self.cache.remove(url);
-                    }
-                    // The live answer carries the 304's cookies to the client that caused it.
-                    let mut headers = stored;
-                    for n in NEVER_STORED {
-                        for v in parts.headers.get_all(n) {
-                            headers.append(HeaderName::from_static(n), v.clone());
-                        }
-                    }
-                    Ok(Outcome {
-                        url: url.to_string(),
-                        status: StatusCode::from_u16(e.meta.status).unwrap_or(StatusCode::OK),
-                        headers,
-                        body: e.body.clone(),
-                        source: Source::Revalidated,
-                        wire_bytes: *wire,
-                        trace: trace.clone(),
-                        stale_reason: None,
-                        fetched_at,
-                        delta_failed: None,
-                    })
-                }
-                AfterResponse::Modified(..) => Err(Failure::Retry("304 does not match the cached copy".into())),
-            };
-        }
-
-        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            if let Err(err) = self.cache.update_meta(e, meta) {
+                eprintln!("hsync: cache write failed for {url}: {err}");
+            }
+        } else {
             self.cache.remove(url);
         }
-        if status != StatusCode::OK {
-            let body = self.read_body(body, None, progress, total, wire).await?;
-            return Ok(self.pass(url, parts, body, *wire));
+        // The live answer carries the 304's cookies to the client that caused it.
+        let mut headers = stored;
+        for n in NEVER_STORED {
+            for v in parts.headers.get_all(n) {
+                headers.append(HeaderName::from_static(n), v.clone());
+            }
         }
+        Ok(Outcome {
+            url: url.to_string(),
+            status: StatusCode::from_u16(e.meta.status).unwrap_or(StatusCode::OK),
+            headers,
+            body: e.body.clone(),
+            source: Source::Revalidated,
+            wire_bytes: *r.wire,
+            trace: r.trace.clone(),
+            stale_reason: None,
+            fetched_at,
+            delta_failed: None,
+        })
+    }
 
-        match coding.as_str() {
-            "hsync" => {
-                let delta = self.read_body(body, None, progress, total, wire).await?;
-                let Some(e) = base else {
-                    return Err(Failure::Retry("hsync response to a request without a signature".into()));
-                };
-                let old = e.body.clone();
-                let limits = hsync_core::PatchLimits { max_output: self.opts.max_body };
-                let new = match tokio::task::spawn_blocking(move || hsync_core::patch_with_limits(&old, &delta, &limits)).await {
-                    Ok(Ok(n)) => n,
-                    Ok(Err(err)) => return Err(Failure::Retry(format!("delta rejected: {err}"))),
-                    Err(err) => return Err(Failure::Retry(format!("delta rejected: {err}"))),
-                };
-                Ok(self.store_full(url, logical, parts, Bytes::from(new), Source::Delta, *wire, trace, now))
-            }
-            "gzip" | "x-gzip" => {
-                let gz = self.read_body(body, None, progress, total, wire).await?;
-                let max = self.opts.max_body;
-                let inflated = tokio::task::spawn_blocking(move || {
-                    let mut out = Vec::new();
-                    flate2::read::MultiGzDecoder::new(&gz[..]).take(max + 1).read_to_end(&mut out).map(|_| out)
-                })
-                .await;
-                let out = match inflated {
-                    Ok(Ok(out)) => out,
-                    Ok(Err(err)) => return Err(Failure::Retry(format!("gzip body is corrupt: {err}"))),
-                    Err(err) => return Err(Failure::Retry(format!("gzip body is corrupt: {err}"))),
-                };
-                if out.len() as u64 > max {
-                    return Err(Failure::Fatal(FetchError::new("decoded body too large")));
-                }
-                Ok(self.store_full(url, logical, parts, Bytes::from(out), Source::Full, *wire, trace, now))
-            }
-            "" => {
-                // Identity: decide from the head whether to store, and stream to the entry file.
-                let live = served_headers(&parts.headers, None, true);
-                let (policy, store) = self.store_policy(logical, status, &without_cookies(&live), &live, now);
-                let mut writer = if store && total.is_none_or(|t| t <= self.cache.max_size()) { self.cache.writer(url).ok() } else { None };
-                let body = self.read_body(body, writer.as_mut(), progress, total, wire).await?;
-                let headers = served_headers(&parts.headers, Some(body.len()), true);
-                let fetched_at = now_secs();
-                match writer {
-                    Some(w) => {
-                        let meta = Meta {
-                            url: url.to_string(),
-                            status: 200,
-                            headers: to_pairs(&without_cookies(&headers)),
-                            policy,
-                            body_len: 0,
-                            body_xxh3: 0,
-                            fetched_at,
-                            wire_bytes: *wire,
-                            shared: Some(self.opts.shared),
-                        };
-                        if let Err(err) = w.commit(meta) {
-                            eprintln!("hsync: cache write failed for {url}: {err}");
-                        }
-                    }
-                    None => self.cache.remove(url),
-                }
-                Ok(Outcome {
-                    url: url.to_string(),
-                    status,
-                    headers,
-                    body,
-                    source: Source::Full,
-                    wire_bytes: *wire,
-                    trace: trace.clone(),
-                    stale_reason: None,
-                    fetched_at,
-                    delta_failed: None,
-                })
-            }
-            _ => {
-                // A coding we did not ask for: pass it on untouched, store nothing.
-                let body = self.read_body(body, None, progress, total, wire).await?;
-                Ok(self.pass(url, parts, body, *wire))
-            }
+    /// A response passed on as it came, and not stored (another status,
+    /// another coding).
+    async fn passed(&self, r: &mut Round<'_>, parts: http::response::Parts, body: Incoming) -> Result<Outcome, Failure> {
+        let body = self.read_body(body, None, r.progress.clone(), total_len(&parts), r.wire).await?;
+        Ok(self.pass(r.url, parts, body, *r.wire))
+    }
+
+    /// An hsync delta: applied to the base off the async workers, verified.
+    async fn delta(&self, r: &mut Round<'_>, parts: http::response::Parts, body: Incoming) -> Result<Outcome, Failure> {
+        let delta = self.read_body(body, None, r.progress.clone(), total_len(&parts), r.wire).await?;
+        let Some(e) = r.base else {
+            return Err(Failure::Retry("hsync response to a request without a signature".into()));
+        };
+        let old = e.body.clone();
+        let limits = hsync_core::PatchLimits { max_output: self.opts.max_body };
+        let new = match tokio::task::spawn_blocking(move || hsync_core::patch_with_limits(&old, &delta, &limits)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(err)) => return Err(Failure::Retry(format!("delta rejected: {err}"))),
+            Err(err) => return Err(Failure::Retry(format!("delta rejected: {err}"))),
+        };
+        Ok(self.store_full(r.url, r.logical, parts, Bytes::from(new), Source::Delta, *r.wire, r.trace, r.now))
+    }
+
+    /// A gzip'd body: inflated off the async workers, within the body limit.
+    async fn gzip(&self, r: &mut Round<'_>, parts: http::response::Parts, body: Incoming) -> Result<Outcome, Failure> {
+        let gz = self.read_body(body, None, r.progress.clone(), total_len(&parts), r.wire).await?;
+        let max = self.opts.max_body;
+        let inflated = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(&gz[..]).take(max + 1).read_to_end(&mut out).map(|_| out)
+        })
+        .await;
+        let out = match inflated {
+            Ok(Ok(out)) => out,
+            Ok(Err(err)) => return Err(Failure::Retry(format!("gzip body is corrupt: {err}"))),
+            Err(err) => return Err(Failure::Retry(format!("gzip body is corrupt: {err}"))),
+        };
+        if out.len() as u64 > max {
+            return Err(Failure::Fatal(FetchError::new("decoded body too large")));
         }
+        Ok(self.store_full(r.url, r.logical, parts, Bytes::from(out), Source::Full, *r.wire, r.trace, r.now))
+    }
+
+    /// An identity body: whether to store it is decided from the head, and
+    /// it streams into the entry file as it arrives.
+    async fn identity(&self, r: &mut Round<'_>, parts: http::response::Parts, body: Incoming) -> Result<Outcome, Failure> {
+        let url = r.url;
+        let total = total_len(&parts);
+        let live = served_headers(&parts.headers, None, true);
+        let (policy, store) = self.store_policy(r.logical, parts.status, &without_cookies(&live), &live, r.now);
+        let mut writer = if store && total.is_none_or(|t| t <= self.cache.max_size()) { self.cache.writer(url).ok() } else { None };
+        let body = self.read_body(body, writer.as_mut(), r.progress.clone(), total, r.wire).await?;
+        let headers = served_headers(&parts.headers, Some(body.len()), true);
+        let fetched_at = now_secs();
+        match writer {
+            Some(w) => {
+                let meta = Meta {
+                    url: url.to_string(),
+                    status: 200,
+                    headers: to_pairs(&without_cookies(&headers)),
+                    policy,
+                    body_len: 0,
+                    body_xxh3: 0,
+                    fetched_at,
+                    wire_bytes: *r.wire,
+                    shared: Some(self.opts.shared),
+                };
+                if let Err(err) = w.commit(meta) {
+                    eprintln!("hsync: cache write failed for {url}: {err}");
+                }
+            }
+            None => self.cache.remove(url),
+        }
+        Ok(Outcome {
+            url: url.to_string(),
+            status: parts.status,
+            headers,
+            body,
+            source: Source::Full,
+            wire_bytes: *r.wire,
+            trace: r.trace.clone(),
+            stale_reason: None,
+            fetched_at,
+            delta_failed: None,
+        })
     }
 
     fn pass(&self, url: &str, parts: http::response::Parts, body: Bytes, wire: u64) -> Outcome {

@@ -71,35 +71,55 @@ fn bench(c: &mut Criterion) {
 }
 
 /// What a server module pays per request when hsync does not engage: the
-/// one call into the core that declines (the not-engaged overhead of the
-/// nginx and Apache benchmarks, measured without their noise).
+/// one call into the core that decides (the not-engaged overhead of the
+/// nginx and Apache benchmarks, measured without their noise), with the
+/// header lines a browser sends and a typical response's.
 fn decline(c: &mut Criterion) {
-    use hsync_core::ffi::{hsync_config, hsync_config_default, hsync_request};
-    let mut cfg = hsync_config { min_length: 0, max_signature: 0, level: 0 };
+    use hsync_core::ffi::*;
+    let mut cfg = hsync_config { min_length: 0, max_signature: 0, level: 0, vary: 0 };
+    // SAFETY: a valid, writable config.
     unsafe { hsync_config_default(&mut cfg) };
+    let field = |n: &'static str, v: &'static str| hsync_field {
+        name: n.as_ptr() as _,
+        name_len: n.len(),
+        value: v.as_ptr() as _,
+        value_len: v.len(),
+    };
+    let request = [
+        field("Host", "example.org"),
+        field("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36"),
+        field("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        field("Accept-Encoding", "gzip, deflate, br, zstd"),
+        field("Accept-Language", "en-US,en;q=0.9"),
+        field("Cookie", "session=abcdef0123456789"),
+    ];
+    let response = [
+        field("Content-Type", "text/html"),
+        field("Last-Modified", "Tue, 01 Dec 2026 10:00:00 GMT"),
+        field("ETag", "\"5bd9218f-251b8\""),
+        field("Accept-Ranges", "bytes"),
+    ];
     let mut g = c.benchmark_group("ffi");
-    for (name, ae) in [("no-accept-encoding", ""), ("browser-accept-encoding", "gzip, deflate, br, zstd")] {
-        g.bench_function(BenchmarkId::new("hsync_request-declines", name), |b| {
+    for (name, req) in [("no-headers", &request[..0]), ("browser-headers", &request[..])] {
+        g.bench_function(BenchmarkId::new("hsync_decide-declines", name), |b| {
             b.iter(|| {
-                let mut enc = std::ptr::null_mut();
-                let mut msg = [0 as std::os::raw::c_char; 256];
-                let ae_ptr = if ae.is_empty() { std::ptr::null() } else { ae.as_ptr() as *const std::os::raw::c_char };
-                let rc = unsafe {
-                    hsync_request(
-                        &cfg,
-                        b"GET".as_ptr() as _,
-                        3,
-                        ae_ptr,
-                        ae.len(),
-                        std::ptr::null(),
-                        0,
-                        0,
-                        &mut enc,
-                        msg.as_mut_ptr(),
-                        msg.len(),
-                    )
+                let x = hsync_exchange {
+                    method: b"GET".as_ptr() as _,
+                    method_len: 3,
+                    request: req.as_ptr(),
+                    request_len: req.len(),
+                    status: 200,
+                    response: response.as_ptr(),
+                    response_len: response.len(),
+                    content_length: 152_008,
                 };
-                assert!(rc > 0 && enc.is_null());
+                let mut r = std::ptr::null_mut();
+                let mut msg = [0 as std::os::raw::c_char; 256];
+                // SAFETY: valid structures whose strings outlive the call.
+                let rc = unsafe { hsync_decide(&cfg, &x, &mut r, msg.as_mut_ptr(), msg.len()) };
+                assert!(rc == hsync_result::HSYNC_DECLINED && !r.is_null());
+                // SAFETY: the handle hsync_decide returned, freed once.
+                unsafe { hsync_response_free(r) };
                 rc
             })
         });

@@ -1,138 +1,277 @@
 /*
- * hsync.h — the C ABI of the hsync core, for server modules.
+ * hsync.h: the C ABI of the hsync core, for server modules.
+ * GENERATED from core/src/ffi.rs by cbindgen (core/cbindgen.toml): do not
+ * edit; change ffi.rs and run `HSYNC_BLESS=1 cargo test -p hsync-core --test header`.
  *
- * One header, one flow, shared by the nginx and the Apache modules so that
- * both servers make exactly the same decisions (all of them are made here):
- *
- *   1. request phase:   hsync_request()  -> HSYNC_OK and a new encoder, or a
- *                        reason to leave the request alone;
- *   2. response phase:  hsync_response() -> HSYNC_OK to engage;
- *                        then set the headers:
- *                          Content-Encoding: hsync
- *                          Vary: <hsync_vary(existing Vary)>
- *                          ETag: <hsync_etag(existing ETag)>   (if there was one)
- *                        and remove Content-Length and Accept-Ranges;
- *   3. body phase:       hsync_encode() for every piece of the body, with
- *                        HSYNC_FLUSH when the server flushes and HSYNC_LAST
- *                        on the last piece; send what it returns;
- *   4. hsync_ratio() for the access log, hsync_encoder_free() at the end.
- *
- * Result codes: HSYNC_OK (0), HSYNC_DECLINED (1: nothing to do, nothing to
- * log), or a negative HSYNC_E_* (something was malformed: serve the ordinary
- * response and log the message at info level). No function unwinds: a
- * panic inside the core returns HSYNC_E_PANIC.
- *
- * Memory: an encoder holds the parsed signature and an index of it (21
- * bytes per block; a 4608-byte signature has at most 2,293 blocks) and
- * under 4 MiB of buffered input and output (five 256 KiB windows, two
- * blocks of at most 128 KiB, a literal chunk and its context), plus, while
- * it compresses a literal chunk, a zstd context under 2.25 MiB taken from a
- * pool shared by the process. It never grows with the body
- * (core/src/limits.rs; measured by core/tests/bounds.rs). CPU: the search
- * is paid from a credit that grows with the body, so no signature costs
- * more than about 1.35 times one that matches nothing (BENCHMARKS.md §7.3).
- * Pointers returned through `out` arguments belong to the encoder and stay
- * valid until the next call of the same function or hsync_encoder_free().
- * An encoder is used by one thread at a time.
+ * Memory: a response handle holds the parsed signature and an index of it
+ * (21 bytes per block; a 4608-byte signature has at most 2,293 blocks) and
+ * under 4 MiB of buffered input and output, plus, while it compresses a
+ * literal chunk, a zstd context under 2.25 MiB taken from a pool shared by
+ * the process. It never grows with the body (core/src/limits.rs; measured
+ * by core/tests/bounds.rs). CPU: the search is paid from a credit that
+ * grows with the body, so no signature costs more than about 1.35 times
+ * one that matches nothing (BENCHMARKS.md §7.3). A handle is used by one
+ * thread at a time.
  */
+
 #ifndef HSYNC_H
 #define HSYNC_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+/*
+ Version of this ABI. A shim compares `hsync_abi_version()` with the
+ `HSYNC_ABI_VERSION` its header defined when it was compiled, and refuses
+ to start on a mismatch.
+ */
+#define HSYNC_ABI_VERSION 2
 
-#define HSYNC_ABI_VERSION 1
+/*
+ Flags of [`hsync_encode`]: the server is flushing.
+ */
+#define HSYNC_FLUSH 1
 
-#define HSYNC_OK              0
-#define HSYNC_DECLINED        1
-#define HSYNC_E_INVALID_ARG  (-1)
-#define HSYNC_E_TRUNCATED    (-2)
-#define HSYNC_E_BAD_MAGIC    (-3)
-#define HSYNC_E_VERSION      (-4)
-#define HSYNC_E_MALFORMED    (-5)
-#define HSYNC_E_TOO_LARGE    (-6)
-#define HSYNC_E_WRONG_BASE   (-7)
-#define HSYNC_E_DIGEST       (-8)
-#define HSYNC_E_COMPRESSION  (-9)
-#define HSYNC_E_IO           (-10)
-#define HSYNC_E_PANIC        (-11)
+/*
+ Flags of [`hsync_encode`]: the last piece of the body.
+ */
+#define HSYNC_LAST 2
 
-/* Flags for hsync_encode(). */
-#define HSYNC_FLUSH 1u
-#define HSYNC_LAST  2u
+/*
+ The result of every function that can fail: the codec's errors
+ ([`crate::Error::code`]) and the ABI's own.
+ */
+typedef enum hsync_result {
+  /*
+   Engaged, or done.
+   */
+  HSYNC_OK = 0,
+  /*
+   Nothing to do (apply the edits, if any, and send the response as it is).
+   */
+  HSYNC_DECLINED = 1,
+  HSYNC_E_INVALID_ARG = -1,
+  HSYNC_E_TRUNCATED = -2,
+  HSYNC_E_BAD_MAGIC = -3,
+  HSYNC_E_VERSION = -4,
+  HSYNC_E_MALFORMED = -5,
+  HSYNC_E_TOO_LARGE = -6,
+  HSYNC_E_WRONG_BASE = -7,
+  HSYNC_E_DIGEST = -8,
+  HSYNC_E_COMPRESSION = -9,
+  HSYNC_E_IO = -10,
+  /*
+   A bug in the core was caught at the boundary.
+   */
+  HSYNC_E_PANIC = -11,
+  /*
+   A configuration value out of range (`hsync_config_check`).
+   */
+  HSYNC_E_CONFIG = -12,
+} hsync_result;
 
+/*
+ What an edit does to the response's header lines.
+ */
+typedef enum hsync_edit_op {
+  /*
+   Replace every line of the field with one line of this value (add it if absent).
+   */
+  HSYNC_EDIT_SET = 1,
+  /*
+   Remove every line of the field.
+   */
+  HSYNC_EDIT_REMOVE = 2,
+} hsync_edit_op;
+
+/*
+ One response: its decision, the edits, and the encoder when engaged.
+ */
+typedef struct hsync_response hsync_response;
+
+/*
+ A server's settings. Fill it with [`hsync_config_default`], change what
+ the configuration says, and check it with [`hsync_config_check`].
+ */
 typedef struct hsync_config {
-    uint64_t min_length;     /* responses with a known length below this are left alone (default 256) */
-    uint64_t max_signature;  /* largest decoded Hsync-Signature accepted, bytes (default 4608) */
-    int      level;          /* zstd level for literal bytes; 0 = the core's default */
+  /*
+   Responses with a known length below this are left alone (default 256).
+   */
+  uint64_t min_length;
+  /*
+   Largest decoded `Hsync-Signature` accepted, bytes (default 4608; 64 to 65536).
+   */
+  uint64_t max_signature;
+  /*
+   zstd level for literal bytes: 0 for the core's default, or 1 to 22.
+   */
+  int level;
+  /*
+   Non-zero (the default): responses hsync could apply to name
+   `Accept-Encoding, Hsync-Signature` in `Vary` also when hsync was not
+   applied, as nginx's `gzip_vary on` does; zero turns that off.
+   */
+  int vary;
 } hsync_config;
 
-typedef struct hsync_encoder hsync_encoder;
-
-/* Fills *cfg with the defaults. */
-void hsync_config_default(hsync_config *cfg);
+/*
+ One header line: name and value, not NUL-terminated.
+ */
+typedef struct hsync_field {
+  const char *name;
+  size_t name_len;
+  const char *value;
+  size_t value_len;
+} hsync_field;
 
 /*
- * Request phase. `accept_encoding` and `signature` are the raw header values,
- * NULL when the header is absent; `has_range` is non-zero when the request
- * has a Range header. On HSYNC_OK, *out is a new encoder (free it with
- * hsync_encoder_free). Otherwise *out is NULL, and for a negative result
- * `msg` (if not NULL) receives a NUL-terminated reason for the log.
+ What the server knows when the response headers are ready.
  */
-int hsync_request(const hsync_config *cfg,
-                  const char *method, size_t method_len,
-                  const char *accept_encoding, size_t accept_encoding_len,
-                  const char *signature, size_t signature_len,
-                  int has_range,
-                  hsync_encoder **out,
-                  char *msg, size_t msg_cap);
+typedef struct hsync_exchange {
+  const char *method;
+  size_t method_len;
+  /*
+   Every request header line, repeated fields as several entries.
+   */
+  const struct hsync_field *request;
+  size_t request_len;
+  unsigned int status;
+  /*
+   Every response header line the server will send.
+   */
+  const struct hsync_field *response;
+  size_t response_len;
+  /*
+   The response's length when the server keeps it outside its header
+   lines (nginx's `content_length_n`), or -1 (then a `Content-Length`
+   line is read, if any).
+   */
+  int64_t content_length;
+} hsync_exchange;
 
 /*
- * Response phase. `content_encoding` and `cache_control` are the response's
- * header values (NULL if absent); `content_length` is -1 when unknown.
- * HSYNC_OK means: engage (set the headers listed above). HSYNC_DECLINED
- * means: leave the response alone (and free the encoder).
+ One header edit. The strings belong to the response handle.
  */
-int hsync_response(hsync_encoder *e, unsigned status,
-                   const char *content_encoding, size_t content_encoding_len,
-                   const char *cache_control, size_t cache_control_len,
-                   int64_t content_length,
-                   char *msg, size_t msg_cap);
+typedef struct hsync_edit {
+  enum hsync_edit_op op;
+  const char *name;
+  size_t name_len;
+  /*
+   Empty for `HSYNC_EDIT_REMOVE`.
+   */
+  const char *value;
+  size_t value_len;
+} hsync_edit;
 
-/* The Vary value to set, given the existing one (NULL if none). */
-int hsync_vary(hsync_encoder *e, const char *existing, size_t existing_len,
-               const char **out, size_t *out_len);
-
-/* The ETag value to set, given the existing one; HSYNC_DECLINED if NULL. */
-int hsync_etag(hsync_encoder *e, const char *existing, size_t existing_len,
-               const char **out, size_t *out_len);
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
 
 /*
- * Body phase: feeds `in_len` bytes (may be 0) and returns in *out / *out_len
- * the encoded bytes ready so far (possibly none). With HSYNC_LAST the delta
- * is completed; no call may follow except hsync_stats/hsync_ratio/free.
- * A negative result means the delta cannot be completed: abort the response.
+ Fills `cfg` with the defaults.
+
+ # Safety
+ `cfg` is NULL or points to a writable `hsync_config`.
  */
-int hsync_encode(hsync_encoder *e, const uint8_t *in, size_t in_len, unsigned flags,
-                 const uint8_t **out, size_t *out_len);
+enum hsync_result hsync_config_default(struct hsync_config *cfg);
 
-/* Bytes of body in, bytes of delta out, so far. */
-void hsync_stats(const hsync_encoder *e, uint64_t *in, uint64_t *out);
+/*
+ Checks a configuration: `HSYNC_OK`, or `HSYNC_E_CONFIG` with the
+ reason (the same words in both servers) in `msg`.
 
-/* Writes the ratio in/out as "12.34" into buf (NUL-terminated); returns its length, 0 if none. */
-int hsync_ratio(const hsync_encoder *e, char *buf, size_t cap);
+ # Safety
+ `cfg` points to an `hsync_config`; `msg` is NULL or `msg_cap` writable bytes.
+ */
+enum hsync_result hsync_config_check(const struct hsync_config *cfg, char *msg, size_t msg_cap);
 
-void hsync_encoder_free(hsync_encoder *e);
+/*
+ The ABI version of the linked core (see `HSYNC_ABI_VERSION`).
+ */
+uint32_t hsync_abi_version(void);
 
-/* A static, NUL-terminated description of a result code. */
+/*
+ Decides for one response. Whatever the result, `*out` is a new handle
+ (free it with `hsync_response_free`) whose edits the server applies:
+ - `HSYNC_OK`: engaged; send the body through `hsync_encode`;
+ - `HSYNC_DECLINED`: send the body as it is;
+ - negative: the same, and `msg` receives the reason for an info-level
+   log line (a malformed or refused signature); never an error status.
+
+ On `HSYNC_E_INVALID_ARG` or `HSYNC_E_PANIC`, `*out` is NULL: send the
+ response as it is.
+
+ # Safety
+ `cfg` and `x` point to valid structures whose strings are readable;
+ `out` is writable; `msg` is NULL or `msg_cap` writable bytes.
+ */
+enum hsync_result hsync_decide(const struct hsync_config *cfg,
+                               const struct hsync_exchange *x,
+                               struct hsync_response **out,
+                               char *msg,
+                               size_t msg_cap);
+
+/*
+ The header edits to apply, in order: their count, and in `*edits` an
+ array of them that stays valid until `hsync_response_free`.
+
+ # Safety
+ `r` is a handle from `hsync_decide` (or NULL); `edits` is writable.
+ */
+size_t hsync_response_edits(const struct hsync_response *r, const struct hsync_edit **edits);
+
+/*
+ Body phase of an engaged response: feeds `in_len` bytes (may be 0) and
+ returns in `*out` / `*out_len` the encoded bytes ready so far (possibly
+ none; valid until the next call or `hsync_response_free`). With
+ `HSYNC_LAST` the delta is completed. A negative result means the delta
+ cannot be completed: end the response so that the client sees it
+ truncated (close the connection), never a complete-looking body.
+
+ # Safety
+ `r` is an engaged handle; `input` points to `input_len` readable bytes;
+ `out` and `out_len` are writable.
+ */
+enum hsync_result hsync_encode(struct hsync_response *r,
+                               const uint8_t *input,
+                               size_t input_len,
+                               unsigned int flags,
+                               const uint8_t **out,
+                               size_t *out_len);
+
+/*
+ Bytes of body in and of delta out so far (0 and 0 for a declined handle).
+
+ # Safety
+ `r` is a handle or NULL; `input` and `output` are NULL or writable.
+ */
+void hsync_stats(const struct hsync_response *r, uint64_t *input, uint64_t *output);
+
+/*
+ Writes the ratio of body bytes to delta bytes as "12.34" into `buf`,
+ NUL-terminated, and returns its length: 0 (and an empty string, when
+ `cap > 0`) when unknown, on a declined handle, or if the core failed.
+
+ # Safety
+ `r` is a handle or NULL; `buf` is NULL or `cap` writable bytes.
+ */
+size_t hsync_ratio(const struct hsync_response *r, char *buf, size_t cap);
+
+/*
+ Frees a handle (NULL is fine).
+
+ # Safety
+ `r` is NULL or a handle from `hsync_decide`, not used afterwards.
+ */
+void hsync_response_free(struct hsync_response *r);
+
+/*
+ A static, NUL-terminated description of a result code (any int:
+ unknown values give "unknown error").
+ */
 const char *hsync_strerror(int code);
 
 #ifdef __cplusplus
-}
-#endif
+}  // extern "C"
+#endif  // __cplusplus
 
-#endif /* HSYNC_H */
+#endif  /* HSYNC_H */

@@ -1,256 +1,424 @@
-//! The C ABI the server modules link against (`core/include/hsync.h`).
+//! The C ABI the server modules link against. `core/include/hsync.h` is
+//! generated from this file by cbindgen (`core/tests/header.rs` checks that
+//! the checked-in header is what this file generates: run it with
+//! `HSYNC_BLESS=1` to rewrite it).
 //!
-//! Opaque handles, integer result codes, and a panic boundary on every
-//! exported function: a bug here degrades to "serve the response as usual",
-//! never to unwinding into nginx or httpd.
+//! One flow for both servers, so that nginx and Apache make exactly the
+//! same decisions and header edits (all of them are made here):
+//!
+//! 1. at configuration time: `hsync_config_check` on every configuration
+//!    (same limits, same error text in both servers);
+//! 2. when the response headers are ready: `hsync_decide` with the request
+//!    and response header fields (every line of repeated ones), then apply
+//!    the edits from `hsync_response_edits` whatever the result, log the
+//!    message at info level when the result is negative, and, on `HSYNC_OK`
+//!    only, send the body through `hsync_encode`;
+//! 3. `hsync_ratio` for the access log, `hsync_response_free` at the end.
+//!
+//! Opaque handles, one result enum for every function that can fail, and a
+//! panic boundary on every exported function with a typed fallback per
+//! return type: a bug here degrades to "serve the response as usual", never
+//! to unwinding into nginx or httpd.
 
 #![allow(non_camel_case_types)]
-#![allow(clippy::missing_safety_doc)]
 
 use crate::delta::{EncodeOptions, Encoder};
-use crate::http::{self, Decline, ServerConfig};
+use crate::http::{self, Decision, Decline, Edit, Exchange, Field, Outcome, ServerConfig};
 use std::os::raw::{c_char, c_int, c_uint};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-pub const HSYNC_OK: c_int = 0;
-pub const HSYNC_DECLINED: c_int = 1;
-pub const HSYNC_E_INVALID_ARG: c_int = -1;
-pub const HSYNC_E_PANIC: c_int = -11;
+/// Version of this ABI. A shim compares `hsync_abi_version()` with the
+/// `HSYNC_ABI_VERSION` its header defined when it was compiled, and refuses
+/// to start on a mismatch.
+pub const HSYNC_ABI_VERSION: u32 = 2;
 
+/// Flags of [`hsync_encode`]: the server is flushing.
 pub const HSYNC_FLUSH: c_uint = 1;
+/// Flags of [`hsync_encode`]: the last piece of the body.
 pub const HSYNC_LAST: c_uint = 2;
 
-/// Mirrors `hsync_config` in hsync.h.
+/// The result of every function that can fail: the codec's errors
+/// ([`crate::Error::code`]) and the ABI's own.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct hsync_config {
-    pub min_length: u64,
-    pub max_signature: u64,
-    pub level: c_int,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum hsync_result {
+    /// Engaged, or done.
+    HSYNC_OK = 0,
+    /// Nothing to do (apply the edits, if any, and send the response as it is).
+    HSYNC_DECLINED = 1,
+    HSYNC_E_INVALID_ARG = -1,
+    HSYNC_E_TRUNCATED = -2,
+    HSYNC_E_BAD_MAGIC = -3,
+    HSYNC_E_VERSION = -4,
+    HSYNC_E_MALFORMED = -5,
+    HSYNC_E_TOO_LARGE = -6,
+    HSYNC_E_WRONG_BASE = -7,
+    HSYNC_E_DIGEST = -8,
+    HSYNC_E_COMPRESSION = -9,
+    HSYNC_E_IO = -10,
+    /// A bug in the core was caught at the boundary.
+    HSYNC_E_PANIC = -11,
+    /// A configuration value out of range (`hsync_config_check`).
+    HSYNC_E_CONFIG = -12,
 }
 
-impl From<&hsync_config> for ServerConfig {
-    fn from(c: &hsync_config) -> Self {
-        ServerConfig { min_length: c.min_length, max_signature: c.max_signature.min(1 << 20) as usize, vary: true }
+impl From<&crate::Error> for hsync_result {
+    fn from(e: &crate::Error) -> Self {
+        use crate::Error as E;
+        match e {
+            E::Truncated(_) => hsync_result::HSYNC_E_TRUNCATED,
+            E::BadMagic(_) => hsync_result::HSYNC_E_BAD_MAGIC,
+            E::UnsupportedVersion(_) => hsync_result::HSYNC_E_VERSION,
+            E::Malformed(_) => hsync_result::HSYNC_E_MALFORMED,
+            E::TooLarge(_) => hsync_result::HSYNC_E_TOO_LARGE,
+            E::WrongBase => hsync_result::HSYNC_E_WRONG_BASE,
+            E::DigestMismatch => hsync_result::HSYNC_E_DIGEST,
+            E::Compression(_) => hsync_result::HSYNC_E_COMPRESSION,
+            E::Io(_) => hsync_result::HSYNC_E_IO,
+        }
     }
 }
 
-/// One response being encoded.
-pub struct hsync_encoder {
-    cfg: ServerConfig,
-    enc: Encoder,
+/// A server's settings. Fill it with [`hsync_config_default`], change what
+/// the configuration says, and check it with [`hsync_config_check`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hsync_config {
+    /// Responses with a known length below this are left alone (default 256).
+    pub min_length: u64,
+    /// Largest decoded `Hsync-Signature` accepted, bytes (default 4608; 64 to 65536).
+    pub max_signature: u64,
+    /// zstd level for literal bytes: 0 for the core's default, or 1 to 22.
+    pub level: c_int,
+    /// Non-zero (the default): responses hsync could apply to name
+    /// `Accept-Encoding, Hsync-Signature` in `Vary` also when hsync was not
+    /// applied, as nginx's `gzip_vary on` does; zero turns that off.
+    pub vary: c_int,
+}
+
+/// One header line: name and value, not NUL-terminated.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hsync_field {
+    pub name: *const c_char,
+    pub name_len: usize,
+    pub value: *const c_char,
+    pub value_len: usize,
+}
+
+/// What the server knows when the response headers are ready.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hsync_exchange {
+    pub method: *const c_char,
+    pub method_len: usize,
+    /// Every request header line, repeated fields as several entries.
+    pub request: *const hsync_field,
+    pub request_len: usize,
+    pub status: c_uint,
+    /// Every response header line the server will send.
+    pub response: *const hsync_field,
+    pub response_len: usize,
+    /// The response's length when the server keeps it outside its header
+    /// lines (nginx's `content_length_n`), or -1 (then a `Content-Length`
+    /// line is read, if any).
+    pub content_length: i64,
+}
+
+/// What an edit does to the response's header lines.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum hsync_edit_op {
+    /// Replace every line of the field with one line of this value (add it if absent).
+    HSYNC_EDIT_SET = 1,
+    /// Remove every line of the field.
+    HSYNC_EDIT_REMOVE = 2,
+}
+
+/// One header edit. The strings belong to the response handle.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hsync_edit {
+    pub op: hsync_edit_op,
+    pub name: *const c_char,
+    pub name_len: usize,
+    /// Empty for `HSYNC_EDIT_REMOVE`.
+    pub value: *const c_char,
+    pub value_len: usize,
+}
+
+/// One response: its decision, the edits, and the encoder when engaged.
+pub struct hsync_response {
+    edits: Vec<Edit>,
+    view: Vec<hsync_edit>,
+    enc: Option<Encoder>,
     out: Vec<u8>,
-    vary: String,
-    etag: String,
     done: bool,
 }
 
-fn guard<F: FnOnce() -> c_int>(f: F) -> c_int {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(HSYNC_E_PANIC)
+/// The panic boundary: `f`'s result, or `fallback` if it panicked.
+fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
+/// # Safety
+/// `p` is NULL or points to `len` readable bytes that outlive `'a`.
 unsafe fn bytes<'a>(p: *const c_char, len: usize) -> Option<&'a [u8]> {
     if p.is_null() {
         None
     } else {
-        Some(std::slice::from_raw_parts(p as *const u8, len))
+        // SAFETY: the caller's promise.
+        Some(unsafe { std::slice::from_raw_parts(p as *const u8, len) })
     }
 }
 
+/// Writes `text` NUL-terminated into `msg` (truncated to `cap - 1` bytes).
+///
+/// # Safety
+/// `msg` is NULL or points to `cap` writable bytes.
 unsafe fn put_msg(msg: *mut c_char, cap: usize, text: &str) {
     if msg.is_null() || cap == 0 {
         return;
     }
     let n = text.len().min(cap - 1);
-    std::ptr::copy_nonoverlapping(text.as_ptr(), msg as *mut u8, n);
-    *msg.add(n) = 0;
+    // SAFETY: n + 1 <= cap bytes are writable at msg.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), msg as *mut u8, n);
+        *msg.add(n) = 0;
+    }
 }
 
-fn decline_code(d: &Decline) -> c_int {
-    match d {
-        Decline::Invalid(e) => e.code(),
-        _ => HSYNC_DECLINED,
+/// # Safety
+/// `f` is NULL with `n` 0, or points to `n` fields whose strings are readable.
+unsafe fn fields<'a>(f: *const hsync_field, n: usize) -> Option<Vec<Field<'a>>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    if f.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's promise.
+    let raw = unsafe { std::slice::from_raw_parts(f, n) };
+    raw.iter()
+        // SAFETY: each field's strings are readable for their lengths.
+        .map(|x| Some(Field { name: unsafe { bytes(x.name, x.name_len) }?, value: unsafe { bytes(x.value, x.value_len) }.unwrap_or(b"") }))
+        .collect()
+}
+
+impl hsync_config {
+    fn server(&self) -> std::result::Result<ServerConfig, String> {
+        http::ServerConfig::from_settings(self.min_length, self.max_signature, self.level, self.vary != 0)
     }
 }
 
 /// Fills `cfg` with the defaults.
+///
+/// # Safety
+/// `cfg` is NULL or points to a writable `hsync_config`.
 #[no_mangle]
-pub unsafe extern "C" fn hsync_config_default(cfg: *mut hsync_config) {
-    let _ = guard(|| {
-        if !cfg.is_null() {
-            let d = ServerConfig::default();
-            *cfg = hsync_config { min_length: d.min_length, max_signature: d.max_signature as u64, level: 0 };
+pub unsafe extern "C" fn hsync_config_default(cfg: *mut hsync_config) -> hsync_result {
+    guard(hsync_result::HSYNC_E_PANIC, || {
+        if cfg.is_null() {
+            return hsync_result::HSYNC_E_INVALID_ARG;
         }
-        HSYNC_OK
-    });
+        let d = ServerConfig::default();
+        // SAFETY: checked non-NULL; the caller's promise.
+        unsafe { *cfg = hsync_config { min_length: d.min_length, max_signature: d.max_signature as u64, level: 0, vary: 1 } };
+        hsync_result::HSYNC_OK
+    })
 }
 
-/// Request phase: see hsync.h.
+/// Checks a configuration: `HSYNC_OK`, or `HSYNC_E_CONFIG` with the
+/// reason (the same words in both servers) in `msg`.
+///
+/// # Safety
+/// `cfg` points to an `hsync_config`; `msg` is NULL or `msg_cap` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn hsync_request(
+pub unsafe extern "C" fn hsync_config_check(cfg: *const hsync_config, msg: *mut c_char, msg_cap: usize) -> hsync_result {
+    guard(hsync_result::HSYNC_E_PANIC, || {
+        // SAFETY: the caller's promise.
+        let Some(c) = (unsafe { cfg.as_ref() }) else { return hsync_result::HSYNC_E_INVALID_ARG };
+        match c.server() {
+            Ok(_) => hsync_result::HSYNC_OK,
+            Err(e) => {
+                // SAFETY: the caller's promise.
+                unsafe { put_msg(msg, msg_cap, &e) };
+                hsync_result::HSYNC_E_CONFIG
+            }
+        }
+    })
+}
+
+/// The ABI version of the linked core (see `HSYNC_ABI_VERSION`).
+#[no_mangle]
+pub extern "C" fn hsync_abi_version() -> u32 {
+    HSYNC_ABI_VERSION
+}
+
+/// Decides for one response. Whatever the result, `*out` is a new handle
+/// (free it with `hsync_response_free`) whose edits the server applies:
+/// - `HSYNC_OK`: engaged; send the body through `hsync_encode`;
+/// - `HSYNC_DECLINED`: send the body as it is;
+/// - negative: the same, and `msg` receives the reason for an info-level
+///   log line (a malformed or refused signature); never an error status.
+///
+/// On `HSYNC_E_INVALID_ARG` or `HSYNC_E_PANIC`, `*out` is NULL: send the
+/// response as it is.
+///
+/// # Safety
+/// `cfg` and `x` point to valid structures whose strings are readable;
+/// `out` is writable; `msg` is NULL or `msg_cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hsync_decide(
     cfg: *const hsync_config,
-    method: *const c_char,
-    method_len: usize,
-    accept_encoding: *const c_char,
-    accept_encoding_len: usize,
-    signature: *const c_char,
-    signature_len: usize,
-    has_range: c_int,
-    out: *mut *mut hsync_encoder,
+    x: *const hsync_exchange,
+    out: *mut *mut hsync_response,
     msg: *mut c_char,
     msg_cap: usize,
-) -> c_int {
-    guard(|| {
-        if cfg.is_null() || out.is_null() || method.is_null() {
-            return HSYNC_E_INVALID_ARG;
+) -> hsync_result {
+    guard(hsync_result::HSYNC_E_PANIC, || {
+        if out.is_null() {
+            return hsync_result::HSYNC_E_INVALID_ARG;
         }
-        *out = std::ptr::null_mut();
-        let c = &*cfg;
-        let scfg = ServerConfig::from(c);
-        let r = http::check_request(
-            &scfg,
-            bytes(method, method_len).unwrap_or(b""),
-            bytes(accept_encoding, accept_encoding_len),
-            bytes(signature, signature_len),
-            has_range != 0,
-        );
-        match r {
-            Ok(sig) => {
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the caller's promise.
+        let (Some(c), Some(x)) = (unsafe { cfg.as_ref() }, unsafe { x.as_ref() }) else {
+            return hsync_result::HSYNC_E_INVALID_ARG;
+        };
+        let Ok(scfg) = c.server() else { return hsync_result::HSYNC_E_INVALID_ARG };
+        // SAFETY: the caller's promise on the exchange's strings.
+        let (method, request, response) =
+            unsafe { (bytes(x.method, x.method_len), fields(x.request, x.request_len), fields(x.response, x.response_len)) };
+        let (Some(method), Some(request), Some(response)) = (method, request, response) else {
+            return hsync_result::HSYNC_E_INVALID_ARG;
+        };
+        let exchange = Exchange {
+            method,
+            request: &request,
+            status: x.status,
+            response: &response,
+            content_length: u64::try_from(x.content_length).ok(),
+        };
+        let Decision { outcome, edits } = http::decide(&scfg, &exchange);
+        let (rc, enc) = match outcome {
+            Outcome::Engage(sig) => {
                 let mut opts = EncodeOptions::default();
                 if c.level > 0 {
                     opts.level = c.level;
                 }
-                let enc = Encoder::with_options(sig, opts);
-                let h = Box::new(hsync_encoder { cfg: scfg, enc, out: Vec::new(), vary: String::new(), etag: String::new(), done: false });
-                *out = Box::into_raw(h);
-                HSYNC_OK
+                (hsync_result::HSYNC_OK, Some(Encoder::with_options(sig, opts)))
             }
-            Err(d) => {
-                put_msg(msg, msg_cap, &d.to_string());
-                decline_code(&d)
+            Outcome::Leave(Decline::Invalid(e)) => {
+                // SAFETY: the caller's promise.
+                unsafe { put_msg(msg, msg_cap, &Decline::Invalid(e.clone()).to_string()) };
+                (hsync_result::from(&e), None)
             }
+            Outcome::Leave(_) => (hsync_result::HSYNC_DECLINED, None),
+        };
+        let mut r = Box::new(hsync_response { edits, view: Vec::new(), enc, out: Vec::new(), done: false });
+        r.view = r
+            .edits
+            .iter()
+            .map(|e| {
+                let (op, value) = match e {
+                    Edit::Set(_, v) => (hsync_edit_op::HSYNC_EDIT_SET, v.as_str()),
+                    Edit::Remove(_) => (hsync_edit_op::HSYNC_EDIT_REMOVE, ""),
+                };
+                let name = e.name();
+                hsync_edit {
+                    op,
+                    name: name.as_ptr() as *const c_char,
+                    name_len: name.len(),
+                    value: value.as_ptr() as *const c_char,
+                    value_len: value.len(),
+                }
+            })
+            .collect();
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(r) };
+        rc
+    })
+}
+
+/// The header edits to apply, in order: their count, and in `*edits` an
+/// array of them that stays valid until `hsync_response_free`.
+///
+/// # Safety
+/// `r` is a handle from `hsync_decide` (or NULL); `edits` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn hsync_response_edits(r: *const hsync_response, edits: *mut *const hsync_edit) -> usize {
+    guard(0, || {
+        // SAFETY: the caller's promise.
+        let Some(r) = (unsafe { r.as_ref() }) else { return 0 };
+        if edits.is_null() {
+            return 0;
         }
+        // SAFETY: checked non-NULL.
+        unsafe { *edits = r.view.as_ptr() };
+        r.view.len()
     })
 }
 
-/// Response phase: see hsync.h.
-#[no_mangle]
-pub unsafe extern "C" fn hsync_response(
-    e: *mut hsync_encoder,
-    status: c_uint,
-    content_encoding: *const c_char,
-    content_encoding_len: usize,
-    cache_control: *const c_char,
-    cache_control_len: usize,
-    content_length: i64,
-    msg: *mut c_char,
-    msg_cap: usize,
-) -> c_int {
-    guard(|| {
-        let Some(e) = e.as_mut() else { return HSYNC_E_INVALID_ARG };
-        let len = if content_length >= 0 { Some(content_length as u64) } else { None };
-        match http::check_response(
-            &e.cfg,
-            status,
-            bytes(content_encoding, content_encoding_len),
-            bytes(cache_control, cache_control_len),
-            len,
-        ) {
-            Ok(()) => HSYNC_OK,
-            Err(d) => {
-                put_msg(msg, msg_cap, &d.to_string());
-                decline_code(&d)
-            }
-        }
-    })
-}
-
-unsafe fn header_value(slot: &mut String, value: String, out: *mut *const c_char, out_len: *mut usize) -> c_int {
-    if out.is_null() || out_len.is_null() {
-        return HSYNC_E_INVALID_ARG;
-    }
-    *slot = value;
-    *out = slot.as_ptr() as *const c_char;
-    *out_len = slot.len();
-    HSYNC_OK
-}
-
-/// The Vary value to set, given the existing one (NULL if none).
-#[no_mangle]
-pub unsafe extern "C" fn hsync_vary(
-    e: *mut hsync_encoder,
-    existing: *const c_char,
-    existing_len: usize,
-    out: *mut *const c_char,
-    out_len: *mut usize,
-) -> c_int {
-    guard(|| {
-        let Some(e) = e.as_mut() else { return HSYNC_E_INVALID_ARG };
-        let ex = bytes(existing, existing_len).map(String::from_utf8_lossy);
-        let v = http::vary(ex.as_deref());
-        header_value(&mut e.vary, v, out, out_len)
-    })
-}
-
-/// The ETag value to set, given the existing one; HSYNC_DECLINED when there is none.
-#[no_mangle]
-pub unsafe extern "C" fn hsync_etag(
-    e: *mut hsync_encoder,
-    existing: *const c_char,
-    existing_len: usize,
-    out: *mut *const c_char,
-    out_len: *mut usize,
-) -> c_int {
-    guard(|| {
-        let Some(e) = e.as_mut() else { return HSYNC_E_INVALID_ARG };
-        let Some(ex) = bytes(existing, existing_len) else { return HSYNC_DECLINED };
-        let v = http::etag(&String::from_utf8_lossy(ex));
-        header_value(&mut e.etag, v, out, out_len)
-    })
-}
-
-/// Body phase: feeds `in`, returns the output ready so far.
+/// Body phase of an engaged response: feeds `in_len` bytes (may be 0) and
+/// returns in `*out` / `*out_len` the encoded bytes ready so far (possibly
+/// none; valid until the next call or `hsync_response_free`). With
+/// `HSYNC_LAST` the delta is completed. A negative result means the delta
+/// cannot be completed: end the response so that the client sees it
+/// truncated (close the connection), never a complete-looking body.
+///
+/// # Safety
+/// `r` is an engaged handle; `input` points to `input_len` readable bytes;
+/// `out` and `out_len` are writable.
 #[no_mangle]
 pub unsafe extern "C" fn hsync_encode(
-    e: *mut hsync_encoder,
+    r: *mut hsync_response,
     input: *const u8,
     input_len: usize,
     flags: c_uint,
     out: *mut *const u8,
     out_len: *mut usize,
-) -> c_int {
-    guard(|| {
-        let Some(e) = e.as_mut() else { return HSYNC_E_INVALID_ARG };
-        if out.is_null() || out_len.is_null() || (input.is_null() && input_len > 0) {
-            return HSYNC_E_INVALID_ARG;
+) -> hsync_result {
+    guard(hsync_result::HSYNC_E_PANIC, || {
+        // SAFETY: the caller's promise.
+        let Some(r) = (unsafe { r.as_mut() }) else { return hsync_result::HSYNC_E_INVALID_ARG };
+        if out.is_null() || out_len.is_null() || (input.is_null() && input_len > 0) || r.done {
+            return hsync_result::HSYNC_E_INVALID_ARG;
         }
-        if e.done {
-            return HSYNC_E_INVALID_ARG;
+        let Some(enc) = r.enc.as_mut() else { return hsync_result::HSYNC_E_INVALID_ARG };
+        r.out.clear();
+        // SAFETY: the caller's promise.
+        let data = if input_len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(input, input_len) } };
+        let mut res = enc.update(data, &mut r.out);
+        if res.is_ok() && flags & HSYNC_LAST != 0 {
+            res = enc.finish(&mut r.out);
+            r.done = true;
+        } else if res.is_ok() && flags & HSYNC_FLUSH != 0 {
+            res = enc.flush(&mut r.out);
         }
-        e.out.clear();
-        let data = if input_len == 0 { &[][..] } else { std::slice::from_raw_parts(input, input_len) };
-        let mut r = e.enc.update(data, &mut e.out);
-        if r.is_ok() && flags & HSYNC_LAST != 0 {
-            r = e.enc.finish(&mut e.out);
-            e.done = true;
-        } else if r.is_ok() && flags & HSYNC_FLUSH != 0 {
-            r = e.enc.flush(&mut e.out);
+        if let Err(e) = res {
+            return hsync_result::from(&e);
         }
-        if let Err(err) = r {
-            return err.code();
+        // SAFETY: checked non-NULL.
+        unsafe {
+            *out = r.out.as_ptr();
+            *out_len = r.out.len();
         }
-        *out = e.out.as_ptr();
-        *out_len = e.out.len();
-        HSYNC_OK
+        hsync_result::HSYNC_OK
     })
 }
 
-/// Bytes in and out so far.
+/// Bytes of body in and of delta out so far (0 and 0 for a declined handle).
+///
+/// # Safety
+/// `r` is a handle or NULL; `input` and `output` are NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn hsync_stats(e: *const hsync_encoder, input: *mut u64, output: *mut u64) {
-    let _ = guard(|| {
-        if let Some(e) = e.as_ref() {
-            let s = e.enc.stats();
+pub unsafe extern "C" fn hsync_stats(r: *const hsync_response, input: *mut u64, output: *mut u64) {
+    guard((), || {
+        // SAFETY: the caller's promise.
+        let s = unsafe { r.as_ref() }.and_then(|r| r.enc.as_ref()).map(|e| e.stats()).unwrap_or_default();
+        // SAFETY: each is checked non-NULL; the caller's promise.
+        unsafe {
             if !input.is_null() {
                 *input = s.input_bytes;
             }
@@ -258,37 +426,49 @@ pub unsafe extern "C" fn hsync_stats(e: *const hsync_encoder, input: *mut u64, o
                 *output = s.output_bytes;
             }
         }
-        HSYNC_OK
-    });
-}
-
-/// Writes the ratio for access logs ("12.34") into `buf`; returns its length (0 when unknown).
-#[no_mangle]
-pub unsafe extern "C" fn hsync_ratio(e: *const hsync_encoder, buf: *mut c_char, cap: usize) -> c_int {
-    guard(|| {
-        let Some(e) = e.as_ref() else { return 0 };
-        let s = e.enc.stats();
-        let r = http::ratio(s.input_bytes, s.output_bytes);
-        if buf.is_null() || cap <= r.len() {
-            return 0;
-        }
-        put_msg(buf, cap, &r);
-        r.len() as c_int
     })
 }
 
-/// Frees an encoder (NULL is fine).
+/// Writes the ratio of body bytes to delta bytes as "12.34" into `buf`,
+/// NUL-terminated, and returns its length: 0 (and an empty string, when
+/// `cap > 0`) when unknown, on a declined handle, or if the core failed.
+///
+/// # Safety
+/// `r` is a handle or NULL; `buf` is NULL or `cap` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn hsync_encoder_free(e: *mut hsync_encoder) {
-    let _ = guard(|| {
-        if !e.is_null() {
-            drop(Box::from_raw(e));
+pub unsafe extern "C" fn hsync_ratio(r: *const hsync_response, buf: *mut c_char, cap: usize) -> usize {
+    // SAFETY: the caller's promise on buf.
+    unsafe { put_msg(buf, cap, "") };
+    guard(0, || {
+        // SAFETY: the caller's promise.
+        let Some(e) = (unsafe { r.as_ref() }).and_then(|r| r.enc.as_ref()) else { return 0 };
+        let s = e.stats();
+        let text = http::ratio(s.input_bytes, s.output_bytes);
+        if buf.is_null() || cap <= text.len() {
+            return 0;
         }
-        HSYNC_OK
-    });
+        // SAFETY: the caller's promise; the text fits.
+        unsafe { put_msg(buf, cap, &text) };
+        text.len()
+    })
 }
 
-/// A static description of a result code.
+/// Frees a handle (NULL is fine).
+///
+/// # Safety
+/// `r` is NULL or a handle from `hsync_decide`, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn hsync_response_free(r: *mut hsync_response) {
+    guard((), || {
+        if !r.is_null() {
+            // SAFETY: the caller's promise: it came from Box::into_raw.
+            drop(unsafe { Box::from_raw(r) });
+        }
+    })
+}
+
+/// A static, NUL-terminated description of a result code (any int:
+/// unknown values give "unknown error").
 #[no_mangle]
 pub extern "C" fn hsync_strerror(code: c_int) -> *const c_char {
     let s: &'static [u8] = match code {
@@ -305,7 +485,32 @@ pub extern "C" fn hsync_strerror(code: c_int) -> *const c_char {
         -9 => b"compression error\0",
         -10 => b"i/o error\0",
         -11 => b"internal error (panic caught)\0",
+        -12 => b"configuration value out of range\0",
         _ => b"unknown error\0",
     };
     s.as_ptr() as *const c_char
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codec's error codes and the ABI's enum are one numbering.
+    #[test]
+    fn error_codes_agree() {
+        use crate::Error as E;
+        for e in [
+            E::Truncated(""),
+            E::BadMagic(""),
+            E::UnsupportedVersion(9),
+            E::Malformed(""),
+            E::TooLarge(""),
+            E::WrongBase,
+            E::DigestMismatch,
+            E::Compression(""),
+            E::Io(String::new()),
+        ] {
+            assert_eq!(hsync_result::from(&e) as i32, e.code(), "{e:?}");
+        }
+    }
 }

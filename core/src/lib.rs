@@ -4,21 +4,24 @@
 //! server runs an [`Encoder`] over the response it just generated and sends
 //! the delta; the client [`patch`]es its copy and verifies the digest.
 //! The server stores nothing. Wire formats: `docs/protocol.md`.
+//!
+//! Layout, one job per module:
+//! - [`codec`]: the signature, the delta encoder (and its optional second
+//!   thread), the patcher, and their byte layouts;
+//! - [`http`]: the decisions a server makes and the header edits that
+//!   follow, for both server modules;
+//! - [`ffi`]: the C ABI of those modules (`include/hsync.h`);
+//! - [`limits`]: every limit and credit, in one place; [`hash`]: the hashes.
 
-pub mod delta;
+pub mod codec;
 pub mod error;
 pub mod ffi;
 pub mod hash;
 pub mod http;
 pub mod limits;
-pub mod patch;
-pub mod rollsum;
-pub mod signature;
-mod spawn;
-mod wire;
-mod zstdx;
 
-pub use delta::{delta, delta_with, EncodeOptions, EncodeStats, Encoder};
+pub use codec::{delta, patch, rollsum, signature};
+pub use delta::{delta, delta_with, EncodeOptions, EncodeStats, Encoder, Spawner};
 pub use error::{Error, Result};
 pub use patch::{delta_header, patch, patch_to, patch_with_limits, DeltaHeader, PatchLimits};
 pub use signature::{SigLimits, SigParams, Signature, SignatureBuilder, MAX_SIGNATURE_LEN};

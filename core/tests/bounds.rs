@@ -18,6 +18,8 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// One measurement at a time (the test harness runs tests on threads).
 static ONE: Mutex<()> = Mutex::new(());
 
+// SAFETY: every call is forwarded to the system allocator unchanged; the
+// counters are only read.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         // SAFETY: forwarded to the system allocator with the same layout.

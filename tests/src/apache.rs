@@ -59,10 +59,28 @@ pub fn start_with(opts: &Options, extra: &Extra) -> Result<RunningServer, String
     let port = free_port();
     let conf = dir.join("httpd.conf");
     std::fs::write(&conf, config(opts, extra, &dir, port)).map_err(|e| e.to_string())?;
+    // A directive's error goes to stderr, in `dir`, which a failed start
+    // removes: check the configuration first and keep what httpd says.
+    let check = Command::new(HTTPD)
+        .arg("-t")
+        .arg("-f")
+        .arg(&conf)
+        .env_remove("APACHE_CONFDIR")
+        .env_remove("APACHE_ARGUMENTS")
+        .output()
+        .map_err(|e| format!("cannot run {HTTPD}: {e}"))?;
+    if !check.status.success() {
+        if std::env::var_os("HSYNC_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Err(format!("apache refused its configuration:\n{}", String::from_utf8_lossy(&check.stderr)));
+    }
     // Cores of crashed children go to `dir` (CoreDumpDirectory; httpd's
     // children run as nobody).
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777));
     let mut cmd = Command::new(HTTPD);
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls setrlimit, which is async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
             let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
@@ -136,6 +154,7 @@ fn backdate(dir: &Path) {
 }
 
 fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -234,6 +253,9 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
         }
         if let Some(v) = opts.max_signature {
             let _ = writeln!(c, "HsyncMaxSignature {v}");
+        }
+        if !opts.vary {
+            let _ = writeln!(c, "HsyncVary Off");
         }
         if let Some(v) = extra.min_length {
             let _ = writeln!(c, "HsyncMinLength {v}");

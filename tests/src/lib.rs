@@ -17,6 +17,7 @@ pub mod apache;
 pub mod chromium;
 pub mod http;
 pub mod nginx;
+pub mod squid;
 pub mod upstream;
 
 /// The workspace root.
@@ -88,11 +89,14 @@ pub struct Options {
     /// Load the hsync module at all (false: the same configuration without
     /// it and without its directives, for benchmarks).
     pub module: bool,
+    /// `hsync_vary` / `HsyncVary` (on by default: responses hsync could
+    /// apply to name its request fields in `Vary` even when it did not).
+    pub vary: bool,
 }
 
 impl Options {
     pub fn new(docroot: impl Into<PathBuf>) -> Options {
-        Options { docroot: docroot.into(), upstream: None, gzip: false, max_signature: None, workers: 1, module: true }
+        Options { docroot: docroot.into(), upstream: None, gzip: false, max_signature: None, workers: 1, module: true, vary: true }
     }
 }
 
@@ -275,6 +279,7 @@ impl RunningServer {
             ServerKind::Nginx => libc::SIGTERM,
             ServerKind::Apache => libc::SIGWINCH,
         };
+        // SAFETY: kill only sends a signal, to the server this handle started.
         unsafe {
             libc::kill(child.id() as libc::pid_t, sig);
         }

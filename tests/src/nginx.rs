@@ -17,6 +17,7 @@ pub fn config(opts: &Options, dir: &Path, port: u16) -> String {
     if opts.module {
         writeln!(c, "load_module {};", ServerKind::Nginx.module().display()).unwrap();
     }
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         c.push_str("user root root;\n");
     }
@@ -59,6 +60,9 @@ http {{
         c.push_str("    hsync on;\n");
         if let Some(m) = opts.max_signature {
             writeln!(c, "    hsync_max_signature {m};").unwrap();
+        }
+        if !opts.vary {
+            c.push_str("    hsync_vary off;\n");
         }
     }
     if opts.gzip {

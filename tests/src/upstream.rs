@@ -7,15 +7,39 @@
 //! | `/corpus/<path>` | that corpus file, text/html, streamed in pieces of 4000 bytes with no length (chunked for HTTP/1.1, else until close) |
 //! | `/gzip` | 5000 opaque bytes ([`Upstream::gzip_body`]) labelled `Content-Encoding: gzip` |
 //! | `/nt` | `page(0)` with `Cache-Control: no-transform` |
+//! | `/hdr/<case>` | `page(0)` with Content-Length and the header lines [`HDR_CASES`] gives for `<case>` (all of them, in order, repeated names as separate lines) |
+//!
+//! [`Upstream::hits`] counts the requests for each path (every method).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// The cases of `/hdr/<case>`: the header lines sent with `page(0)`, as
+/// an origin would send them (a field named twice is two lines).
+pub const HDR_CASES: &[(&str, &[&str])] = &[
+    ("plain", &[]),
+    ("vary2", &["Vary: Cookie", "Vary: User-Agent"]),
+    ("cc2", &["Cache-Control: max-age=60", "Cache-Control: no-transform"]),
+    ("vary-star", &["Vary: *"]),
+    ("weak-etag", &["ETag: W/\"up-1\""]),
+    ("identity", &["Content-Encoding: identity"]),
+    ("digest", &["Repr-Digest: sha-256=:AAAA:", "Content-Digest: sha-256=:BBBB:", "Digest: SHA-256=CCCC"]),
+    // Cacheable by a shared cache for a minute (tests/src/squid.rs).
+    ("max-age", &["Cache-Control: max-age=60"]),
+];
+
+/// The header lines of `/hdr/<case>` (panics on an unknown case).
+pub fn hdr_lines(case: &str) -> &'static [&'static str] {
+    HDR_CASES.iter().find(|(c, _)| *c == case).unwrap_or_else(|| panic!("no /hdr/ case {case:?}")).1
+}
 
 pub struct Upstream {
     pub addr: SocketAddr,
     counter: Arc<AtomicU64>,
+    hits: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl Upstream {
@@ -24,17 +48,23 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let counter = Arc::new(AtomicU64::new(0));
-        let c = counter.clone();
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let (c, h) = (counter.clone(), hits.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let c = c.clone();
+                let (c, h) = (c.clone(), h.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &c);
+                    let _ = serve(conn, &c, &h);
                 });
             }
         });
-        Upstream { addr, counter }
+        Upstream { addr, counter, hits }
+    }
+
+    /// Requests for `path` (e.g. `/hdr/max-age`) so far, whatever the method.
+    pub fn hits(&self, path: &str) -> u64 {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     /// Requests to `/counter` so far.
@@ -65,7 +95,7 @@ impl Upstream {
     }
 }
 
-fn serve(conn: TcpStream, counter: &AtomicU64) -> std::io::Result<()> {
+fn serve(conn: TcpStream, counter: &AtomicU64, hits: &Mutex<HashMap<String, u64>>) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -79,6 +109,7 @@ fn serve(conn: TcpStream, counter: &AtomicU64) -> std::io::Result<()> {
             break;
         }
     }
+    *hits.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
     let mut w = conn;
     let head_only = method == "HEAD";
     let fixed = |w: &mut TcpStream, extra: &str, body: &[u8]| -> std::io::Result<()> {
@@ -95,6 +126,9 @@ fn serve(conn: TcpStream, counter: &AtomicU64) -> std::io::Result<()> {
         fixed(&mut w, "Content-Encoding: gzip\r\n", &Upstream::gzip_body())
     } else if path == "/nt" {
         fixed(&mut w, "Cache-Control: no-transform\r\n", &Upstream::page(0))
+    } else if let Some(&(_, lines)) = path.strip_prefix("/hdr/").and_then(|c| HDR_CASES.iter().find(|(n, _)| *n == c)) {
+        let extra: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+        fixed(&mut w, &extra, &Upstream::page(0))
     } else if let Some(rel) = path.strip_prefix("/corpus/").filter(|r| !r.contains("..")) {
         let Ok(data) = std::fs::read(crate::corpus().join(rel)) else {
             return write!(w, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");

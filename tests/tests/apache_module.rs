@@ -102,6 +102,8 @@ fn fixture() -> &'static Fixture {
 ///   /notransform the same with Cache-Control: no-transform
 ///   /encoded     Content-Encoding: gzip (opaque bytes), text/html
 ///   /etag        ETag "v30"; If-None-Match matching it (weakly) -> 304
+/// (Responses with particular header lines are server_behaviour.rs cases,
+/// against both servers, with tests/src/upstream.rs's `/hdr/<case>`.)
 ///   /big         50 MB, chunked
 fn start_upstream(_old: Vec<u8>, new: Vec<u8>) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -333,11 +335,11 @@ fn requests_left_alone() {
     assert_eq!(r.status, 206);
     assert!(r.content_encoding().is_none());
     assert_eq!(r.body, &fx.new[..100]);
-    // HEAD: headers of the full response
+    // HEAD: the fields of the hsync GET, no body (server_behaviour::head_request)
     let r = http::request(a.port, "HEAD", "/page.html", &h);
     assert_eq!(r.status, 200);
-    assert!(r.content_encoding().is_none());
-    assert_eq!(r.header("Content-Length"), Some(fx.new.len().to_string().as_str()));
+    assert_eq!(r.content_encoding(), Some("hsync"));
+    assert!(r.header("Content-Length").is_none(), "{:?}", r.headers);
     // POST is not GET (405 from the static handler, but never hsync)
     let r = http::request(a.port, "POST", "/page.html", &h);
     assert!(r.content_encoding().is_none());
@@ -424,10 +426,11 @@ fn proxied_pages() {
     assert_eq!(etag, "W/\"v30\"");
     let r = get(&a, "/proxy/etag", &[("Accept-Encoding", "gzip, hsync"), ("Hsync-Signature", &sig), ("If-None-Match", &etag)]);
     assert_eq!(r.status, 304);
-    // HEAD through the proxy
+    // HEAD through the proxy: the fields of the hsync GET
     let r = http::request(a.port, "HEAD", "/proxy/page", &hsync_headers(&sig));
     assert_eq!(r.status, 200);
-    assert_ne!(r.content_encoding(), Some("hsync"));
+    assert_eq!(r.content_encoding(), Some("hsync"), "{:?}", r.headers);
+    assert!(r.header("Content-Length").is_none(), "{:?}", r.headers);
     a.finish();
 }
 
@@ -498,13 +501,131 @@ fn directives() {
     assert_hsync(&r, &fx.old);
     a.finish();
     // bad values are configuration errors
-    for bad in ["HsyncCompressionLevel 99", "HsyncMinLength -1", "HsyncMaxSignature 0", "HsyncMinLength x"] {
+    for (bad, why) in [
+        ("HsyncCompressionLevel 99", "the compression level must be between 1 and 22 (or 0 for the default), not 99"),
+        ("HsyncMinLength -1", "HsyncMinLength must be a non-negative integer"),
+        ("HsyncMaxSignature 0", "the largest signature must be between 64 and 65536 bytes, not 0"),
+        ("HsyncMaxSignature 65537", "the largest signature must be between 64 and 65536 bytes, not 65537"),
+        ("<Location /x>\n  HsyncMaxSignature 63\n</Location>", "the largest signature must be between 64 and 65536 bytes, not 63"),
+        ("HsyncMinLength x", "HsyncMinLength must be a non-negative integer"),
+        ("HsyncVary maybe", "HsyncVary must be On or Off"),
+    ] {
         let mut o = Options::new(&fx.docroot);
         o.upstream = None;
         let e = Extra { conf: format!("{bad}\n"), ..Extra::default() };
-        let r = apache::start_with(&o, &e);
-        assert!(r.is_err(), "{bad} accepted");
+        match apache::start_with(&o, &e) {
+            Ok(_) => panic!("{bad} accepted"),
+            // the core's words (hsync_config_check), as nginx prints them
+            Err(log) => assert!(log.contains(why), "{bad}: {log}"),
+        }
     }
+    // the limits themselves are fine
+    let a = server(|o, e| {
+        o.max_signature = Some(65536);
+        e.conf = "HsyncCompressionLevel 22\n<Location /x>\n  HsyncMaxSignature 64\n</Location>\n".into();
+    });
+    assert_hsync(&get(&a, "/page.html", &hsync_headers(&sig)), &fx.old);
+    a.finish();
+}
+
+/// `Vary: Accept-Encoding, Hsync-Signature` on every response hsync could
+/// apply to, also when it did not (HsyncVary On, the default), with and
+/// without mod_deflate; with HsyncVary Off only on hsync responses.
+#[test]
+fn vary_on_declined_responses() {
+    if skip() {
+        return;
+    }
+    let fx = fixture();
+    let sig = sig_header(&fx.old);
+    let both = ["Accept-Encoding", "Hsync-Signature"];
+    for gzip in [false, true] {
+        let a = server(|o, _| o.gzip = gzip);
+        for h in [vec![], vec![("Accept-Encoding", "gzip")], vec![("Accept-Encoding", "hsync")]] {
+            let r = get(&a, "/page.html", &h);
+            assert_eq!(tokens(&r, "Vary"), both, "gzip {gzip}, {h:?}: {:?}", r.headers);
+        }
+        let r = get(&a, "/page.html", &hsync_headers(&sig));
+        assert_hsync(&r, &fx.old);
+        assert_eq!(tokens(&r, "Vary"), both, "{:?}", r.headers);
+        // not text/html: HSYNC is not configured for it
+        let r = get(&a, "/page.txt", &[]);
+        assert!(r.header("Vary").is_none(), "{:?}", r.headers);
+        a.finish();
+    }
+    let a = server(|o, e| {
+        o.gzip = false;
+        e.conf = "HsyncVary Off\n".into();
+    });
+    let r = get(&a, "/page.html", &[("Accept-Encoding", "hsync")]);
+    assert!(r.header("Vary").is_none(), "HsyncVary Off: {:?}", r.headers);
+    let r = get(&a, "/page.html", &hsync_headers(&sig));
+    assert_hsync(&r, &fx.old);
+    a.finish();
+}
+
+/// A 304 and a HEAD response carry the validators the hsync response would
+/// have had: the weak ETag and the Vary (RFC 9110 §15.4.5), although
+/// mod_filter runs AddOutputFilterByType filters on status 200 only, and
+/// the HEAD the coding too (server_behaviour.rs has the shared cases; these
+/// are the filter configurations of httpd).
+#[test]
+fn not_modified_and_head_carry_the_validators() {
+    if skip() {
+        return;
+    }
+    let fx = fixture();
+    let sig = sig_header(&fx.old);
+    for (filters, vary_off) in [(None, false), (Some("SetOutputFilter HSYNC"), false), (None, true)] {
+        let a = server(|o, e| {
+            o.gzip = false;
+            e.filters = filters.map(String::from);
+            if vary_off {
+                e.conf = "HsyncVary Off\n".into();
+            }
+        });
+        let what = format!("{filters:?}, HsyncVary Off {vary_off}");
+        let plain = get(&a, "/page.html", &[]);
+        let strong = plain.header("ETag").unwrap().to_string();
+        let weak = format!("W/{strong}");
+
+        let mut h = hsync_headers(&sig);
+        h.push(("If-None-Match", &weak));
+        let r = get(&a, "/page.html", &h);
+        assert_eq!(r.status, 304, "{what}");
+        assert_eq!(r.header("ETag"), Some(weak.as_str()), "{what}: {:?}", r.headers);
+        assert_eq!(tokens(&r, "Vary"), ["Accept-Encoding", "Hsync-Signature"], "{what}: {:?}", r.headers);
+        assert!(r.content_encoding().is_none());
+
+        // a client without hsync revalidating: its own tag, and the Vary (unless off)
+        let r = get(&a, "/page.html", &[("If-None-Match", &strong)]);
+        assert_eq!(r.status, 304, "{what}");
+        assert_eq!(r.header("ETag"), Some(strong.as_str()), "{what}: {:?}", r.headers);
+        assert_eq!(r.header("Vary").is_some(), !vary_off, "{what}: {:?}", r.headers);
+
+        let r = http::request(a.port, "HEAD", "/page.html", &hsync_headers(&sig));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_encoding(), Some("hsync"), "{what}: {:?}", r.headers);
+        assert!(r.header("Content-Length").is_none(), "{what}: {:?}", r.headers);
+        assert_eq!(r.header("ETag"), Some(weak.as_str()), "{what}: {:?}", r.headers);
+        assert_eq!(tokens(&r, "Vary"), ["Accept-Encoding", "Hsync-Signature"], "{what}: {:?}", r.headers);
+        a.finish();
+    }
+    // A 304 of a type HSYNC is not configured for is left alone.
+    let a = server(|o, _| o.gzip = false);
+    let tag = get(&a, "/page.txt", &[]).header("ETag").unwrap().to_string();
+    let mut h = hsync_headers(&sig);
+    h.push(("If-None-Match", &tag));
+    let r = get(&a, "/page.txt", &h);
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("ETag"), Some(tag.as_str()));
+    assert!(r.header("Vary").is_none(), "{:?}", r.headers);
+    // HEAD through the proxy: the upstream's tag made weak
+    let r = http::request(a.port, "HEAD", "/proxy/etag", &hsync_headers(&sig));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_encoding(), Some("hsync"), "{:?}", r.headers);
+    assert_eq!(r.header("ETag"), Some("W/\"v30\""), "{:?}", r.headers);
+    a.finish();
 }
 
 #[test]

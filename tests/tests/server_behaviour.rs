@@ -8,7 +8,8 @@
 use hsync_core::http::{decode_signature_header, encode_signature_header};
 use hsync_core::{patch, SigParams, Signature};
 use hsync_tests::http::{self, Response};
-use hsync_tests::upstream::Upstream;
+use hsync_tests::squid::{self, Squid};
+use hsync_tests::upstream::{hdr_lines, Upstream};
 use hsync_tests::{corpus, start, temp_dir, Options, RunningServer, ServerKind};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,35 @@ fn assert_untouched(r: &Response, body: &[u8], what: &str) {
     assert_eq!(r.status, 200, "{what}: status");
     assert_ne!(r.content_encoding(), Some("hsync"), "{what}: must not be hsync-coded");
     assert!(r.body == body, "{what}: body differs ({} bytes, want {})", r.body.len(), body.len());
+}
+
+/// Every line of the response field `name`, as sent.
+fn lines<'a>(r: &'a Response, name: &str) -> Vec<&'a str> {
+    r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+}
+
+/// The names the response varies on, over all its `Vary` lines, lowercased
+/// and in order: nginx sends the core's one line as it is, httpd may join
+/// lines of a field with "," and no space.
+fn vary_names(r: &Response) -> Vec<String> {
+    lines(r, "Vary").iter().flat_map(|l| l.split(',')).map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect()
+}
+
+/// The `Vary` every response hsync could apply to carries (unless turned off).
+const HSYNC_VARY: [&str; 2] = ["accept-encoding", "hsync-signature"];
+
+/// Whether the response varies on both hsync request fields.
+fn varies_on_hsync(r: &Response) -> bool {
+    let names = vary_names(r);
+    HSYNC_VARY.iter().all(|h| names.iter().any(|n| n == h))
+}
+
+/// The value of the upstream's `/hdr/<case>` line for `name`.
+fn hdr_value(case: &str, name: &str) -> &'static str {
+    hdr_lines(case)
+        .iter()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+        .unwrap_or_else(|| panic!("/hdr/{case} sends no {name}"))
 }
 
 /// Every pair of neighbouring versions in the corpus, as paths relative to it.
@@ -316,16 +346,72 @@ fn range_request(kind: ServerKind) {
     s.finish();
 }
 
+/// A HEAD with a signature gets every header field of the hsync GET
+/// (RFC 9110 §9.3.2): `Content-Encoding: hsync` (so gzip / mod_deflate,
+/// when on, stay out as they do for the GET), no `Content-Length`, the weak
+/// ETag, the Vary; and no body. Without a signature: the plain fields.
 fn head_request(kind: ServerKind) {
     let site = Site::new();
     let (old, new) = (read(corpus().join("pages/cnn/v1.html")), read(corpus().join("pages/cnn/v2.html")));
     site.put("page.html", &new);
-    let Some(s) = start(kind, &site.options()) else { return };
+    let up = Upstream::start();
     let sig = sig_header(&old);
-    let r = http::request(s.port, "HEAD", "/page.html", &[("Accept-Encoding", "hsync"), ("Hsync-Signature", &sig)]);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.content_encoding(), None);
-    assert_eq!(r.header("Content-Length"), Some(new.len().to_string().as_str()));
+    for gzip in [false, true] {
+        let Some(s) = start(kind, &Options { upstream: Some(up.addr), gzip, ..site.options() }) else { return };
+        let ae = if gzip { "gzip, hsync" } else { "hsync" };
+        let h = [("Accept-Encoding", ae), ("Hsync-Signature", sig.as_str())];
+        for path in ["/page.html", "/proxy/hdr/plain"] {
+            let what = format!("gzip {gzip}, {path}");
+            let plain = http::get(s.port, path, &[]);
+            let get = http::get(s.port, path, &h);
+            assert_eq!(get.content_encoding(), Some("hsync"), "{what}: GET");
+            let r = http::request(s.port, "HEAD", path, &h);
+            assert_eq!(r.status, 200, "{what}");
+            assert!(r.body.is_empty(), "{what}");
+            assert_eq!(lines(&r, "Content-Encoding"), ["hsync"], "{what}: {:?}", r.headers);
+            assert_eq!(r.header("Content-Length"), None, "{what}: {:?}", r.headers);
+            assert_eq!(r.header("Accept-Ranges"), None, "{what}: {:?}", r.headers);
+            assert_eq!(vary_names(&r), HSYNC_VARY, "{what}: {:?}", r.headers);
+            // the fields of the GET, which the HEAD stands for
+            assert_eq!(r.header("ETag"), get.header("ETag"), "{what}: {:?}", r.headers);
+            assert_eq!(vary_names(&r), vary_names(&get), "{what}");
+            assert_eq!(r.header("Content-Type"), get.header("Content-Type"), "{what}");
+            if let Some(tag) = plain.header("ETag") {
+                assert_eq!(r.header("ETag"), Some(format!("W/{tag}").as_str()), "{what}: strong tag made weak");
+            }
+            // no signature: the plain response's fields
+            let r = http::request(s.port, "HEAD", path, &[("Accept-Encoding", "hsync")]);
+            assert_eq!(r.status, 200, "{what}");
+            assert_eq!(r.content_encoding(), None, "{what}");
+            assert_eq!(r.header("Content-Length"), plain.header("Content-Length"), "{what}");
+            assert_eq!(r.header("ETag"), plain.header("ETag"), "{what}");
+            assert_eq!(vary_names(&r), HSYNC_VARY, "{what}: {:?}", r.headers);
+        }
+        s.finish();
+    }
+}
+
+/// A 304 to a request with a signature carries the weak ETag and the Vary
+/// the hsync response would have had (RFC 9110 §15.4.5); one without a
+/// signature keeps the plain response's strong tag, with the Vary.
+fn not_modified_validators(kind: ServerKind) {
+    let site = Site::new();
+    let (old, new) = (read(corpus().join("pages/igvita/v1.html")), read(corpus().join("pages/igvita/v2.html")));
+    site.put("page.html", &new);
+    let Some(s) = start(kind, &site.options()) else { return };
+    let strong = http::get(s.port, "/page.html", &[]).header("ETag").expect("ETag").to_string();
+    let weak = format!("W/{strong}");
+
+    let r = hsync_get(&s, "/page.html", &old, &[("If-None-Match", &weak)]);
+    assert_eq!(r.status, 304, "{:?}", r.headers);
+    assert_eq!(lines(&r, "ETag"), [weak.as_str()], "{:?}", r.headers);
+    assert_eq!(vary_names(&r), HSYNC_VARY, "{:?}", r.headers);
+    assert_eq!(r.content_encoding(), None, "a 304 has no coding");
+
+    let r = http::get(s.port, "/page.html", &[("If-None-Match", &strong)]);
+    assert_eq!(r.status, 304, "{:?}", r.headers);
+    assert_eq!(lines(&r, "ETag"), [strong.as_str()], "{:?}", r.headers);
+    assert_eq!(vary_names(&r), HSYNC_VARY, "{:?}", r.headers);
     s.finish();
 }
 
@@ -458,6 +544,7 @@ fn bad_signature(kind: ServerKind) {
         for (path, body) in [("/page.html", &new), ("/proxy/corpus/blog-home/021.html", &new)] {
             let r = http::get(s.port, path, &[("Accept-Encoding", "hsync"), ("Hsync-Signature", &value)]);
             assert_untouched(&r, body, &format!("{what} ({path})"));
+            assert_eq!(vary_names(&r), HSYNC_VARY, "{what} ({path}): {:?}", r.headers);
             let n = s.wait_log_count(INVALID, logged + 1);
             assert!(n > logged, "{what} ({path}): no {INVALID:?} line in the error log");
             logged = n;
@@ -485,6 +572,198 @@ fn max_signature_setting(kind: ServerKind) {
     s.finish();
 }
 
+/// A server with the test upstream behind `/proxy/`, and a site with
+/// `page.html` (the upstream's `page(0)` too).
+fn with_upstream(kind: ServerKind, f: impl FnOnce(&mut Options)) -> Option<(Site, Upstream, RunningServer)> {
+    let site = Site::new();
+    site.put("page.html", &Upstream::page(0));
+    let up = Upstream::start();
+    let mut opts = Options { upstream: Some(up.addr), ..site.options() };
+    f(&mut opts);
+    let s = start(kind, &opts)?;
+    Some((site, up, s))
+}
+
+/// Two `Vary` lines from the upstream (`Cookie`, `User-Agent`): one list on
+/// the hsync response, with the hsync names after them, and the same on
+/// the plain response.
+fn vary_lines_merged(kind: ServerKind) {
+    let Some((_site, _up, s)) = with_upstream(kind, |_| {}) else { return };
+    let old = Upstream::page(1);
+    let want = ["cookie", "user-agent", "accept-encoding", "hsync-signature"];
+    let r = hsync_get(&s, "/proxy/hdr/vary2", &old, &[]);
+    assert!(decode(&old, &r) == Upstream::page(0));
+    assert_eq!(vary_names(&r), want, "{:?}", r.headers);
+    let r = http::get(s.port, "/proxy/hdr/vary2", &[]);
+    assert_untouched(&r, &Upstream::page(0), "plain");
+    assert_eq!(vary_names(&r), want, "{:?}", r.headers);
+    s.finish();
+}
+
+/// `no-transform` on the second `Cache-Control` line is seen: not coded,
+/// the body intact, the response untouched (no Vary added).
+fn no_transform_second_line(kind: ServerKind) {
+    let Some((_site, _up, s)) = with_upstream(kind, |_| {}) else { return };
+    let r = hsync_get(&s, "/proxy/hdr/cc2", &Upstream::page(1), &[]);
+    assert_untouched(&r, &Upstream::page(0), "no-transform on a second line");
+    assert!(!vary_names(&r).iter().any(|n| n == "hsync-signature"), "{:?}", r.headers);
+    s.finish();
+}
+
+/// `Vary: *` stays `*`, alone, on the hsync response and the plain one.
+fn vary_star(kind: ServerKind) {
+    let Some((_site, _up, s)) = with_upstream(kind, |_| {}) else { return };
+    let old = Upstream::page(1);
+    let r = hsync_get(&s, "/proxy/hdr/vary-star", &old, &[]);
+    assert!(decode(&old, &r) == Upstream::page(0));
+    assert_eq!(vary_names(&r), ["*"], "{:?}", r.headers);
+    let r = http::get(s.port, "/proxy/hdr/vary-star", &[]);
+    assert_untouched(&r, &Upstream::page(0), "plain");
+    assert_eq!(vary_names(&r), ["*"], "{:?}", r.headers);
+    s.finish();
+}
+
+/// A static file's strong ETag becomes `W/"..."` on the hsync response; an
+/// upstream's weak tag is sent as it is.
+fn etags(kind: ServerKind) {
+    let Some((_site, _up, s)) = with_upstream(kind, |_| {}) else { return };
+    let old = Upstream::page(1);
+    let strong = http::get(s.port, "/page.html", &[]).header("ETag").expect("static ETag").to_string();
+    assert!(strong.starts_with('"'), "static ETag is strong: {strong}");
+    let r = hsync_get(&s, "/page.html", &old, &[]);
+    assert!(decode(&old, &r) == Upstream::page(0));
+    assert_eq!(lines(&r, "ETag"), [format!("W/{strong}").as_str()], "{:?}", r.headers);
+
+    let weak = hdr_value("weak-etag", "ETag");
+    let r = hsync_get(&s, "/proxy/hdr/weak-etag", &old, &[]);
+    assert!(decode(&old, &r) == Upstream::page(0));
+    assert_eq!(lines(&r, "ETag"), [weak], "{:?}", r.headers);
+    let r = http::get(s.port, "/proxy/hdr/weak-etag", &[]);
+    assert_eq!(lines(&r, "ETag"), [weak], "plain: {:?}", r.headers);
+    s.finish();
+}
+
+/// An upstream's `Content-Encoding: identity` makes way for exactly one
+/// `Content-Encoding: hsync`, and the body decodes.
+fn identity_coding(kind: ServerKind) {
+    let Some((_site, _up, s)) = with_upstream(kind, |_| {}) else { return };
+    let old = Upstream::page(1);
+    let r = hsync_get(&s, "/proxy/hdr/identity", &old, &[]);
+    assert_eq!(lines(&r, "Content-Encoding"), ["hsync"], "{:?}", r.headers);
+    assert!(decode(&old, &r) == Upstream::page(0));
+    s.finish();
+}
+
+/// Digests of the identity body (`Repr-Digest`, `Content-Digest`, `Digest`)
+/// are removed from the hsync response and kept on a plain one.
+fn digest_fields(kind: ServerKind) {
+    let Some((_site, _up, s)) = with_upstream(kind, |_| {}) else { return };
+    let old = Upstream::page(1);
+    let names = ["Repr-Digest", "Content-Digest", "Digest"];
+    let r = hsync_get(&s, "/proxy/hdr/digest", &old, &[]);
+    assert!(decode(&old, &r) == Upstream::page(0));
+    for d in names {
+        assert!(lines(&r, d).is_empty(), "{d} describes the identity body: {:?}", r.headers);
+    }
+    let r = http::get(s.port, "/proxy/hdr/digest", &[]);
+    assert_untouched(&r, &Upstream::page(0), "plain");
+    for d in names {
+        assert_eq!(lines(&r, d), [hdr_value("digest", d)], "{d} on the plain response: {:?}", r.headers);
+    }
+    s.finish();
+}
+
+/// A plain request for a page hsync could apply to gets `Vary:
+/// Accept-Encoding, Hsync-Signature` (so that a shared cache keeps the
+/// plain copy and the delta apart), static or proxied; with `hsync_vary
+/// off` / `HsyncVary Off` it does not, while an hsync response still does.
+fn vary_on_plain_responses(kind: ServerKind) {
+    for vary in [true, false] {
+        let Some((_site, _up, s)) = with_upstream(kind, |o| o.vary = vary) else { return };
+        let old = Upstream::page(1);
+        for path in ["/page.html", "/proxy/hdr/plain"] {
+            for h in [vec![], vec![("Accept-Encoding", "gzip")], vec![("Accept-Encoding", "hsync")]] {
+                let r = http::get(s.port, path, &h);
+                assert_untouched(&r, &Upstream::page(0), path);
+                let want: &[&str] = if vary { &HSYNC_VARY } else { &[] };
+                assert_eq!(vary_names(&r), want, "vary {vary}, {path} {h:?}: {:?}", r.headers);
+            }
+            let r = hsync_get(&s, path, &old, &[]);
+            assert!(decode(&old, &r) == Upstream::page(0));
+            assert_eq!(vary_names(&r), HSYNC_VARY, "vary {vary}, {path}: hsync response {:?}", r.headers);
+        }
+        s.finish();
+    }
+}
+
+/// Through a real shared cache (Squid, an accelerator in front of the
+/// server) on a page it may keep for a minute: a client with a signature
+/// gets the delta, never the plain copy Squid holds, and a plain client the
+/// plain page, never a delta, in either order; the repeated plain request
+/// is answered from Squid's cache (its access log says a hit and the
+/// upstream sees no request), so the cache is really in play.
+fn through_squid(kind: ServerKind) {
+    const PATH: &str = "/proxy/hdr/max-age";
+    let up_path = PATH.strip_prefix("/proxy").unwrap();
+    let page = Upstream::page(0);
+    let old = Upstream::page(1);
+    let sig = sig_header(&old);
+    let hsync = [("Accept-Encoding", "gzip, hsync"), ("Hsync-Signature", sig.as_str())];
+    for plain_first in [true, false] {
+        let Some((_site, up, s)) = with_upstream(kind, |_| {}) else { return };
+        if !squid::available() {
+            return;
+        }
+        let sq = Squid::start(s.addr());
+        let order = if plain_first { "plain first" } else { "hsync first" };
+        let mut log = 0;
+        // One request through Squid; returns the response and Squid's verdict.
+        let mut fetch = |h: &[(&str, &str)]| {
+            let r = http::get(sq.port, PATH, h);
+            log += 1;
+            let lines = sq.wait_access_log(log);
+            assert_eq!(lines.len(), log, "{order}: Squid logged {lines:?}");
+            (r, lines[log - 1].clone())
+        };
+        let check_plain = |r: &Response, what: &str| {
+            assert_untouched(r, &page, &format!("{order}: {what}"));
+            assert!(varies_on_hsync(r), "{order}: {what}: {:?}", r.headers);
+        };
+        let check_hsync = |r: &Response, what: &str| {
+            assert!(decode(&old, r) == page, "{order}: {what}: rebuilt page differs");
+            assert!(r.body.len() * 10 < page.len(), "{order}: {what}: {} bytes is no delta", r.body.len());
+        };
+        if plain_first {
+            let (r, l) = fetch(&[]);
+            check_plain(&r, "first plain request");
+            assert!(l.starts_with("TCP_MISS/200"), "{order}: {l}");
+            let (r, l) = fetch(&hsync);
+            check_hsync(&r, "hsync request after a plain one");
+            assert!(l.starts_with("TCP_MISS/200"), "{order}: the plain copy must not answer a signature: {l}");
+        } else {
+            let (r, l) = fetch(&hsync);
+            check_hsync(&r, "first hsync request");
+            assert!(l.starts_with("TCP_MISS/200"), "{order}: {l}");
+            let (r, l) = fetch(&[]);
+            check_plain(&r, "plain request after an hsync one");
+            assert!(l.starts_with("TCP_MISS/200"), "{order}: the delta must not answer a plain request: {l}");
+        }
+        assert_eq!(up.hits(up_path), 2, "{order}: both variants from the origin");
+        // The plain variant again: from Squid's memory, not the origin.
+        let (r, l) = fetch(&[]);
+        check_plain(&r, "repeated plain request");
+        assert!(l.starts_with("TCP_MEM_HIT/200") || l.starts_with("TCP_HIT/200"), "{order}: plain copy not cached: {l}");
+        assert_eq!(up.hits(up_path), 2, "{order}: the repeated plain request reached the origin");
+        // And a client with the same signature: the delta (Squid may keep
+        // it too: it is the same for the same signature).
+        let (r, _) = fetch(&hsync);
+        check_hsync(&r, "repeated hsync request");
+        eprintln!("{} {order}: Squid's access log:\n{}", kind.name(), sq.access_log().join("\n"));
+        drop(sq);
+        s.finish();
+    }
+}
+
 hsync_tests::server_cases!(
     static_corpus_roundtrip,
     proxy_corpus_roundtrip,
@@ -495,9 +774,18 @@ hsync_tests::server_cases!(
     large_body,
     range_request,
     head_request,
+    not_modified_validators,
     no_transform,
     already_encoded,
     not_engaged,
     bad_signature,
     max_signature_setting,
+    vary_lines_merged,
+    no_transform_second_line,
+    vary_star,
+    etags,
+    identity_coding,
+    digest_fields,
+    vary_on_plain_responses,
+    through_squid,
 );

@@ -72,9 +72,10 @@ const RECODED_AWAY: [&str; 6] = ["Content-Length", "Accept-Ranges", "Content-Dig
 ///   `cfg.vary` is off), whether hsync is applied or not: a shared cache
 ///   must not give a plain copy to a client that sent a signature, or a
 ///   delta to one that did not.
-/// - A 304 or a HEAD response to a request that asked for hsync carries
-///   the ETag the hsync response would have had (weak), as RFC 9110
-///   §15.4.5 and §9.3.2 ask, so that caches can freshen what they stored.
+/// - A 304 to a request that asked for hsync carries the ETag the hsync
+///   response would have had (weak) and its Vary, as RFC 9110 §15.4.5
+///   asks, so that caches can freshen what they stored; a HEAD response
+///   carries every header field of the hsync GET (§9.3.2), coding included.
 /// - A GET for a 200 response with a usable signature and no Range is
 ///   engaged: `Content-Encoding: hsync`, the `Vary`, a weak `ETag`, and the
 ///   fields that described the identity bytes removed.
@@ -107,13 +108,13 @@ pub fn decide(cfg: &ServerConfig, x: &Exchange<'_>) -> Decision {
         return leave(Decline::Range, edits);
     }
     let weak_etag = weakened_etag(x.response);
-    if x.status == 304 || method == b"HEAD" {
+    if x.status == 304 {
         // The validators and Vary the hsync 200 would have carried.
         if !cfg.vary {
             edits.extend(vary);
         }
         edits.extend(weak_etag);
-        return leave(if x.status == 304 { Decline::Status } else { Decline::Method }, edits);
+        return leave(Decline::Status, edits);
     }
     let mut edits = vec![Edit::Set("Content-Encoding", ENCODING.to_string())];
     edits.extend(vary);
@@ -122,6 +123,12 @@ pub fn decide(cfg: &ServerConfig, x: &Exchange<'_>) -> Decision {
         if fields::has(x.response, f) || (f == "Content-Length" && x.content_length.is_some()) {
             edits.push(Edit::Remove(f));
         }
+    }
+    if method == b"HEAD" {
+        // The header fields the GET would have had (RFC 9110 §9.3.2), and
+        // no body to encode. The coding name also keeps a compression
+        // filter after this one (mod_deflate) from recoding the response.
+        return leave(Decline::Method, edits);
     }
     Decision { outcome: Outcome::Engage(sig), edits }
 }
@@ -298,11 +305,14 @@ mod tests {
         let s = sig();
         let req = [("Accept-Encoding", "hsync"), ("Hsync-Signature", s.as_str())];
         for (method, status) in [("GET", 304), ("HEAD", 200)] {
-            let d = decide_with(method, &req, status, &[("ETag", "\"v1\"")]);
+            let d = decide_with(method, &req, status, &[("ETag", "\"v1\""), ("Content-Length", "9000")]);
             assert!(matches!(d.outcome, Outcome::Leave(_)));
             assert_eq!(set(&d, "ETag"), Some("W/\"v1\""), "{method} {status}");
             assert_eq!(set(&d, "Vary"), Some("Accept-Encoding, Hsync-Signature"));
-            assert_eq!(set(&d, "Content-Encoding"), None);
+            // HEAD: the GET's fields, coding included; a 304: the validators only.
+            let head = method == "HEAD";
+            assert_eq!(set(&d, "Content-Encoding"), head.then_some("hsync"));
+            assert_eq!(d.edits.contains(&Edit::Remove("Content-Length")), head);
         }
         // Without a signature: the plain response's strong tag, and Vary.
         let d = decide_with("GET", &[], 304, &[("ETag", "\"v1\"")]);

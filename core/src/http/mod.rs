@@ -32,6 +32,28 @@ pub struct ServerConfig {
     pub vary: bool,
 }
 
+/// Largest `max_signature` a server may be configured with: 64 KiB, whose
+/// base64 (87 KiB) servers must then accept in a header line.
+pub const MAX_SIGNATURE_SETTING: u64 = 64 << 10;
+/// Smallest: a signature's header alone takes up to 30 bytes.
+pub const MIN_SIGNATURE_SETTING: u64 = 64;
+
+impl ServerConfig {
+    /// A configuration from a server's settings, checked: the same limits
+    /// and the same words for both servers. `level` 0 is the core's default.
+    pub fn from_settings(min_length: u64, max_signature: u64, level: i32, vary: bool) -> std::result::Result<ServerConfig, String> {
+        if !(MIN_SIGNATURE_SETTING..=MAX_SIGNATURE_SETTING).contains(&max_signature) {
+            return Err(format!(
+                "the largest signature must be between {MIN_SIGNATURE_SETTING} and {MAX_SIGNATURE_SETTING} bytes, not {max_signature}"
+            ));
+        }
+        if !(0..=22).contains(&level) {
+            return Err(format!("the compression level must be between 1 and 22 (or 0 for the default), not {level}"));
+        }
+        Ok(ServerConfig { min_length, max_signature: max_signature as usize, vary })
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig { min_length: 256, max_signature: crate::signature::MAX_SIGNATURE_LEN, vary: true }

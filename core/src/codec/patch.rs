@@ -2,14 +2,14 @@
 //! nothing is allocated from an unchecked length, and the result is
 //! returned only after its digest matched.
 
+use crate::codec::wire::{unzigzag, Reader};
+use crate::codec::zstdx;
 use crate::delta::{DELTA_MAGIC, DELTA_VERSION, OP_COPY, OP_END, OP_INSERT, OP_LIT_RAW, OP_LIT_ZSTD};
 use crate::error::{Error, Result};
 use crate::hash::{digest, Digest, Digester, DIGEST_LEN};
 use crate::limits::{
     CONTEXT_CREDIT_PER_BYTE, CONTEXT_CREDIT_START, MAX_BLOCK_LEN, MAX_LIT_CHUNK, MAX_WINDOW_LOG, MIN_SUB_LEN, MIN_WINDOW_LOG,
 };
-use crate::wire::{unzigzag, Reader};
-use crate::zstdx;
 
 /// Limits for [`patch_with_limits`]. There is no default: the caller
 /// says how large a response it is ready to hold (a proxy, its body limit).

@@ -6,11 +6,11 @@
 //! signature's random seed, packed as a bit stream. The byte layout is in
 //! docs/protocol.md.
 
+use crate::codec::wire::{put_varint, Reader};
 use crate::error::{Error, Result};
 use crate::hash::xxh3_64_with_seed;
 pub use crate::limits::{SigLimits, MAX_BLOCK_LEN, MAX_INSTANCE_LEN, MAX_SIGNATURE_LEN, MIN_BLOCK_LEN, MIN_SUB_LEN};
 use crate::rollsum;
-use crate::wire::{put_varint, Reader};
 
 /// First bytes of every signature: "hs", then the format version.
 pub const SIG_MAGIC: [u8; 2] = *b"hs";

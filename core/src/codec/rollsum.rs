@@ -42,6 +42,9 @@ pub fn hash(data: &[u8]) -> u32 {
 
 /// [`hash_lanes`] with AVX2: eight 8-lane accumulators, so that eight
 /// multiplications are in flight at once.
+///
+/// # Safety
+/// The CPU must have AVX2 (the caller checks at run time).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn hash_avx2(data: &[u8]) -> u32 {

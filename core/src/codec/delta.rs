@@ -5,16 +5,16 @@
 //! against), the pending literal batch and one block. It never grows with
 //! the length of the body. Output is produced as input arrives.
 
+use super::pipeline::{render, stopped, wait, Digest, DigestLoan, Helper, Job, Waiting, MAX_WAITING};
+use crate::codec::wire::{put_varint, zigzag};
 use crate::error::Result;
-use crate::hash::{Digest as InstanceDigest, Digester};
+use crate::hash::Digester;
 use crate::limits::{
     CONTEXT_CREDIT_PER_BYTE, CONTEXT_CREDIT_START, COST_CANDIDATE, COST_CHAIN_STEP, COST_HASH, SEARCH_CREDIT_PER_BYTE, SEARCH_CREDIT_START,
 };
 pub use crate::limits::{MAX_LIT_CHUNK, MAX_WINDOW_LOG, MIN_WINDOW_LOG};
 use crate::rollsum;
 use crate::signature::{strong, sub_check, Signature};
-use crate::wire::{put_varint, zigzag};
-use crate::zstdx;
 use std::cell::Cell;
 
 pub const DELTA_MAGIC: [u8; 3] = *b"hsd";
@@ -61,7 +61,15 @@ pub struct EncodeOptions {
     /// server worker keeps it off). The delta's bytes are the same either way;
     /// output is released in order, once the chunks before it are done.
     pub background: bool,
+    /// How that thread is started (`None`: `std::thread::Builder`). The
+    /// CLI passes a spawner that places the thread on another CPU: placing
+    /// threads is the business of the program, not of a library that
+    /// servers link.
+    pub spawner: Option<Spawner>,
 }
+
+/// Starts a thread running the given function (see [`EncodeOptions::spawner`]).
+pub type Spawner = fn(Box<dyn FnOnce() + Send>) -> std::io::Result<std::thread::JoinHandle<()>>;
 
 impl Default for EncodeOptions {
     fn default() -> Self {
@@ -76,6 +84,7 @@ impl Default for EncodeOptions {
             fast_after: 512 << 10,
             fast_level: 1,
             background: false,
+            spawner: None,
         }
     }
 }
@@ -264,253 +273,6 @@ pub struct Encoder {
     spare: Vec<[Vec<u8>; 4]>,
 }
 
-/// A literal chunk to compress, and the buffers it lends.
-struct Job {
-    level: i32,
-    window_log: u32,
-    head: Vec<u8>,
-    prefix: Vec<u8>,
-    batch: Vec<u8>,
-    ops: Vec<u8>,
-}
-
-/// The helper thread of an encoder with `background` set. Chunks wait in a
-/// queue shared with the encoder, which compresses the oldest itself
-/// rather than sit idle when it must wait for them (at a flush, at the end,
-/// or with too many in flight).
-struct Helper {
-    shared: std::sync::Arc<Shared>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-struct Shared {
-    state: std::sync::Mutex<Queue>,
-    /// Counts queue events (a chunk queued or done, a digest piece done,
-    /// closing), each counted under the lock, for waits that spin.
-    events: std::sync::atomic::AtomicU64,
-    /// Signalled when a chunk is queued or finished, and at closing.
-    cv: std::sync::Condvar,
-}
-
-impl Shared {
-    /// Counts an event and wakes any sleeping waiter; call with the lock held.
-    fn signal(&self) {
-        self.events.fetch_add(1, std::sync::atomic::Ordering::Release);
-        self.cv.notify_all();
-    }
-}
-
-#[derive(Default)]
-struct Queue {
-    jobs: std::collections::VecDeque<(u64, Job)>,
-    done: Vec<(u64, Result<Vec<u8>>, Job)>,
-    closed: bool,
-    digest: Digest,
-}
-
-/// The digest of an instance in memory ([`Encoder::encode_all`]), which the
-/// helper computes while the search goes on, between chunks. The instance
-/// is lent as an address and a length: `DigestLoan` takes it back, or
-/// waits for the helper to be done with it, before `encode_all` returns.
-#[derive(Default)]
-enum Digest {
-    #[default]
-    None,
-    /// Lent, its first `hashed` bytes hashed into the state.
-    Lent { at: usize, len: usize, hashed: usize, state: Box<Digester> },
-    /// The helper is hashing a piece.
-    Running,
-    /// `None` if hashing panicked (the encoder then hashes it itself).
-    Done(Option<InstanceDigest>),
-}
-
-/// The helper hashes the instance in pieces of this size, and compresses
-/// any chunk queued meanwhile first: chunks are what the encoder waits for.
-/// Hashing also reads a mapped file in (page faults: 0.7 ms for 10 MB on
-/// the benchmark VM), mostly ahead of the search.
-const PIECE: usize = 1 << 20;
-
-/// How long a thread that must wait for the other spins before it sleeps.
-/// Waking a sleeping thread took up to a millisecond on the benchmark VM
-/// (its idle virtual CPU is descheduled); a chunk takes 0.3–0.7 ms.
-const SPIN: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// Waits for the next event on the queue (`Shared::events`), spinning for
-/// up to [`SPIN`] before sleeping. A poisoned lock is taken all the same:
-/// the queue's state is only ever changed whole.
-fn wait<'a>(sh: &'a Shared, q: std::sync::MutexGuard<'a, Queue>) -> std::sync::MutexGuard<'a, Queue> {
-    use std::sync::atomic::Ordering;
-    let lock = || sh.state.lock().unwrap_or_else(|e| e.into_inner());
-    let seen = sh.events.load(Ordering::Acquire);
-    drop(q);
-    let start = std::time::Instant::now();
-    let mut n = 0u32;
-    while sh.events.load(Ordering::Acquire) == seen {
-        n = n.wrapping_add(1);
-        if n.is_multiple_of(64) && start.elapsed() > SPIN {
-            let q = lock();
-            // Events are counted under the lock: none is missed between
-            // this check and the wait.
-            if sh.events.load(Ordering::Acquire) != seen {
-                return q;
-            }
-            // With a timeout, so that a caller whose helper died sees it.
-            return sh.cv.wait_timeout(q, std::time::Duration::from_millis(10)).map_or_else(|e| e.into_inner().0, |(q, _)| q);
-        }
-        std::hint::spin_loop();
-    }
-    lock()
-}
-
-/// Ends the loan of an instance to the helper, on every way out of
-/// `encode_all`, unwinding included.
-struct DigestLoan(std::sync::Arc<Shared>);
-
-impl DigestLoan {
-    /// The instance's digest: the helper's, or finished here from where the
-    /// helper left it. Waits only while the helper is hashing a piece.
-    fn take(&self, data: &[u8]) -> InstanceDigest {
-        let mut q = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match std::mem::take(&mut q.digest) {
-                Digest::Running => {
-                    q.digest = Digest::Running;
-                    q = wait(&self.0, q);
-                }
-                Digest::Done(Some(d)) => return d,
-                Digest::Lent { hashed, mut state, .. } => {
-                    drop(q);
-                    state.update(&data[hashed..]);
-                    return state.finish();
-                }
-                Digest::Done(None) | Digest::None => {
-                    drop(q);
-                    return crate::hash::digest(data);
-                }
-            }
-        }
-    }
-
-    /// Takes the loan back, waiting if the helper is hashing a piece.
-    fn end(&self) {
-        let mut q = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        while matches!(q.digest, Digest::Running) {
-            q = wait(&self.0, q);
-        }
-        q.digest = Digest::None;
-    }
-}
-
-impl Drop for DigestLoan {
-    fn drop(&mut self) {
-        self.end();
-    }
-}
-
-/// A chunk handed to the helper: its bytes go at offset `at` of `held`.
-struct Waiting {
-    seq: u64,
-    at: usize,
-    seg: Option<Vec<u8>>,
-}
-
-/// Most chunks in flight: each holds up to two windows of context.
-const MAX_WAITING: usize = 4;
-
-impl Helper {
-    /// Starts the thread.
-    fn spawn() -> Result<Helper> {
-        let shared = std::sync::Arc::new(Shared {
-            state: std::sync::Mutex::new(Queue::default()),
-            events: std::sync::atomic::AtomicU64::new(0),
-            cv: std::sync::Condvar::new(),
-        });
-        let sh = shared.clone();
-        let thread = crate::spawn::spawn_beside("hsync-zstd", move || helper_main(&sh))
-            .map_err(|_| crate::error::Error::Compression("cannot start the compression thread"))?;
-        Ok(Helper { shared, thread })
-    }
-}
-
-/// The helper's loop: compresses queued chunks, oldest first, and between
-/// them hashes the lent instance a piece at a time. Ends when the queue is
-/// closed or its lock poisoned.
-fn helper_main(sh: &Shared) {
-    let Ok(mut q) = sh.state.lock() else { return };
-    loop {
-        if let Some((seq, mut job)) = q.jobs.pop_front() {
-            drop(q);
-            let r = render(&mut job);
-            let Ok(mut g) = sh.state.lock() else { return };
-            g.done.push((seq, r, job));
-            sh.signal();
-            q = g;
-            continue;
-        }
-        let digest = std::mem::take(&mut q.digest);
-        if let Digest::Lent { at, len, hashed, mut state } = digest {
-            q.digest = Digest::Running;
-            drop(q);
-            let end = (hashed + PIECE).min(len);
-            // SAFETY: the encoder lent `len` bytes at `at`, and its
-            // DigestLoan does not let them go while the state is Running.
-            let piece = unsafe { std::slice::from_raw_parts((at + hashed) as *const u8, end - hashed) };
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.update(piece))).is_ok();
-            // Whatever happened, Running must end: the encoder waits on it.
-            let mut g = sh.state.lock().unwrap_or_else(|e| e.into_inner());
-            g.digest = match (ok, end == len) {
-                (false, _) => Digest::Done(None),
-                (true, true) => Digest::Done(Some(state.finish())),
-                (true, false) => Digest::Lent { at, len, hashed: end, state },
-            };
-            sh.signal();
-            q = g;
-            continue;
-        }
-        q.digest = digest;
-        if q.closed {
-            return;
-        }
-        q = wait(sh, q);
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        // Chunks not started are dropped, and the thread ends once it sees
-        // the queue closed. It is not waited for: it holds nothing of the
-        // encoder's (a lent instance is taken back by `encode_all` itself).
-        let mut q = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        q.jobs.clear();
-        q.closed = true;
-        self.shared.signal();
-    }
-}
-
-fn stopped() -> crate::error::Error {
-    crate::error::Error::Compression("the compression thread stopped")
-}
-
-/// A literal chunk's bytes in the delta: its head, then the compressed
-/// bytes, or the raw bytes when compression does not pay, then its ops.
-fn render(job: &mut Job) -> Result<Vec<u8>> {
-    let mut comp = Vec::new();
-    let n = zstdx::compress(job.level, job.window_log, &job.prefix, &job.batch, &mut comp)?;
-    let raw = job.batch.len();
-    let mut seg = Vec::with_capacity(job.head.len() + n.min(raw) + job.ops.len() + 16);
-    if n + job.head.len() < raw {
-        seg.extend_from_slice(&job.head);
-        put_varint(&mut seg, n as u64);
-        seg.extend_from_slice(&comp);
-    } else {
-        seg.push(OP_LIT_RAW);
-        put_varint(&mut seg, raw as u64);
-        seg.extend_from_slice(&job.batch);
-    }
-    seg.extend_from_slice(&job.ops);
-    Ok(seg)
-}
-
 impl Encoder {
     /// An encoder for deltas against the instance `sig` describes.
     pub fn new(sig: Signature) -> Self {
@@ -572,7 +334,7 @@ impl Encoder {
             loan: None,
             stats: EncodeStats::default(),
             // Started now, so that it is ready when the first chunk is.
-            helper: if opts.background { Helper::spawn().ok() } else { None },
+            helper: if opts.background { Helper::spawn(opts.spawner).ok() } else { None },
             held: Vec::new(),
             waiting: std::collections::VecDeque::new(),
             next_seq: 0,
@@ -1186,7 +948,7 @@ impl Encoder {
     /// first helps with the oldest.
     fn send(&mut self, job: Job, at: usize) -> Result<()> {
         if self.helper.is_none() {
-            self.helper = Some(Helper::spawn()?);
+            self.helper = Some(Helper::spawn(self.opts.spawner)?);
         }
         while self.waiting.iter().filter(|w| w.seg.is_none()).count() >= MAX_WAITING {
             self.progress(true)?;

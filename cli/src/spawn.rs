@@ -1,4 +1,6 @@
-//! Helper threads that start at once.
+//! The encoder's helper thread, started at once (`EncodeOptions::spawner`).
+//! This is the command's business, not the core's: a library linked into
+//! servers does not place threads on CPUs.
 //!
 //! A new thread is queued on a CPU chosen by the scheduler, and Linux often
 //! picks the CPU of the thread that created it. When that one is busy (the
@@ -10,9 +12,14 @@
 
 use std::thread::{Builder, JoinHandle};
 
+/// A [`hsync_core::Spawner`]: the helper, kept off the creator's CPU.
+pub fn helper(f: Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>> {
+    spawn_beside("hsync-zstd", f)
+}
+
 /// Spawns `f` on a thread named `name`, kept off the creator's current CPU
 /// when the process may run on another.
-pub(crate) fn spawn_beside<F, T>(name: &str, f: F) -> std::io::Result<JoinHandle<T>>
+pub fn spawn_beside<F, T>(name: &str, f: F) -> std::io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
