@@ -76,9 +76,12 @@ fn bench(c: &mut Criterion) {
 /// header lines a browser sends and a typical response's.
 fn decline(c: &mut Criterion) {
     use hsync_core::ffi::*;
-    let mut cfg = hsync_config { min_length: 0, max_signature: 0, level: 0, vary: 0 };
-    // SAFETY: a valid, writable config.
-    unsafe { hsync_config_default(&mut cfg) };
+    let mut cfg = std::mem::MaybeUninit::<hsync_config>::uninit();
+    // SAFETY: hsync_config_default fills every field.
+    let cfg = unsafe {
+        hsync_config_default(cfg.as_mut_ptr());
+        cfg.assume_init()
+    };
     let field = |n: &'static str, v: &'static str| hsync_field {
         name: n.as_ptr() as _,
         name_len: n.len(),
@@ -109,6 +112,8 @@ fn decline(c: &mut Criterion) {
                     request: req.as_ptr(),
                     request_len: req.len(),
                     status: 200,
+                    uri: b"/page.html".as_ptr() as _,
+                    uri_len: 10,
                     response: response.as_ptr(),
                     response_len: response.len(),
                     content_length: 152_008,

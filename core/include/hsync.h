@@ -25,7 +25,7 @@
  `HSYNC_ABI_VERSION` its header defined when it was compiled, and refuses
  to start on a mismatch.
  */
-#define HSYNC_ABI_VERSION 2
+#define HSYNC_ABI_VERSION 3
 
 /*
  Flags of [`hsync_encode`]: the server is flushing.
@@ -36,6 +36,11 @@
  Flags of [`hsync_encode`]: the last piece of the body.
  */
 #define HSYNC_LAST 2
+
+/*
+ Default bound of the version store (64 MiB).
+ */
+#define HSYNC_STORE_MAX_DEFAULT (64 << 20)
 
 /*
  The result of every function that can fail: the codec's errors
@@ -82,10 +87,16 @@ typedef enum hsync_edit_op {
    Remove every line of the field.
    */
   HSYNC_EDIT_REMOVE = 2,
+  /*
+   Add one line, keeping the field's other lines.
+   */
+  HSYNC_EDIT_APPEND = 3,
 } hsync_edit_op;
 
 /*
- One response: its decision, the edits, and the encoder when engaged.
+ One response: its decision, the edits, and when engaged the body's
+ way through the core (an inserted element, a copy into the version
+ store, the coding); or a response the core makes itself (a dictionary).
  */
 typedef struct hsync_response hsync_response;
 
@@ -112,6 +123,28 @@ typedef struct hsync_config {
    applied, as nginx's `gzip_vary on` does; zero turns that off.
    */
   int vary;
+  /*
+   Non-zero: compression dictionaries for browsers (RFC 9842 `dcz`),
+   with the version store in `store` (default off).
+   */
+  int dictionary;
+  /*
+   The version store's directory (absolute; not NUL-terminated),
+   shared by the server's workers, which must be able to write it.
+   */
+  const char *store;
+  size_t store_len;
+  /*
+   The store's bound in bytes (default 64 MiB; each version at most a
+   quarter of it, and at most 4 MiB).
+   */
+  uint64_t store_max;
+  /*
+   The URL pattern a page announces its dictionary for (`match`);
+   NULL: the page's own path.
+   */
+  const char *dict_match;
+  size_t dict_match_len;
 } hsync_config;
 
 /*
@@ -136,6 +169,11 @@ typedef struct hsync_exchange {
   const struct hsync_field *request;
   size_t request_len;
   unsigned int status;
+  /*
+   The request target (path and query) as the client sent it.
+   */
+  const char *uri;
+  size_t uri_len;
   /*
    Every response header line the server will send.
    */
@@ -255,6 +293,49 @@ void hsync_stats(const struct hsync_response *r, uint64_t *input, uint64_t *outp
  `r` is a handle or NULL; `buf` is NULL or `cap` writable bytes.
  */
 size_t hsync_ratio(const struct hsync_response *r, char *buf, size_t cap);
+
+/*
+ The content coding of an engaged response, NUL-terminated: "hsync",
+ "dcz", or "" (left alone, or sent as it is: stored, or given a link),
+ for the access log (`$hsync_coding`, `%{hsync_coding}n`).
+
+ # Safety
+ `r` is a handle or NULL.
+ */
+const char *hsync_coding(const struct hsync_response *r);
+
+/*
+ Request phase, before any handler: answers the module's own URLs (the
+ dictionaries of RFC 9842, served from the version store). `HSYNC_OK`:
+ send the response the handle describes (`hsync_response_status`, the
+ fields as SET edits, `hsync_response_body`) instead of running the
+ location's handler; `HSYNC_DECLINED`: not one of them (or dictionaries
+ are off), go on as usual. Only the method and the target are read from
+ the exchange.
+
+ # Safety
+ As `hsync_decide`.
+ */
+enum hsync_result hsync_serve(const struct hsync_config *cfg,
+                              const struct hsync_exchange *x,
+                              struct hsync_response **out);
+
+/*
+ The status of a response made by `hsync_serve` (0 otherwise).
+
+ # Safety
+ `r` is a handle or NULL.
+ */
+unsigned int hsync_response_status(const struct hsync_response *r);
+
+/*
+ The body of a response made by `hsync_serve`: its length, and in
+ `*body` its bytes (valid until `hsync_response_free`).
+
+ # Safety
+ `r` is a handle or NULL; `body` is writable.
+ */
+size_t hsync_response_body(const struct hsync_response *r, const uint8_t **body);
 
 /*
  Frees a handle (NULL is fine).

@@ -22,15 +22,18 @@
 
 #![allow(non_camel_case_types)]
 
+use crate::codec::dcz::DczEncoder;
 use crate::delta::{EncodeOptions, Encoder};
-use crate::http::{self, Decision, Decline, Edit, Exchange, Field, Outcome, ServerConfig};
+use crate::http::insert::Inserter;
+use crate::http::{self, Coding, Decision, Decline, DictConfig, Edit, Exchange, Field, Outcome, ServerConfig};
+use crate::store;
 use std::os::raw::{c_char, c_int, c_uint};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Version of this ABI. A shim compares `hsync_abi_version()` with the
 /// `HSYNC_ABI_VERSION` its header defined when it was compiled, and refuses
 /// to start on a mismatch.
-pub const HSYNC_ABI_VERSION: u32 = 2;
+pub const HSYNC_ABI_VERSION: u32 = 3;
 
 /// Flags of [`hsync_encode`]: the server is flushing.
 pub const HSYNC_FLUSH: c_uint = 1;
@@ -94,6 +97,20 @@ pub struct hsync_config {
     /// `Accept-Encoding, Hsync-Signature` in `Vary` also when hsync was not
     /// applied, as nginx's `gzip_vary on` does; zero turns that off.
     pub vary: c_int,
+    /// Non-zero: compression dictionaries for browsers (RFC 9842 `dcz`),
+    /// with the version store in `store` (default off).
+    pub dictionary: c_int,
+    /// The version store's directory (absolute; not NUL-terminated),
+    /// shared by the server's workers, which must be able to write it.
+    pub store: *const c_char,
+    pub store_len: usize,
+    /// The store's bound in bytes (default 64 MiB; each version at most a
+    /// quarter of it, and at most 4 MiB).
+    pub store_max: u64,
+    /// The URL pattern a page announces its dictionary for (`match`);
+    /// NULL: the page's own path.
+    pub dict_match: *const c_char,
+    pub dict_match_len: usize,
 }
 
 /// One header line: name and value, not NUL-terminated.
@@ -116,6 +133,9 @@ pub struct hsync_exchange {
     pub request: *const hsync_field,
     pub request_len: usize,
     pub status: c_uint,
+    /// The request target (path and query) as the client sent it.
+    pub uri: *const c_char,
+    pub uri_len: usize,
     /// Every response header line the server will send.
     pub response: *const hsync_field,
     pub response_len: usize,
@@ -133,6 +153,8 @@ pub enum hsync_edit_op {
     HSYNC_EDIT_SET = 1,
     /// Remove every line of the field.
     HSYNC_EDIT_REMOVE = 2,
+    /// Add one line, keeping the field's other lines.
+    HSYNC_EDIT_APPEND = 3,
 }
 
 /// One header edit. The strings belong to the response handle.
@@ -147,13 +169,118 @@ pub struct hsync_edit {
     pub value_len: usize,
 }
 
-/// One response: its decision, the edits, and the encoder when engaged.
+/// One response: its decision, the edits, and when engaged the body's
+/// way through the core (an inserted element, a copy into the version
+/// store, the coding); or a response the core makes itself (a dictionary).
 pub struct hsync_response {
     edits: Vec<Edit>,
     view: Vec<hsync_edit>,
-    enc: Option<Encoder>,
+    body: Option<Body>,
     out: Vec<u8>,
     done: bool,
+    /// A response made by the core (`hsync_serve`): its status and body.
+    status: c_uint,
+    served: Vec<u8>,
+}
+
+/// The body of an engaged response on its way through the core.
+struct Body {
+    insert: Option<Inserter>,
+    tee: Option<store::Writer>,
+    coder: Coder,
+    /// Bytes in (as the server gave them) and out.
+    input: u64,
+    output: u64,
+    scratch: Vec<u8>,
+}
+
+enum Coder {
+    Hsync(Box<Encoder>),
+    Dcz(Box<DczEncoder>),
+    Identity,
+}
+
+impl Coder {
+    fn name(&self) -> &'static [u8] {
+        match self {
+            Coder::Hsync(_) => b"hsync\0",
+            Coder::Dcz(_) => b"dcz\0",
+            Coder::Identity => b"\0",
+        }
+    }
+}
+
+impl Body {
+    /// Feeds body bytes (`last`: the end; `flush`: the server flushes).
+    fn feed(&mut self, data: &[u8], flush: bool, last: bool, out: &mut Vec<u8>) -> crate::Result<()> {
+        self.input += data.len() as u64;
+        let mut piece = std::mem::take(&mut self.scratch);
+        piece.clear();
+        let bytes: &[u8] = match &mut self.insert {
+            Some(ins) => {
+                ins.feed(data, &mut piece);
+                if flush || last {
+                    ins.flush(&mut piece);
+                }
+                &piece
+            }
+            None => data,
+        };
+        if let Some(w) = &mut self.tee {
+            w.write(bytes);
+        }
+        let before = out.len();
+        let r = match &mut self.coder {
+            Coder::Hsync(e) => e.update(bytes, out).and_then(|()| match (last, flush) {
+                (true, _) => e.finish(out),
+                (false, true) => e.flush(out),
+                _ => Ok(()),
+            }),
+            Coder::Dcz(e) => e.update(bytes, out).and_then(|()| match (last, flush) {
+                (true, _) => e.finish(out),
+                (false, true) => e.flush(out),
+                _ => Ok(()),
+            }),
+            Coder::Identity => {
+                out.extend_from_slice(bytes);
+                Ok(())
+            }
+        };
+        self.output += (out.len() - before) as u64;
+        self.scratch = piece;
+        if last {
+            // The whole body went through: it becomes a stored version.
+            if let Some(w) = self.tee.take() {
+                let _ = w.commit();
+            }
+        }
+        r
+    }
+}
+
+/// A new handle with its edits' C view.
+fn handle(edits: Vec<Edit>, body: Option<Body>, status: c_uint, served: Vec<u8>) -> Box<hsync_response> {
+    let mut r = Box::new(hsync_response { edits, view: Vec::new(), body, out: Vec::new(), done: false, status, served });
+    r.view = r
+        .edits
+        .iter()
+        .map(|e| {
+            let (op, value) = match e {
+                Edit::Set(_, v) => (hsync_edit_op::HSYNC_EDIT_SET, v.as_str()),
+                Edit::Append(_, v) => (hsync_edit_op::HSYNC_EDIT_APPEND, v.as_str()),
+                Edit::Remove(_) => (hsync_edit_op::HSYNC_EDIT_REMOVE, ""),
+            };
+            let name = e.name();
+            hsync_edit {
+                op,
+                name: name.as_ptr() as *const c_char,
+                name_len: name.len(),
+                value: value.as_ptr() as *const c_char,
+                value_len: value.len(),
+            }
+        })
+        .collect();
+    r
 }
 
 /// The panic boundary: `f`'s result, or `fallback` if it panicked.
@@ -205,9 +332,43 @@ unsafe fn fields<'a>(f: *const hsync_field, n: usize) -> Option<Vec<Field<'a>>> 
         .collect()
 }
 
+/// Default bound of the version store (64 MiB).
+pub const HSYNC_STORE_MAX_DEFAULT: u64 = 64 << 20;
+
 impl hsync_config {
     fn server(&self) -> std::result::Result<ServerConfig, String> {
+        if self.dictionary != 0 {
+            // SAFETY: the caller's promise on the config's strings.
+            let dir = unsafe { bytes(self.store, self.store_len) }.unwrap_or(b"");
+            if dir.is_empty() || dir[0] != b'/' {
+                return Err("dictionaries need a version store: an absolute directory path".into());
+            }
+            if self.store_max < 1 << 20 {
+                return Err(format!("the version store must hold at least 1 MiB, not {} bytes", self.store_max));
+            }
+        }
         http::ServerConfig::from_settings(self.min_length, self.max_signature, self.level, self.vary != 0)
+    }
+
+    /// The dictionary settings, with the store opened for this process;
+    /// `None` when off, or when the store cannot be opened (said once on
+    /// stderr, which both servers send to their error log).
+    fn dictionaries(&self) -> Option<DictConfig> {
+        if self.dictionary == 0 {
+            return None;
+        }
+        // SAFETY: the caller's promise on the config's strings.
+        let (dir, pattern) = unsafe { (bytes(self.store, self.store_len)?, bytes(self.dict_match, self.dict_match_len)) };
+        let dir = std::path::Path::new(std::str::from_utf8(dir).ok()?);
+        let entry = (self.store_max / 4).min(4 << 20);
+        match store::shared(dir, self.store_max, entry) {
+            Ok(store) => Some(DictConfig { store, pattern: pattern.map(|p| String::from_utf8_lossy(p).into_owned()) }),
+            Err(e) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!("hsync: the version store {} cannot be opened ({e}): dictionaries off", dir.display()));
+                None
+            }
+        }
     }
 }
 
@@ -223,7 +384,20 @@ pub unsafe extern "C" fn hsync_config_default(cfg: *mut hsync_config) -> hsync_r
         }
         let d = ServerConfig::default();
         // SAFETY: checked non-NULL; the caller's promise.
-        unsafe { *cfg = hsync_config { min_length: d.min_length, max_signature: d.max_signature as u64, level: 0, vary: 1 } };
+        unsafe {
+            *cfg = hsync_config {
+                min_length: d.min_length,
+                max_signature: d.max_signature as u64,
+                level: 0,
+                vary: 1,
+                dictionary: 0,
+                store: std::ptr::null(),
+                store_len: 0,
+                store_max: HSYNC_STORE_MAX_DEFAULT,
+                dict_match: std::ptr::null(),
+                dict_match_len: 0,
+            }
+        };
         hsync_result::HSYNC_OK
     })
 }
@@ -293,21 +467,41 @@ pub unsafe extern "C" fn hsync_decide(
         let (Some(method), Some(request), Some(response)) = (method, request, response) else {
             return hsync_result::HSYNC_E_INVALID_ARG;
         };
+        // SAFETY: the caller's promise on the exchange's strings.
+        let uri = unsafe { bytes(x.uri, x.uri_len) }.unwrap_or(b"/");
         let exchange = Exchange {
             method,
+            uri,
             request: &request,
             status: x.status,
             response: &response,
             content_length: u64::try_from(x.content_length).ok(),
         };
-        let Decision { outcome, edits } = http::decide(&scfg, &exchange);
-        let (rc, enc) = match outcome {
-            Outcome::Engage(sig) => {
-                let mut opts = EncodeOptions::default();
-                if c.level > 0 {
-                    opts.level = c.level;
-                }
-                (hsync_result::HSYNC_OK, Some(Encoder::with_options(sig, opts)))
+        let dict = c.dictionaries();
+        let Decision { outcome, edits } = http::decide(&scfg, dict.as_ref(), &exchange);
+        let (rc, body) = match outcome {
+            Outcome::Engage(plan) => {
+                let coder = match plan.coding {
+                    Coding::Hsync(sig) => {
+                        let mut opts = EncodeOptions::default();
+                        if c.level > 0 {
+                            opts.level = c.level;
+                        }
+                        Coder::Hsync(Box::new(Encoder::with_options(sig, opts)))
+                    }
+                    // The length is pledged to zstd only when the body goes in unchanged.
+                    Coding::Dcz(p) => match DczEncoder::new(p, exchange.content_length.filter(|_| plan.insert.is_none())) {
+                        Ok(e) => Coder::Dcz(Box::new(e)),
+                        Err(_) => return hsync_result::HSYNC_E_COMPRESSION,
+                    },
+                    Coding::Identity => Coder::Identity,
+                };
+                let tee = match (plan.store, &dict) {
+                    (Some((key, meta)), Some(dc)) => dc.store.writer(&key, &meta).ok(),
+                    _ => None,
+                };
+                let insert = plan.insert.map(Inserter::new);
+                (hsync_result::HSYNC_OK, Some(Body { insert, tee, coder, input: 0, output: 0, scratch: Vec::new() }))
             }
             Outcome::Leave(Decline::Invalid(e)) => {
                 // SAFETY: the caller's promise.
@@ -316,25 +510,7 @@ pub unsafe extern "C" fn hsync_decide(
             }
             Outcome::Leave(_) => (hsync_result::HSYNC_DECLINED, None),
         };
-        let mut r = Box::new(hsync_response { edits, view: Vec::new(), enc, out: Vec::new(), done: false });
-        r.view = r
-            .edits
-            .iter()
-            .map(|e| {
-                let (op, value) = match e {
-                    Edit::Set(_, v) => (hsync_edit_op::HSYNC_EDIT_SET, v.as_str()),
-                    Edit::Remove(_) => (hsync_edit_op::HSYNC_EDIT_REMOVE, ""),
-                };
-                let name = e.name();
-                hsync_edit {
-                    op,
-                    name: name.as_ptr() as *const c_char,
-                    name_len: name.len(),
-                    value: value.as_ptr() as *const c_char,
-                    value_len: value.len(),
-                }
-            })
-            .collect();
+        let r = handle(edits, body, 0, Vec::new());
         // SAFETY: checked non-NULL.
         unsafe { *out = Box::into_raw(r) };
         rc
@@ -385,17 +561,13 @@ pub unsafe extern "C" fn hsync_encode(
         if out.is_null() || out_len.is_null() || (input.is_null() && input_len > 0) || r.done {
             return hsync_result::HSYNC_E_INVALID_ARG;
         }
-        let Some(enc) = r.enc.as_mut() else { return hsync_result::HSYNC_E_INVALID_ARG };
+        let Some(body) = r.body.as_mut() else { return hsync_result::HSYNC_E_INVALID_ARG };
         r.out.clear();
         // SAFETY: the caller's promise.
         let data = if input_len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(input, input_len) } };
-        let mut res = enc.update(data, &mut r.out);
-        if res.is_ok() && flags & HSYNC_LAST != 0 {
-            res = enc.finish(&mut r.out);
-            r.done = true;
-        } else if res.is_ok() && flags & HSYNC_FLUSH != 0 {
-            res = enc.flush(&mut r.out);
-        }
+        let last = flags & HSYNC_LAST != 0;
+        let res = body.feed(data, flags & HSYNC_FLUSH != 0, last, &mut r.out);
+        r.done = last;
         if let Err(e) = res {
             return hsync_result::from(&e);
         }
@@ -416,14 +588,14 @@ pub unsafe extern "C" fn hsync_encode(
 pub unsafe extern "C" fn hsync_stats(r: *const hsync_response, input: *mut u64, output: *mut u64) {
     guard((), || {
         // SAFETY: the caller's promise.
-        let s = unsafe { r.as_ref() }.and_then(|r| r.enc.as_ref()).map(|e| e.stats()).unwrap_or_default();
+        let (i, o) = unsafe { r.as_ref() }.and_then(|r| r.body.as_ref()).map_or((0, 0), |b| (b.input, b.output));
         // SAFETY: each is checked non-NULL; the caller's promise.
         unsafe {
             if !input.is_null() {
-                *input = s.input_bytes;
+                *input = i;
             }
             if !output.is_null() {
-                *output = s.output_bytes;
+                *output = o;
             }
         }
     })
@@ -441,15 +613,96 @@ pub unsafe extern "C" fn hsync_ratio(r: *const hsync_response, buf: *mut c_char,
     unsafe { put_msg(buf, cap, "") };
     guard(0, || {
         // SAFETY: the caller's promise.
-        let Some(e) = (unsafe { r.as_ref() }).and_then(|r| r.enc.as_ref()) else { return 0 };
-        let s = e.stats();
-        let text = http::ratio(s.input_bytes, s.output_bytes);
+        let Some(b) = (unsafe { r.as_ref() }).and_then(|r| r.body.as_ref()).filter(|b| !matches!(b.coder, Coder::Identity)) else {
+            return 0;
+        };
+        let text = http::ratio(b.input, b.output);
         if buf.is_null() || cap <= text.len() {
             return 0;
         }
         // SAFETY: the caller's promise; the text fits.
         unsafe { put_msg(buf, cap, &text) };
         text.len()
+    })
+}
+
+/// The content coding of an engaged response, NUL-terminated: "hsync",
+/// "dcz", or "" (left alone, or sent as it is: stored, or given a link),
+/// for the access log (`$hsync_coding`, `%{hsync_coding}n`).
+///
+/// # Safety
+/// `r` is a handle or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn hsync_coding(r: *const hsync_response) -> *const c_char {
+    guard(c"".as_ptr(), || {
+        // SAFETY: the caller's promise.
+        let name = unsafe { r.as_ref() }.and_then(|r| r.body.as_ref()).map_or(&b"\0"[..], |b| b.coder.name());
+        name.as_ptr() as *const c_char
+    })
+}
+
+/// Request phase, before any handler: answers the module's own URLs (the
+/// dictionaries of RFC 9842, served from the version store). `HSYNC_OK`:
+/// send the response the handle describes (`hsync_response_status`, the
+/// fields as SET edits, `hsync_response_body`) instead of running the
+/// location's handler; `HSYNC_DECLINED`: not one of them (or dictionaries
+/// are off), go on as usual. Only the method and the target are read from
+/// the exchange.
+///
+/// # Safety
+/// As `hsync_decide`.
+#[no_mangle]
+pub unsafe extern "C" fn hsync_serve(cfg: *const hsync_config, x: *const hsync_exchange, out: *mut *mut hsync_response) -> hsync_result {
+    guard(hsync_result::HSYNC_E_PANIC, || {
+        if out.is_null() {
+            return hsync_result::HSYNC_E_INVALID_ARG;
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the caller's promise.
+        let (Some(c), Some(x)) = (unsafe { cfg.as_ref() }, unsafe { x.as_ref() }) else {
+            return hsync_result::HSYNC_E_INVALID_ARG;
+        };
+        // SAFETY: the caller's promise on the exchange's strings.
+        let (method, uri) = unsafe { (bytes(x.method, x.method_len).unwrap_or(b""), bytes(x.uri, x.uri_len).unwrap_or(b"")) };
+        if !uri.starts_with(http::dictionary::DICTIONARY_PREFIX.as_bytes()) {
+            return hsync_result::HSYNC_DECLINED;
+        }
+        let Some(dc) = c.dictionaries() else { return hsync_result::HSYNC_DECLINED };
+        let Some(s) = http::dictionary::serve(&dc, method, uri) else { return hsync_result::HSYNC_DECLINED };
+        let edits = s.fields.into_iter().map(|(n, v)| Edit::Set(n, v)).collect();
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(handle(edits, None, s.status, s.body)) };
+        hsync_result::HSYNC_OK
+    })
+}
+
+/// The status of a response made by `hsync_serve` (0 otherwise).
+///
+/// # Safety
+/// `r` is a handle or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn hsync_response_status(r: *const hsync_response) -> c_uint {
+    // SAFETY: the caller's promise.
+    guard(0, || unsafe { r.as_ref() }.map_or(0, |r| r.status))
+}
+
+/// The body of a response made by `hsync_serve`: its length, and in
+/// `*body` its bytes (valid until `hsync_response_free`).
+///
+/// # Safety
+/// `r` is a handle or NULL; `body` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn hsync_response_body(r: *const hsync_response, body: *mut *const u8) -> usize {
+    guard(0, || {
+        // SAFETY: the caller's promise.
+        let Some(r) = (unsafe { r.as_ref() }) else { return 0 };
+        if body.is_null() {
+            return 0;
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *body = r.served.as_ptr() };
+        r.served.len()
     })
 }
 

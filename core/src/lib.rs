@@ -11,6 +11,7 @@
 //! - [`http`]: the decisions a server makes and the header edits that
 //!   follow, for both server modules;
 //! - [`ffi`]: the C ABI of those modules (`include/hsync.h`);
+//! - [`store`]: the bounded store of recent versions (RFC 9842 dictionaries);
 //! - [`limits`]: every limit and credit, in one place; [`hash`]: the hashes.
 
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod ffi;
 pub mod hash;
 pub mod http;
 pub mod limits;
+pub mod store;
 
 pub use codec::{delta, patch, rollsum, signature};
 pub use delta::{delta, delta_with, EncodeOptions, EncodeStats, Encoder, Spawner};

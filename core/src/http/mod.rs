@@ -4,9 +4,12 @@
 //! cannot disagree.
 
 pub mod decide;
+pub mod dictionary;
 pub mod fields;
+pub mod insert;
 
-pub use decide::{decide, Decision, Edit, Exchange, Outcome};
+pub use decide::{decide, Coding, Decision, Edit, Exchange, Outcome, Plan};
+pub use dictionary::DictConfig;
 pub use fields::Field;
 
 use crate::error::{Error, Result};
