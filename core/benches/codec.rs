@@ -151,5 +151,42 @@ fn digest(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, decline, digest);
+/// The version store on the request path (BENCHMARKS.md): whether a
+/// version is held, the latest version of a page, a read with its SHA-256
+/// check, a prepared dictionary from the process's cache, and a dcz
+/// encoding of the next version of the page against it.
+fn store(c: &mut Criterion) {
+    use hsync_core::codec::dcz;
+    use hsync_core::store::{sha256, Meta, Store};
+    let dir = std::env::temp_dir().join(format!("hsync-bench-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = std::sync::Arc::new(Store::open(&dir, 64 << 20, 4 << 20).unwrap());
+    let old = corpus("blog-home/029.html");
+    let new = corpus("blog-home/030.html");
+    let mut w = s.writer("/index.html", &Meta { content_type: "text/html".into(), pattern: "/index.html".into() }).unwrap();
+    w.write(&old);
+    let h = w.commit().unwrap().unwrap();
+    assert_eq!(h, sha256(&old));
+    let mut g = c.benchmark_group("store");
+    g.bench_function("has", |b| b.iter(|| s.has(&h)));
+    g.bench_function("latest", |b| b.iter(|| s.latest("/index.html").unwrap()));
+    g.bench_function("get-and-verify-152KB", |b| b.iter(|| s.get(&h).unwrap()));
+    let p = dcz::prepared(&h, || s.get(&h).map(|v| v.1)).unwrap();
+    g.bench_function("prepared-cached", |b| b.iter(|| dcz::prepared(&h, || None).unwrap()));
+    g.bench_function("prepare-152KB", |b| b.iter(|| dcz::Prepared::new(&old, h).unwrap()));
+    g.throughput(Throughput::Bytes(new.len() as u64));
+    g.bench_function("dcz-encode-152KB", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(4096);
+            let mut e = dcz::DczEncoder::new(p.clone(), Some(new.len() as u64)).unwrap();
+            e.update(&new, &mut out).unwrap();
+            e.finish(&mut out).unwrap();
+            out
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, bench, decline, digest, store);
 criterion_main!(benches);
