@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod apache;
+pub mod cdp;
 pub mod chromium;
 pub mod http;
 pub mod nginx;
