@@ -93,11 +93,32 @@ pub struct Options {
     /// `hsync_vary` / `HsyncVary` (on by default: responses hsync could
     /// apply to name its request fields in `Vary` even when it did not).
     pub vary: bool,
+    /// RFC 9842 dictionaries (`hsync_dictionary on` / `HsyncDictionary On`),
+    /// with the version store in `<server dir>/store`; `None`: off.
+    pub dictionary: Option<Dictionary>,
+}
+
+/// The dictionary settings of [`Options`].
+#[derive(Debug, Clone, Default)]
+pub struct Dictionary {
+    /// `max_size=` / the size argument of `HsyncDictionaryStore`; `None`: the default.
+    pub store_max: Option<u64>,
+    /// `hsync_dictionary_match` / `HsyncDictionaryMatch`; `None`: the page's own path.
+    pub pattern: Option<String>,
 }
 
 impl Options {
     pub fn new(docroot: impl Into<PathBuf>) -> Options {
-        Options { docroot: docroot.into(), upstream: None, gzip: false, max_signature: None, workers: 1, module: true, vary: true }
+        Options {
+            docroot: docroot.into(),
+            upstream: None,
+            gzip: false,
+            max_signature: None,
+            workers: 1,
+            module: true,
+            vary: true,
+            dictionary: None,
+        }
     }
 }
 
