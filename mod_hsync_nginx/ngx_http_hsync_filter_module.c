@@ -97,8 +97,10 @@ typedef struct {
 static ngx_int_t ngx_http_hsync_type_ok(ngx_http_request_t *r,
     ngx_http_hsync_conf_t *conf);
 static ngx_int_t ngx_http_hsync_fields(ngx_http_request_t *r,
-    ngx_list_t *headers, ngx_uint_t live_only, const hsync_field **fields,
-    size_t *n);
+    ngx_list_t *headers, ngx_uint_t live_only, const hsync_field *extra,
+    const hsync_field **fields, size_t *n);
+static ngx_int_t ngx_http_hsync_content_type(ngx_http_request_t *r,
+    hsync_field *f);
 static ngx_int_t ngx_http_hsync_apply(ngx_http_request_t *r,
     const hsync_edit *e);
 static ngx_int_t ngx_http_hsync_serve_handler(ngx_http_request_t *r);
@@ -277,6 +279,7 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
     int                     rc;
     char                    msg[NGX_HTTP_HSYNC_MSG_LEN];
     size_t                  i, n;
+    hsync_field             type;
     hsync_exchange          x;
     hsync_response         *resp;
     const hsync_edit       *edits;
@@ -321,10 +324,12 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
     x.uri = (const char *) r->unparsed_uri.data;
     x.uri_len = r->unparsed_uri.len;
 
-    if (ngx_http_hsync_fields(r, &r->headers_in.headers, 0,
-                              &x.request, &x.request_len)
-        != NGX_OK
+    if (ngx_http_hsync_content_type(r, &type) != NGX_OK
+        || ngx_http_hsync_fields(r, &r->headers_in.headers, 0, NULL,
+                                 &x.request, &x.request_len)
+           != NGX_OK
         || ngx_http_hsync_fields(r, &r->headers_out.headers, 1,
+                                 type.name ? &type : NULL,
                                  &x.response, &x.response_len)
            != NGX_OK)
     {
@@ -419,14 +424,66 @@ ngx_http_hsync_type_ok(ngx_http_request_t *r, ngx_http_hsync_conf_t *conf)
 
 
 /*
+ * The Content-Type line nginx will write, which it keeps outside the
+ * header list (headers_out.content_type, set by the static handler and
+ * by the upstream module alike, with the charset filter's charset), as
+ * ngx_http_header_filter writes it: the core needs it (an HTML page gets
+ * a <link>, a stored version keeps its type). f->name is NULL when the
+ * response has no type.
+ */
+
+static ngx_int_t
+ngx_http_hsync_content_type(ngx_http_request_t *r, hsync_field *f)
+{
+    u_char                  *p;
+    size_t                   len;
+    ngx_http_headers_out_t  *ho;
+
+    ngx_memzero(f, sizeof(hsync_field));
+
+    ho = &r->headers_out;
+
+    if (ho->content_type.len == 0) {
+        return NGX_OK;
+    }
+
+    len = ho->content_type.len;
+
+    if (ho->content_type_len == ho->content_type.len && ho->charset.len) {
+        len += sizeof("; charset=") - 1 + ho->charset.len;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    f->name = "Content-Type";
+    f->name_len = sizeof("Content-Type") - 1;
+    f->value = (const char *) p;
+    f->value_len = len;
+
+    p = ngx_cpymem(p, ho->content_type.data, ho->content_type.len);
+
+    if (ho->content_type_len == ho->content_type.len && ho->charset.len) {
+        p = ngx_cpymem(p, "; charset=", sizeof("; charset=") - 1);
+        ngx_memcpy(p, ho->charset.data, ho->charset.len);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * The lines of a header list as hsync_field entries (pool memory; the
  * strings are nginx's): every entry, or with live_only those not removed
- * (hash 0), which are the lines nginx will send.
+ * (hash 0), which are the lines nginx will send; then extra, if any.
  */
 
 static ngx_int_t
 ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
-    ngx_uint_t live_only, const hsync_field **fields, size_t *n)
+    ngx_uint_t live_only, const hsync_field *extra,
+    const hsync_field **fields, size_t *n)
 {
     size_t            count;
     ngx_uint_t        i;
@@ -449,16 +506,22 @@ ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
     *fields = NULL;
     *n = 0;
 
-    if (count == 0) {
+    if (count == 0 && extra == NULL) {
         return NGX_OK;
     }
 
-    f = ngx_palloc(r->pool, count * sizeof(hsync_field));
+    f = ngx_palloc(r->pool, (count + 1) * sizeof(hsync_field));
     if (f == NULL) {
         return NGX_ERROR;
     }
 
     *fields = f;
+
+    if (extra) {
+        *f++ = *extra;
+        (*n)++;
+        count++;
+    }
 
     for (part = &headers->part; part; part = part->next) {
         h = part->elts;
@@ -673,6 +736,7 @@ ngx_http_hsync_serve_handler(ngx_http_request_t *r)
     hsync_response         *resp;
     const uint8_t          *body;
     const hsync_edit       *edits;
+    u_char                 *p, *last;
     ngx_table_elt_t        *cc, **ccp;
     ngx_pool_cleanup_t     *cln;
     ngx_http_hsync_ctx_t   *ctx;
@@ -776,6 +840,51 @@ ngx_http_hsync_serve_handler(ngx_http_request_t *r)
             r->headers_out.content_type.len = len;
             r->headers_out.content_type_len = len;
             r->headers_out.content_type_lowcase = NULL;
+
+            /*
+             * content_type_len is the type without its parameters, which
+             * gzip_types compares, and the charset is kept apart, as
+             * ngx_http_upstream_copy_content_type does for a proxied type
+             */
+
+            for (p = r->headers_out.content_type.data; *p; p++) {
+                if (*p != ';') {
+                    continue;
+                }
+
+                last = p;
+
+                while (*++p == ' ') { /* void */ }
+
+                if (*p == '\0') {
+                    break;
+                }
+
+                if (ngx_strncasecmp(p, (u_char *) "charset=", 8) != 0) {
+                    continue;
+                }
+
+                p += 8;
+
+                r->headers_out.content_type_len =
+                                     last - r->headers_out.content_type.data;
+
+                if (*p == '"') {
+                    p++;
+                }
+
+                last = r->headers_out.content_type.data + len;
+
+                if (last > p && *(last - 1) == '"') {
+                    last--;
+                }
+
+                r->headers_out.charset.len = last - p;
+                r->headers_out.charset.data = p;
+
+                break;
+            }
+
             continue;
         }
 
