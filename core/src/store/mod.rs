@@ -196,6 +196,7 @@ impl Store {
             len: 0,
             overhead: head.len() as u64,
             failed: false,
+            meta: meta.clone(),
         })
     }
 
@@ -260,6 +261,7 @@ pub struct Writer {
     len: u64,
     overhead: u64,
     failed: bool,
+    meta: Meta,
 }
 
 impl Writer {
@@ -293,7 +295,12 @@ impl Writer {
 
     /// Puts the version in place (unless the same one is already there)
     /// and makes it the latest for its key. Returns its hash, or `None`
-    /// when it was abandoned.
+    /// when it was abandoned. The same bytes stored for another page
+    /// (another pattern or type) take this page's metadata: the version
+    /// is served as a dictionary for the page that stored it last, which
+    /// is the page that links it next (otherwise a page whose first
+    /// version equals another page's would link a dictionary that
+    /// announces the other page's pattern, and never get dcz).
     pub fn commit(mut self) -> io::Result<Option<Hash>> {
         if self.failed {
             return Ok(None);
@@ -303,12 +310,17 @@ impl Writer {
         drop(file);
         let h: Hash = std::mem::take(&mut self.hasher).finalize().into();
         let dest = self.store.version_path(&h);
-        if dest.is_file() {
+        let old = fs::metadata(&dest).ok().filter(|m| m.is_file()).map(|m| m.len());
+        if old.is_some() && read_meta(&dest).as_ref() == Some(&self.meta) {
             let _ = fs::remove_file(&self.tmp);
             // Seen again: it is recent.
             if let Ok(f) = OpenOptions::new().write(true).open(&dest) {
                 let _ = f.set_modified(SystemTime::now());
             }
+        } else if let Some(old) = old {
+            // The same bytes for another page: its metadata, in one rename.
+            fs::rename(&self.tmp, &dest)?;
+            self.store.account((self.len + self.overhead) as i64 - old as i64)?;
         } else {
             fs::rename(&self.tmp, &dest)?;
             self.store.account((self.len + self.overhead) as i64)?;
@@ -325,6 +337,18 @@ impl Drop for Writer {
             self.abandon();
         }
     }
+}
+
+/// The metadata of the version file at `path` (its head only).
+fn read_meta(path: &Path) -> Option<Meta> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(8 + MAX_META);
+    File::open(path).ok()?.take(8 + MAX_META as u64).read_to_end(&mut head).ok()?;
+    if head.len() < 8 || &head[..4] != MAGIC {
+        return None;
+    }
+    let n = u32::from_le_bytes(head[4..8].try_into().ok()?) as usize;
+    Meta::decode(head.get(8..8 + n)?)
 }
 
 /// A version file's metadata and body; `None` if malformed.
@@ -420,6 +444,14 @@ mod tests {
         // The same version again: one file.
         assert_eq!(put(&s, "/page", &body), Some(h));
         assert_eq!(fs::read_dir(d.join("v")).unwrap().count(), 1);
+        // The same bytes for another page: one file, with that page's pattern.
+        let other = Meta { content_type: "text/html".into(), pattern: "/other".into() };
+        let mut w = s.writer("/other", &other).unwrap();
+        w.write(&body);
+        assert_eq!(w.commit().unwrap(), Some(h));
+        assert_eq!(fs::read_dir(d.join("v")).unwrap().count(), 1);
+        assert_eq!(s.get(&h), Some((other, body.clone())));
+        assert_eq!((s.latest("/page"), s.latest("/other")), (Some(h), Some(h)));
         // A flipped byte on disk: dropped, never served.
         let p = d.join("v").join(hex(&h));
         let mut data = fs::read(&p).unwrap();
