@@ -468,6 +468,65 @@ fn workers_share_the_store() {
     s.finish();
 }
 
+/// Starts nginx on `opts`' configuration as `edit` changes it.
+fn start_edited(opts: &Options, edit: impl Fn(String) -> String) -> RunningServer {
+    let dir = temp_dir("dict-edited");
+    let port = hsync_tests::free_port();
+    std::fs::write(dir.join("nginx.conf"), edit(hsync_tests::nginx::config(opts, &dir, port))).unwrap();
+    let mut cmd = Command::new(hsync_tests::nginx::binary());
+    cmd.arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf")).arg("-e").arg(dir.join("error.log"));
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let (pid, error_log, access_log) = (dir.join("nginx.pid"), dir.join("error.log"), dir.join("access.log"));
+    RunningServer::spawn(ServerKind::Nginx, dir, cmd, port, Some(&pid), error_log, access_log).unwrap()
+}
+
+/// The dictionary URLs are answered before what the location would do in
+/// their place: its `return` and `rewrite`, `try_files`, static files; and
+/// `expires` there replaces their Cache-Control (one line, not two).
+#[test]
+fn dictionary_urls_come_first_in_their_location() {
+    if skipped() {
+        return;
+    }
+    let (site, origin) = (Site::new(), Origin::start());
+    let v1 = page(1);
+    site.put("fresh/a.html", &v1);
+    let url = dict_url(&v1);
+    let check = |s: &RunningServer, what: &str| {
+        let r = http::get(s.port, "/fresh/a.html", &[]);
+        assert_eq!(r.status, 200, "{what}");
+        let d = http::get(s.port, &url, &[]);
+        assert_eq!(d.status, 200, "{what}: {:?}", d.headers);
+        assert!(d.body == v1, "{what}");
+        d
+    };
+    // `return` and `rewrite` in the location the URL falls in.
+    let s = start_edited(&site.options(&origin), |c| {
+        let c = c.replacen("        location / {\n        }", "        location /.well-known/ {\n            rewrite ^ /nothing;\n            return 403;\n        }\n\n        location / {\n        }", 1);
+        assert!(c.contains("return 403"));
+        c
+    });
+    check(&s, "return");
+    assert_eq!(http::get(s.port, "/.well-known/other", &[]).status, 403, "the location's own answer otherwise");
+    s.finish();
+    // try_files (precontent) and expires in `location /`.
+    let s = start_edited(&site.options(&origin), |c| {
+        let c = c.replacen(
+            "        location / {\n        }",
+            "        location / {\n            try_files /nothing =410;\n            expires 5m;\n        }",
+            1,
+        );
+        assert!(c.contains("=410"));
+        c
+    });
+    let d = check(&s, "try_files");
+    let cc: Vec<&str> = d.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("Cache-Control")).map(|(_, v)| v.as_str()).collect();
+    assert_eq!(cc, ["max-age=300"], "expires replaces the line: {:?}", d.headers);
+    assert!(d.header("Use-As-Dictionary").is_some());
+    assert_eq!(http::get(s.port, &dict_url(b"gone"), &[]).status, 404);
+    s.finish();
+}
+
 /// The store belongs to the workers' user: nginx started as root with
 /// `user nobody` creates it (and its subdirectories) for nobody, whose
 /// workers then write versions there.
