@@ -132,7 +132,7 @@ fn last_log_line(s: &RunningServer, target: &str) -> String {
     let needle = format!("\"GET {target} HTTP/1.1\"");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let Some(l) = s.access_log_text().lines().filter(|l| l.contains(&needle)).last() {
+        if let Some(l) = s.access_log_text().lines().rfind(|l| l.contains(&needle)) {
             return l.to_string();
         }
         assert!(Instant::now() < deadline, "no access log line for {target}:\n{}", s.access_log_text());
@@ -264,7 +264,7 @@ fn unknown_dictionaries_and_malformed_names() {
     let Some(s) = start(ServerKind::Nginx, &site.options(&origin)) else { return };
     let v1 = page(1);
     site.put("fresh/a.html", &v1);
-    for target in [dict_url(b"never stored"), format!("{PREFIX}zz"), format!("{PREFIX}"), format!("{}/x", dict_url(b"y"))] {
+    for target in [dict_url(b"never stored"), format!("{PREFIX}zz"), PREFIX.to_string(), format!("{}/x", dict_url(b"y"))] {
         let r = http::get(s.port, &target, &[("Accept-Encoding", BROWSER_AE)]);
         assert_eq!(r.status, 404, "{target}: {:?}", r.headers);
         assert!(r.header("Use-As-Dictionary").is_none());
