@@ -1049,6 +1049,9 @@ ngx_http_hsync_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
 
         if (ctx->done) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "hsync body filter: done, coding \"%s\"",
+                           hsync_coding(ctx->response));
             return rc;
         }
     }
