@@ -11,7 +11,8 @@
 //! - a `no-cache` generated page behind the proxy, and
 //! - a static file (no freshness): both announce the last stored version
 //!   by a `<link rel="compression-dictionary">` inserted in the head,
-//!   which Chromium fetches at idle from the module's own URL.
+//!   which Chromium fetches at idle from the module's own URL; then the
+//!   store loses that version and the next load is the plain page.
 //!
 //! What Chromium 156 does, measured while writing this: it names a
 //! dictionary only while the dictionary response is fresh, only within
@@ -141,6 +142,17 @@ fn linked_page(p: &mut Page, s: &RunningServer, target: &str, v: &[Vec<u8>], set
     set(2);
     let l = p.navigate(&url);
     assert_dcz(s, &l, target, &v[0], &v[2]);
+    // The store loses the version between two loads (evicted, or the
+    // disk was cleaned): the browser still names it, and gets the plain
+    // page.
+    std::fs::remove_file(s.dir.join("store/v").join(hex(&sha256(&v[0])))).unwrap();
+    set(3);
+    let l = p.navigate(&url);
+    let what = format!("{name}, after eviction: {}", describe(&l));
+    assert_eq!(l.status, 200, "{what}");
+    assert_eq!(l.request_header("available-dictionary"), Some(b64_hash(&v[0]).as_str()), "{what}");
+    assert_ne!(l.header("content-encoding"), Some("dcz"), "{what}");
+    assert_eq!(without_links(&l.body).0, v[3], "{what}");
 }
 
 fn browser_gets_dcz(kind: ServerKind) {
