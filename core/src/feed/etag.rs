@@ -66,7 +66,7 @@ impl Etaglet {
         }
         let inner = opaque.strip_prefix(b"\"")?.strip_suffix(b"\"")?.strip_prefix(PREFIX.as_bytes())?;
         let raw = B64.decode(inner).ok()?;
-        if raw.len() < DIGEST_LEN || (raw.len() - DIGEST_LEN) % 4 != 0 || (raw.len() - DIGEST_LEN) / 4 > FEED_ETAG_MAX_ENTRIES {
+        if raw.len() < DIGEST_LEN || !(raw.len() - DIGEST_LEN).is_multiple_of(4) || (raw.len() - DIGEST_LEN) / 4 > FEED_ETAG_MAX_ENTRIES {
             return None;
         }
         let mut digest = [0; DIGEST_LEN];
