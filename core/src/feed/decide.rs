@@ -64,6 +64,10 @@ pub enum Whole {
     NoTransform,
     /// The reader holds none of the current entries: truncating saves nothing.
     NothingHeld,
+    /// Implicit mode, and the request came through a proxy (`Via`): its
+    /// `If-None-Match` may be the tag of the proxy's cached copy, sent to
+    /// revalidate it for a reader that holds nothing.
+    Proxied,
 }
 
 /// What kind of response goes out.
@@ -183,6 +187,20 @@ fn vary(response: &[Field<'_>], extra: &[&str]) -> Option<Edit> {
     (names.len() > before || lines > 1).then(|| Edit::Set("Vary", names.join(", ")))
 }
 
+/// `Cache-Control` with `private` (and without `public` or `s-maxage`,
+/// which would contradict it); `None` when it says `private` already.
+fn privatized(response: &[Field<'_>]) -> Option<Edit> {
+    if fields::list_has(response, "Cache-Control", "private") {
+        return None;
+    }
+    let mut d: Vec<String> = fields::list(response, "Cache-Control")
+        .filter(|i| !fields::token(i).eq_ignore_ascii_case(b"public") && !fields::token(i).eq_ignore_ascii_case(b"s-maxage"))
+        .map(|i| String::from_utf8_lossy(i).into_owned())
+        .collect();
+    d.push("private".into());
+    Some(Edit::Set("Cache-Control", d.join(", ")))
+}
+
 fn removed(response: &[Field<'_>], x: &Exchange<'_>, names: &[&'static str]) -> Vec<Edit> {
     names
         .iter()
@@ -203,8 +221,9 @@ fn removed(response: &[Field<'_>], x: &Exchange<'_>, names: &[&'static str]) -> 
 /// - `A-IM: feed` (with `feed` on) and exactly one ETaglet in
 ///   `If-None-Match`: `226 IM Used`, `IM: feed`, the entries whose hash
 ///   the tag does not name, `Cache-Control: no-store`.
-/// - No `A-IM`, the implicit mode on, exactly one ETaglet: `200` with the
-///   same truncated document, `Cache-Control: private, max-age=0`.
+/// - No `A-IM`, no `Via`, the implicit mode on, exactly one ETaglet:
+///   `200` with the same truncated document, `Cache-Control: private, max-age=0`.
+/// - Otherwise the whole feed; answering `A-IM: feed`, made `private`.
 /// - Both truncated answers: `Expires` in the past, no `Last-Modified`,
 ///   no length or digest of the origin's body.
 pub fn process<'b>(cfg: &FeedConfig, x: &Exchange<'_>, body: &'b [u8]) -> FeedOutcome<'b> {
@@ -244,14 +263,15 @@ pub fn process<'b>(cfg: &FeedConfig, x: &Exchange<'_>, body: &'b [u8]) -> FeedOu
     }
     let mut edits = vec![Edit::Set("ETag", etag.clone())];
     edits.extend(vary(x.response, &vary_names));
-    let whole = |edits: Vec<Edit>, why: Whole| FeedOutcome {
-        status: 200,
-        edits,
-        body: Cow::Borrowed(body),
-        coding: "",
-        kind: FeedKind::Whole(why),
-        entries: n,
-        sent: n,
+    let explicit = cfg.explicit && accepts_feed(x.request);
+    let whole = |mut edits: Vec<Edit>, why: Whole| {
+        if explicit {
+            // A shared cache must never hold a response to `A-IM: feed`:
+            // it would revalidate it with its own tag for the next reader
+            // asking the same, and pass on the 226 that answers it.
+            edits.extend(privatized(x.response));
+        }
+        FeedOutcome { status: 200, edits, body: Cow::Borrowed(body), coding: "", kind: FeedKind::Whole(why), entries: n, sent: n }
     };
 
     let inm = IfNoneMatch::of(x.request);
@@ -259,7 +279,6 @@ pub fn process<'b>(cfg: &FeedConfig, x: &Exchange<'_>, body: &'b [u8]) -> FeedOu
         edits.extend(removed(x.response, x, &NOT_MODIFIED_AWAY));
         return FeedOutcome { status: 304, edits, body: Cow::Borrowed(&[]), coding: "", kind: FeedKind::NotModified, entries: n, sent: 0 };
     }
-    let explicit = cfg.explicit && accepts_feed(x.request);
     let implicit = cfg.implicit && !fields::has(x.request, "A-IM");
     let tags = match &inm {
         IfNoneMatch::Tags(t) if explicit || implicit => t,
@@ -267,6 +286,9 @@ pub fn process<'b>(cfg: &FeedConfig, x: &Exchange<'_>, body: &'b [u8]) -> FeedOu
     };
     if tags.len() != 1 {
         return whole(edits, Whole::Several);
+    }
+    if !explicit && fields::has(x.request, "Via") {
+        return whole(edits, Whole::Proxied);
     }
     let Some(held) = Etaglet::parse(tags[0]) else { return whole(edits, Whole::Foreign) };
     let feed = match &parsed {
@@ -355,6 +377,15 @@ mod tests {
         assert_eq!(value(&o, "ETag"), Some(tag(FEED).as_str()));
         assert_eq!(value(&o, "Vary"), Some("A-IM, If-None-Match"));
         assert!(matches!(o.body, Cow::Borrowed(_)));
+        // Through a proxy, explicit still works (a shared cache never
+        // holds a response to A-IM, so the tag is the reader's).
+        let o = run(&cfg, &[("A-IM", "feed"), ("If-None-Match", &old), ("Via", "1.1 squid")], &[ATOM], FEED);
+        assert_eq!(o.status, 226);
+        // A first poll with A-IM: whole, private.
+        let o = run(&cfg, &[("A-IM", "feed")], &[ATOM, ("Cache-Control", "max-age=60")], FEED);
+        assert_eq!((o.status, value(&o, "Cache-Control")), (200, Some("max-age=60, private")));
+        let o = run(&cfg, &[("A-IM", "feed")], &[ATOM, ("Cache-Control", "Private")], FEED);
+        assert_eq!(value(&o, "Cache-Control"), None);
         // q=0 refuses it.
         let o = run(&cfg, &[("A-IM", "feed;q=0"), ("If-None-Match", &old)], &[ATOM], FEED);
         assert_eq!(o.kind, FeedKind::Whole(Whole::NotAsked));
@@ -372,6 +403,11 @@ mod tests {
         // With A-IM (of another kind): not implicit.
         let o = run(&cfg, &[("A-IM", "vcdiff"), ("If-None-Match", &old)], &[ATOM], FEED);
         assert_eq!(o.kind, FeedKind::Whole(Whole::NotAsked));
+        // Through a proxy: the tag may be the proxy's own, for a reader
+        // holding nothing.
+        let o = run(&cfg, &[("If-None-Match", &old), ("Via", "1.1 squid")], &[ATOM], FEED);
+        assert_eq!((o.status, &o.kind), (200, &FeedKind::Whole(Whole::Proxied)));
+        assert_eq!(value(&o, "Cache-Control"), None);
         // A-IM: feed while only the implicit mode is on: whole.
         let o = run(&cfg, &[("A-IM", "feed"), ("If-None-Match", &old)], &[ATOM], FEED);
         assert_eq!(o.kind, FeedKind::Whole(Whole::NotAsked));
@@ -400,10 +436,12 @@ mod tests {
             for a_im in [true, false] {
                 let req: Vec<(&str, &str)> =
                     if a_im { vec![("A-IM", "feed"), ("If-None-Match", inm)] } else { vec![("If-None-Match", inm)] };
-                let o = run(&cfg, &req, &[ATOM], FEED);
+                let o = run(&cfg, &req, &[ATOM, ("Cache-Control", "public, max-age=60, s-maxage=600")], FEED);
                 assert_eq!((o.status, &o.kind), (200, &FeedKind::Whole(why.clone())), "{inm}");
                 assert_eq!(value(&o, "ETag"), Some(cur.as_str()));
                 assert_eq!(value(&o, "Vary"), Some("A-IM, If-None-Match"));
+                // Answering A-IM: never stored by a shared cache.
+                assert_eq!(value(&o, "Cache-Control"), a_im.then_some("max-age=60, private"));
             }
         }
         let o = run(&cfg, &[("If-None-Match", &old)], &[ATOM, ("Cache-Control", "max-age=60, no-transform")], FEED);
