@@ -155,7 +155,7 @@ pub const FEED_MAX_ENTRIES: usize = 1024;
 /// Largest entry (more: the whole feed).
 pub const FEED_MAX_ENTRY_BYTES: usize = 1 << 20;
 /// Most entries an ETag names (the first ones in document order, which in
-/// feeds are the newest): 32 four-byte hashes, an ETag of at most 194
+/// feeds are the newest): 32 four-byte hashes, an ETag of at most 193
 /// characters. A reader holding a feed with more entries is sent the
 /// entries past these again (never fewer than it lacks).
 pub const FEED_ETAG_MAX_ENTRIES: usize = 32;

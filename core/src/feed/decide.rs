@@ -301,7 +301,7 @@ pub fn process<'b>(cfg: &FeedConfig, x: &Exchange<'_>, body: &'b [u8]) -> FeedOu
         return whole(edits, Whole::NoTransform);
     }
     let sent = feed.entries.iter().filter(|e| !held.names(e.hash)).count();
-    if sent == n && n > 0 {
+    if sent == n {
         return whole(edits, Whole::NothingHeld);
     }
     let truncated = feed.truncate(body, |_, e| !held.names(e.hash));

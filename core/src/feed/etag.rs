@@ -10,8 +10,8 @@
 //!   of its identity and version), for the first
 //!   [`FEED_ETAG_MAX_ENTRIES`] entries in document order.
 //!
-//! Fifteen entries make an ETag of 102 characters, twenty 123, the most
-//! (32) 194. A tag that does not start with `hf1.`, does not decode, or
+//! Fifteen entries make an ETag of 102 characters, twenty 129, the most
+//! (32) 193. A tag that does not start with `hf1.`, does not decode, or
 //! whose length is not 12 plus a multiple of 4 is not an ETaglet: the
 //! request is answered with the whole feed.
 

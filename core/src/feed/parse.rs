@@ -250,7 +250,7 @@ pub fn parse(doc: &[u8]) -> Result<Feed> {
                     }
                 } else if let Some(c) = &mut cur {
                     // A direct child of the entry naming its identity or version.
-                    if container.map(|d| d + 2) == Some(level) && c.reading.is_none() && !empty {
+                    if container.map(|d| d.saturating_add(2)) == Some(level) && c.reading.is_none() && !empty {
                         let f = match kind {
                             Some(Kind::Atom) if ns == Ns::Atom => match local {
                                 b"id" => Some(Field::Id),
@@ -286,7 +286,7 @@ pub fn parse(doc: &[u8]) -> Result<Feed> {
                     root_closed = true;
                 }
                 if let Some(c) = &mut cur {
-                    let entry_level = container.unwrap_or(0) + 1;
+                    let entry_level = container.unwrap_or(0).saturating_add(1);
                     if depth == entry_level {
                         if let Some((f, v)) = c.reading.take() {
                             c.fields.push((f, trimmed(&v)));
@@ -494,6 +494,21 @@ mod tests {
         assert_eq!(f.kind, Kind::Rss1);
         assert_eq!(f.entries.len(), 2);
         assert_eq!((f.entries[0].id.as_slice(), f.entries[0].version.as_slice()), (&b"http://x/1"[..], &b"2024"[..]));
+    }
+
+    #[test]
+    fn bom_crlf_and_empty_feeds() {
+        let doc = b"\xef\xbb\xbf<?xml version=\"1.0\"?>\r\n<rss version=\"2.0\"><channel>\r\n<item><guid>a\r\nb</guid></item>\r\n</channel></rss>\r\n";
+        let f = parse(doc).unwrap();
+        assert_eq!(f.entries[0].id, b"a\nb");
+        assert!(f.head(doc).starts_with(b"\xef\xbb\xbf"));
+        let empty = b"<feed xmlns=\"http://www.w3.org/2005/Atom\"><title>t</title></feed>";
+        let f = parse(empty).unwrap();
+        assert!(f.entries.is_empty());
+        assert_eq!(f.truncate(empty, |_, _| false), empty);
+        // Items of a second channel are not entries; nothing overflows.
+        let two = b"<rss><channel><item><guid>1</guid></item></channel><channel><item><guid>2</guid></item></channel></rss>";
+        assert_eq!(parse(two).unwrap().entries.len(), 1);
     }
 
     #[test]
