@@ -70,6 +70,46 @@ pub enum Whole {
     Proxied,
 }
 
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Skip::Off => "feeds are off",
+            Skip::Method => "method is not GET",
+            Skip::Range => "range request",
+            Skip::Status => "status is not 200",
+            Skip::NotFeed => "not a feed type",
+            Skip::AlreadyEncoded => "response already has a content coding",
+            Skip::TooLarge => "feed larger than FEED_MAX_BYTES",
+        })
+    }
+}
+
+impl std::fmt::Display for Whole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Whole::NotAsked => write!(f, "no truncation asked"),
+            Whole::Several => write!(f, "several entity-tags in If-None-Match"),
+            Whole::Foreign => write!(f, "If-None-Match is not an hsync feed tag"),
+            Whole::Unparsable(e) => write!(f, "feed not parsed: {e}"),
+            Whole::NoTransform => write!(f, "Cache-Control: no-transform"),
+            Whole::NothingHeld => write!(f, "the reader holds none of the entries"),
+            Whole::Proxied => write!(f, "implicit mode through a proxy (Via)"),
+        }
+    }
+}
+
+impl std::fmt::Display for FeedKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeedKind::Skipped(s) => write!(f, "skipped: {s}"),
+            FeedKind::Whole(w) => write!(f, "whole feed: {w}"),
+            FeedKind::NotModified => write!(f, "304 Not Modified"),
+            FeedKind::ImUsed => write!(f, "226 IM Used, entries the reader lacks"),
+            FeedKind::Truncated => write!(f, "200, entries the reader lacks (implicit)"),
+        }
+    }
+}
+
 /// What kind of response goes out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedKind {

@@ -18,6 +18,22 @@
 //! steps because the ETag depends on the body ([`decide`]): the server
 //! holds a feed response's headers, buffers its body (at most
 //! [`crate::limits::FEED_MAX_BYTES`]), then calls [`process`].
+//!
+//! What a server module does, per response:
+//! 1. when the response headers are ready, [`check`] with the same
+//!    [`crate::http::Exchange`] it builds for [`crate::http::decide`];
+//!    `Err`: nothing to do for feeds (send as usual);
+//! 2. `Ok`: hold the headers and buffer the body; if it grows past
+//!    [`crate::limits::FEED_MAX_BYTES`], give up: send the headers
+//!    unchanged, the buffered bytes, then the rest as it comes;
+//! 3. at the end of the body, [`process`]: send [`FeedOutcome::status`]
+//!    (200, 226 or 304: a 304 is header-only), apply
+//!    [`FeedOutcome::edits`] as for `decide`'s, send [`FeedOutcome::body`]
+//!    with its length, and set the coding note to [`FeedOutcome::coding`]
+//!    (`feed` or empty). A truncated body or a 304 must not be coded by
+//!    hsync or dcz afterwards (226 and 304 are not 200, and a truncated 200
+//!    is `private`, which the dictionary store refuses); a whole 200 may be,
+//!    its ETag then weakened as usual (`W/"hf1…"` is still recognized).
 
 pub mod decide;
 pub mod etag;
