@@ -3,7 +3,9 @@
 //!
 //! - bytes a reader polling every version receives (bodies): the full feed
 //!   gzip'd each time, against `A-IM: feed` (226 with the entries it lacks,
-//!   then gzip'd), both with the first poll in full;
+//!   then gzip'd; the implicit mode sends the same bodies), an hsync delta
+//!   (with the signature the reader sends) and dcz against the previous
+//!   version, all with the first poll in full;
 //! - CPU per request of the feed decision (parse, ETaglet, truncate) for a
 //!   reader one version behind, against gzip -1 and -6 of the same feed
 //!   (flate2, zlib backend: what a server's gzip filter costs).
@@ -12,8 +14,10 @@
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use hsync_core::codec::dcz::{DczEncoder, Prepared};
 use hsync_core::feed::{self, Etaglet, FeedConfig};
 use hsync_core::http::{Edit, Exchange, Field};
+use hsync_core::store::sha256;
 use std::hint::black_box;
 use std::io::Write;
 use std::path::PathBuf;
@@ -70,12 +74,31 @@ fn main() {
         etag_len = etag_len.max(t.len());
         etag = Some(t);
     }
+    // The other ways to the same reader, version to version (the first
+    // poll in full, gzip -6): an hsync delta (the signature the client
+    // sends counted in, raw), dcz against the previous version.
+    let first_gz = gzip(&versions[0], 6).len() as u64;
+    let (mut hsync_bytes, mut dcz_bytes) = (first_gz, first_gz);
+    for w in versions.windows(2) {
+        let sig = hsync_core::http::signature_for(&w[0]).expect("a signature");
+        hsync_bytes += (sig.to_bytes().len() + hsync_core::delta(&sig, &w[1]).unwrap().len()) as u64;
+        let dict = std::sync::Arc::new(Prepared::new(&w[0], sha256(&w[0])).unwrap());
+        let mut out = Vec::new();
+        let mut e = DczEncoder::new(dict, Some(w[1].len() as u64)).unwrap();
+        e.update(&w[1], &mut out).unwrap();
+        e.finish(&mut out).unwrap();
+        dcz_bytes += out.len() as u64;
+    }
+
     println!("Polling all 30 versions (first poll in full), bytes of bodies:");
     println!("  full feed, identity      {raw_full:>10}");
     println!("  full feed, gzip -1       {gz1_full:>10}");
     println!("  full feed, gzip -6       {gz_full:>10}   1");
     println!("  A-IM: feed, identity     {raw_im:>10}   {:.3} of gzip'd full", raw_im as f64 / gz_full as f64);
     println!("  A-IM: feed, gzip -6      {gz_im:>10}   {:.3} of gzip'd full", gz_im as f64 / gz_full as f64);
+    println!("  implicit (200), gzip -6  {gz_im:>10}   the same bodies as A-IM: feed");
+    println!("  hsync (sig + delta)      {hsync_bytes:>10}   {:.3}", hsync_bytes as f64 / gz_full as f64);
+    println!("  dcz (previous version)   {dcz_bytes:>10}   {:.3}", dcz_bytes as f64 / gz_full as f64);
     println!("  entries sent             {entries_sent:>10} of {entries_total} in the 30 versions");
     println!("  longest ETag             {etag_len:>10} characters (sent back in If-None-Match on every poll)");
 
