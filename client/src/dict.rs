@@ -743,7 +743,31 @@ pub fn resolve_same_origin(base: &Uri, href: &str) -> Option<Uri> {
         format!("{}://{}{dir}/{href}", base.scheme_str()?, base.authority()?)
     };
     let u: Uri = abs.parse().ok()?;
-    (origin_of(&u)? == origin_of(base)?).then_some(u)
+    if origin_of(&u)? != origin_of(base)? {
+        return None;
+    }
+    // RFC 3986 §5.2.4: remove the dot segments of the path.
+    let mut segs: Vec<&str> = Vec::new();
+    let raw: Vec<&str> = u.path().split('/').skip(1).collect();
+    for (i, seg) in raw.iter().enumerate() {
+        let last = i + 1 == raw.len();
+        match *seg {
+            "." => {
+                if last {
+                    segs.push("");
+                }
+            }
+            ".." => {
+                segs.pop();
+                if last {
+                    segs.push("");
+                }
+            }
+            s => segs.push(s),
+        }
+    }
+    let query = u.query().map(|q| format!("?{q}")).unwrap_or_default();
+    format!("{}://{}/{}{query}", u.scheme_str()?, u.authority()?, segs.join("/")).parse().ok()
 }
 
 #[cfg(test)]
@@ -802,5 +826,7 @@ mod tests {
         assert!(resolve_same_origin(&base, "http://evil.org/d").is_none());
         assert!(resolve_same_origin(&base, "//evil.org/d").is_none());
         assert_eq!(resolve_same_origin(&base, "http://example.org:80/d").unwrap().path(), "/d");
+        assert_eq!(resolve_same_origin(&base, "../x/./y?q=1").unwrap().to_string(), "http://example.org/x/y?q=1");
+        assert_eq!(resolve_same_origin(&base, "/a/../../b/").unwrap().path(), "/b/");
     }
 }
