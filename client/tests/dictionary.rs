@@ -587,6 +587,7 @@ fn shared_proxy_never_offers_one_users_dictionary_to_another() {
     s.page("/a/d", &v[0], &[("cache-control", DICT_FRESH), ("use-as-dictionary", "match=\"/a/*\"")]);
     let r = raw_get(p.addr, &s.url("/a/d"), &[("Cookie", "session=alice")]).unwrap();
     assert_eq!(r.status, 200);
+    assert_eq!(s.last().cookie.as_deref(), Some("session=alice"));
     assert_eq!(dicts.totals().0, 0, "a response to a request with Cookie is not a dictionary for a shared proxy");
     // Nor a private response, nor one that sets a cookie (to Bob, without a cookie).
     s.page("/p/d", &v[0], &[("cache-control", "private, max-age=600"), ("use-as-dictionary", "match=\"/p/*\"")]);
