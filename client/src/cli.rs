@@ -186,7 +186,7 @@ pub fn get(args: GetArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     // Dictionaries the page announced: fetched after it (same origin, once), for the next time.
-    let learnt = if o.dictionary_links.is_empty() { Vec::new() } else { rt.block_on(fetcher.fetch_dictionaries(&o.dictionary_links)) };
+    let learnt = if o.dictionary_links.is_empty() { Vec::new() } else { rt.block_on(fetcher.fetch_dictionaries(&o)) };
     if args.verbose {
         let mut err = std::io::stderr().lock();
         if o.source == Source::Fresh {

@@ -162,6 +162,11 @@ pub struct Outcome {
     /// `<link rel="compression-dictionary">`) and that are not held yet:
     /// [`Fetcher::fetch_dictionaries`] fetches them.
     pub dictionary_links: Vec<String>,
+    /// Of those, the ones named by the SHA-256 of a body the client already
+    /// holds (the previous cached copy, or this body), as hsync servers name
+    /// their dictionary URLs (`/.well-known/hsync/dictionary/<hex>`): only
+    /// their headers are fetched (HEAD), the body is the one held.
+    pub dictionary_held: Vec<(String, Bytes)>,
 }
 
 #[derive(Debug, Clone)]
@@ -692,11 +697,14 @@ impl Fetcher {
         (!(self.opts.shared && personal(&logical.headers))).then_some(d)
     }
 
-    /// The dictionary to offer for a request (see [`DictStore::choose`]).
-    fn offer(&self, uri: &Uri, logical: &http::request::Parts) -> Option<Chosen> {
-        let d = self.dictionaries_for(logical)?;
+    /// The dictionary to offer for a request (see [`DictStore::choose`]);
+    /// its body is read and verified off the async workers.
+    async fn offer(&self, uri: &Uri, logical: &http::request::Parts) -> Option<Chosen> {
+        self.dictionaries_for(logical)?;
+        let d = self.dicts.clone()?;
         let dest = logical.headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()).unwrap_or("document").to_ascii_lowercase();
-        d.choose(uri, &dest, self.opts.shared, now_secs())
+        let (uri, shared) = (uri.clone(), self.opts.shared);
+        tokio::task::spawn_blocking(move || d.choose(&uri, &dest, shared, now_secs())).await.ok().flatten()
     }
 
     /// How long a response may serve as a dictionary: its freshness
@@ -724,7 +732,7 @@ impl Fetcher {
 
     /// Remembers the response as a dictionary if it says `Use-As-Dictionary`
     /// (and may be remembered); notes the dictionaries it announces.
-    fn learn(&self, uri: &Uri, logical: &http::request::Parts, o: &mut Outcome) {
+    fn learn(&self, uri: &Uri, logical: &http::request::Parts, o: &mut Outcome, previous: Option<&Bytes>) {
         let Some(d) = self.dictionaries_for(logical) else { return };
         if o.status != StatusCode::OK || !matches!(o.source, Source::Full | Source::Delta | Source::Dcz | Source::Revalidated) {
             return;
@@ -750,6 +758,13 @@ impl Fetcher {
                 && !tried.contains(&u)
                 && !d.holds_fresh(&u, self.opts.shared, now)
             {
+                // Named by a hash (hsync's dictionary URLs): perhaps a body we hold.
+                if let Some(h) = u.rsplit('/').next().and_then(hsync_core::store::unhex) {
+                    let held = [previous, Some(&o.body)].into_iter().flatten().find(|b| hsync_core::store::sha256(b) == h).cloned();
+                    if let Some(b) = held {
+                        o.dictionary_held.push((u.clone(), b));
+                    }
+                }
                 o.dictionary_links.push(u);
             }
         }
@@ -792,10 +807,10 @@ impl Fetcher {
     /// the dictionary size limit, and remembers those that carry
     /// `Use-As-Dictionary`. Returns, for each URL, the bytes kept or why not.
     /// `hsync get` awaits it after the page; the proxy runs it in the background.
-    pub async fn fetch_dictionaries(&self, links: &[String]) -> Vec<(String, Result<u64, String>)> {
+    pub async fn fetch_dictionaries(&self, o: &Outcome) -> Vec<(String, Result<u64, String>)> {
         let mut out = Vec::new();
         let Some(d) = self.dicts.clone() else { return out };
-        for link in links.iter().take(MAX_LINKS) {
+        for link in o.dictionary_links.iter().take(MAX_LINKS) {
             {
                 let mut tried = self.tried.lock().unwrap();
                 if tried.len() >= 4096 {
@@ -805,13 +820,16 @@ impl Fetcher {
                     continue;
                 }
             }
-            let r = self.fetch_dictionary(&d, link).await;
+            let held = o.dictionary_held.iter().find(|(u, _)| u == link).map(|(_, b)| b.clone());
+            let r = self.fetch_dictionary(&d, link, held).await;
             out.push((link.clone(), r));
         }
         out
     }
 
-    async fn fetch_dictionary(&self, d: &DictStore, link: &str) -> Result<u64, String> {
+    /// Fetches one announced dictionary; with `held` (a body we hold that
+    /// the URL names by its hash), only its headers (HEAD).
+    async fn fetch_dictionary(&self, d: &DictStore, link: &str, held: Option<Bytes>) -> Result<u64, String> {
         let uri: Uri = link.parse().map_err(|e| format!("bad URL: {e}"))?;
         let logical = Self::logical_request(&uri, &HeaderMap::new());
         let mut headers = HeaderMap::new();
@@ -819,7 +837,8 @@ impl Fetcher {
         let mut trace = Vec::new();
         let mut wire = 0u64;
         let res = async {
-            let (parts, body) = self.send(&uri, headers, &mut trace, &mut wire).await.map_err(|f| match f {
+            let method = if held.is_some() { Method::HEAD } else { Method::GET };
+            let (parts, body) = self.send(&uri, method, headers, &mut trace, &mut wire).await.map_err(|f| match f {
                 Failure::Net(e) | Failure::Fatal(e) => e.message,
                 Failure::Retry(m) => m,
             })?;
@@ -833,7 +852,16 @@ impl Fetcher {
             if total_len(&parts).is_some_and(|n| n > max) {
                 return Err(format!("over the dictionary limit of {max} bytes"));
             }
-            let body = self.read_limited(body, max, &mut wire).await?;
+            let body = match held {
+                Some(b) => {
+                    drop(body);
+                    if total_len(&parts).is_some_and(|n| n != b.len() as u64) {
+                        return Err("its length is not the held body's".into());
+                    }
+                    b
+                }
+                None => self.read_limited(body, max, &mut wire).await?,
+            };
             let served = served_headers(&parts.headers, Some(body.len()), true);
             if !served.contains_key("use-as-dictionary") {
                 return Err("no Use-As-Dictionary".into());
@@ -963,6 +991,7 @@ impl Fetcher {
                         delta_failed: None,
                         dictionary_used: None,
                         dictionary_links: Vec::new(),
+                        dictionary_held: Vec::new(),
                     });
                 }
             }
@@ -974,7 +1003,7 @@ impl Fetcher {
         let mut delta_failed = None;
         let mut dict_off = false;
         loop {
-            let offer = if dict_off { None } else { self.offer(uri, &logical) };
+            let offer = if dict_off { None } else { self.offer(uri, &logical).await };
             let mut headers = logical.headers.clone();
             if base.is_some() {
                 for (n, v) in &validators {
@@ -1025,7 +1054,7 @@ impl Fetcher {
                         self.stats.dcz_wire.fetch_add(o.wire_bytes, Ordering::Relaxed);
                         self.stats.dcz_decoded.fetch_add(o.body.len() as u64, Ordering::Relaxed);
                     }
-                    self.learn(uri, &logical, &mut o);
+                    self.learn(uri, &logical, &mut o, entry.as_ref().map(|e| &e.body));
                     self.stats.wire.fetch_add(o.wire_bytes, Ordering::Relaxed);
                     self.stats.decoded.fetch_add(o.body.len() as u64, Ordering::Relaxed);
                     let (wb, src) = (o.wire_bytes, o.source);
@@ -1071,6 +1100,7 @@ impl Fetcher {
                         delta_failed,
                         dictionary_used: None,
                         dictionary_links: Vec::new(),
+                        dictionary_held: Vec::new(),
                     });
                 }
             }
@@ -1092,7 +1122,7 @@ impl Fetcher {
         trace: &mut Vec<Exchange>,
         wire: &mut u64,
     ) -> Result<Outcome, Failure> {
-        let (parts, body) = self.send(uri, headers, trace, wire).await?;
+        let (parts, body) = self.send(uri, Method::GET, headers, trace, wire).await?;
         let mut r = Round { url, logical, base, offered, progress, trace, wire, now: SystemTime::now() };
         let status = parts.status;
         if status == StatusCode::NOT_MODIFIED {
@@ -1119,6 +1149,7 @@ impl Fetcher {
     async fn send(
         &self,
         uri: &Uri,
+        method: Method,
         mut headers: HeaderMap,
         trace: &mut Vec<Exchange>,
         wire: &mut u64,
@@ -1131,9 +1162,10 @@ impl Fetcher {
             headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("hsync/", env!("CARGO_PKG_VERSION"))));
         }
         let mut ex = Exchange::default();
-        ex.request.push(format!("GET {} HTTP/1.1", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
+        ex.request.push(format!("{method} {} HTTP/1.1", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
         ex.request.extend(header_lines(&headers));
         let mut req = Request::new(empty_body());
+        *req.method_mut() = method;
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = headers;
         self.upstream_requests.fetch_add(1, Ordering::Relaxed);
@@ -1218,6 +1250,7 @@ impl Fetcher {
             delta_failed: None,
             dictionary_used: None,
             dictionary_links: Vec::new(),
+            dictionary_held: Vec::new(),
         })
     }
 
@@ -1335,6 +1368,7 @@ impl Fetcher {
             delta_failed: None,
             dictionary_used: None,
             dictionary_links: Vec::new(),
+            dictionary_held: Vec::new(),
         })
     }
 
@@ -1358,6 +1392,7 @@ impl Fetcher {
             delta_failed: None,
             dictionary_used: None,
             dictionary_links: Vec::new(),
+            dictionary_held: Vec::new(),
         }
     }
 
@@ -1409,6 +1444,7 @@ impl Fetcher {
             delta_failed: None,
             dictionary_used: None,
             dictionary_links: Vec::new(),
+            dictionary_held: Vec::new(),
         }
     }
 

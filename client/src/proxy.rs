@@ -207,9 +207,9 @@ impl Proxy {
                 if !o.dictionary_links.is_empty() {
                     // Announced dictionaries are fetched in the background, once each.
                     let f = self.fetcher.clone();
-                    let links = o.dictionary_links.clone();
+                    let o = o.clone();
                     tokio::spawn(async move {
-                        f.fetch_dictionaries(&links).await;
+                        f.fetch_dictionaries(&o).await;
                     });
                 }
                 self.respond(&headers, &o)

@@ -42,6 +42,7 @@ enum Mode {
 
 #[derive(Debug, Clone)]
 struct Seen {
+    method: String,
     path: String,
     available: Option<String>,
     dictionary_id: Option<String>,
@@ -139,6 +140,7 @@ fn serve(st: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let h = req.headers();
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut seen = Seen {
+        method: req.method().to_string(),
         path: req.uri().path().to_string(),
         available: get("available-dictionary"),
         dictionary_id: get("dictionary-id"),
@@ -319,11 +321,11 @@ fn link_header_dictionary_is_fetched_once_and_used() {
     let o = get(&f, &s.url("/news"));
     assert_body(&o, &v[1], "first");
     assert_eq!(o.dictionary_links, vec![s.url(&dict_path)]);
-    let learnt = rt().block_on(f.fetch_dictionaries(&o.dictionary_links));
+    let learnt = rt().block_on(f.fetch_dictionaries(&o));
     assert_eq!(learnt, vec![(s.url(&dict_path), Ok(v[0].len() as u64))]);
     // Once: the same link is not fetched again.
     let n = s.log().len();
-    assert!(rt().block_on(f.fetch_dictionaries(&o.dictionary_links)).is_empty());
+    assert!(rt().block_on(f.fetch_dictionaries(&o)).is_empty());
     assert_eq!(s.log().len(), n);
 
     s.page("/news", &v[2], &[("cache-control", "no-cache"), ("link", &link)]);
@@ -336,6 +338,46 @@ fn link_header_dictionary_is_fetched_once_and_used() {
     assert_eq!(seen.dictionary_id, None);
     // The cached copy's signature goes along with the dictionary.
     assert_eq!(seen.accept_encoding.as_deref(), Some("dcz, hsync, gzip"));
+}
+
+#[test]
+fn announced_version_already_held_costs_a_head_only() {
+    // As the hsync modules do: each response announces the previous version
+    // under /.well-known/hsync/dictionary/<sha-256>, which the client holds.
+    let s = Versioned::start();
+    let v = blog();
+    let dir = tempfile::tempdir().unwrap();
+    let f = fetcher(dir.path());
+    let mut total = 0;
+    for i in 0..6 {
+        let mut h = vec![("cache-control".to_string(), "no-cache".to_string())];
+        if i > 0 {
+            let hex = hsync_core::store::hex(&sha256(&v[i - 1]));
+            let dict = format!("/.well-known/hsync/dictionary/{hex}");
+            s.page(&dict, &v[i - 1], &[("cache-control", "public, max-age=31536000, immutable"), ("use-as-dictionary", "match=\"/news\"")]);
+            h.push(("link".into(), format!("<{dict}>; rel=\"compression-dictionary\"")));
+        }
+        let hr: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        s.page("/news", &v[i], &hr);
+        let o = get(&f, &s.url("/news"));
+        assert_body(&o, &v[i], &format!("version {i}"));
+        if i >= 2 {
+            assert_eq!(o.source, Source::Dcz, "version {i}");
+            total += o.wire_bytes;
+        }
+        if i > 0 {
+            assert_eq!(o.dictionary_held.len(), 1, "version {i}: the previous copy is the announced dictionary");
+            let n = s.log().len();
+            let learnt = rt().block_on(f.fetch_dictionaries(&o));
+            assert_eq!(learnt[0].1, Ok(v[i - 1].len() as u64));
+            let log = s.log();
+            assert_eq!(log.len(), n + 1);
+            assert_eq!(log[n].method, "HEAD", "only the headers of a dictionary we hold");
+        }
+    }
+    eprintln!("blog-home versions 3-6 as dcz: {total} bytes on the wire");
+    // The dictionaries replaced one another (same origin, match and destination).
+    assert_eq!(f.dicts.as_ref().unwrap().totals().0, 1);
 }
 
 #[test]
@@ -354,7 +396,7 @@ fn html_link_element_dictionary_is_learnt() {
     let f = fetcher(dir.path());
     let o = get(&f, &s.url("/blog/index.html"));
     assert_eq!(o.dictionary_links, vec![s.url("/dict/a")], "resolved against the page");
-    assert!(rt().block_on(f.fetch_dictionaries(&o.dictionary_links))[0].1.is_ok());
+    assert!(rt().block_on(f.fetch_dictionaries(&o))[0].1.is_ok());
     s.page("/blog/index.html", &page(&v[2]), &html);
     let o = get(&f, &s.url("/blog/index.html"));
     assert_eq!(o.source, Source::Dcz);

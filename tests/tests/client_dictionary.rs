@@ -93,7 +93,7 @@ fn announced_dictionary_then_dcz(kind: ServerKind) {
     assert_page(&o, &blog(2), "version 2");
     assert!(!o.dictionary_links.is_empty(), "version 2 announces a dictionary: {:?}", o.headers);
     assert!(o.dictionary_links[0].contains("/.well-known/hsync/dictionary/"), "{:?}", o.dictionary_links);
-    let learnt = rt.block_on(f.fetch_dictionaries(&o.dictionary_links));
+    let learnt = rt.block_on(f.fetch_dictionaries(&o));
     assert!(learnt.iter().any(|(_, r)| r.is_ok()), "{learnt:?}");
     assert_eq!(f.dicts.as_ref().unwrap().totals().0, 1);
 
