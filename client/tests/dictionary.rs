@@ -274,38 +274,53 @@ fn fresh_dictionary_is_learnt_then_used_for_dcz() {
 }
 
 #[test]
-fn bytes_dcz_hsync_and_full_over_a_corpus_pair() {
-    // dcz with the in-test server, hsync with the in-process hsync origin, on the same pair.
-    let v = blog();
-    let (old, new) = (&v[0], &v[1]);
+fn bytes_dcz_hsync_and_full_over_corpus_pairs() {
+    // Each pair of successive versions: dcz against the previous version (the
+    // in-test server), an hsync delta against it (the in-process hsync
+    // origin), and the identity size.
     let s = Versioned::start();
-    s.page("/d/old.html", old, &[("cache-control", DICT_FRESH), ("use-as-dictionary", "match=\"/d/*\"")]);
-    s.page("/d/new.html", new, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let f = fetcher(dir.path());
-    get(&f, &s.url("/d/old.html"));
-    let o = get(&f, &s.url("/d/new.html"));
-    assert_eq!(o.source, Source::Dcz);
-    assert_body(&o, new, "dcz");
-    let dcz_wire = o.wire_bytes;
-
     let origin = Origin::start_local(true);
-    let dir2 = tempfile::tempdir().unwrap();
-    let f2 = fetcher(dir2.path());
-    origin.set_page("/p.html", old);
-    let full = get(&f2, &origin.url("/p.html"));
-    origin.set_page("/p.html", new);
-    let delta = get(&f2, &origin.url("/p.html"));
-    assert_eq!(delta.source, Source::Delta);
-    assert_body(&delta, new, "hsync");
+    let (dir, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (f, f2) = (fetcher(dir.path()), fetcher(dir2.path()));
+    let mut sum = (0u64, 0u64, 0u64, 0usize);
+    for (folder, n) in [("blog-home", 10), ("atom-feed", 10), ("pages/cnn", 2), ("pages/igvita", 2), ("pages/wikipedia-obama", 2)] {
+        let vs = versions(folder);
+        let tag = folder.replace('/', "-");
+        let (mut dz, mut hs, mut full) = (0u64, 0u64, 0u64);
+        for i in 0..vs.len().min(n) {
+            let hp = format!("/{tag}.html");
+            origin.set_page(&hp, &vs[i]);
+            let o = get(&f2, &origin.url(&hp));
+            assert_body(&o, &vs[i], folder);
+            if i == 0 {
+                continue;
+            }
+            assert!(matches!(o.source, Source::Delta | Source::Revalidated), "{folder} {i}: {:?}", o.source);
+            let um = format!("match=\"/m/{tag}/*\"");
+            s.page(&format!("/m/{tag}/d{i}"), &vs[i - 1], &[("cache-control", DICT_FRESH), ("use-as-dictionary", &um)]);
+            get(&f, &s.url(&format!("/m/{tag}/d{i}")));
+            s.page(&format!("/m/{tag}/p{i}"), &vs[i], &[]);
+            let o2 = get(&f, &s.url(&format!("/m/{tag}/p{i}")));
+            assert_eq!(o2.source, Source::Dcz, "{folder} {i}");
+            assert_body(&o2, &vs[i], folder);
+            dz += o2.wire_bytes;
+            hs += o.wire_bytes;
+            full += vs[i].len() as u64;
+            sum.3 += 1;
+        }
+        eprintln!("{folder}: {full} bytes of new versions; dcz {dz} on the wire, hsync {hs}");
+        sum = (sum.0 + dz, sum.1 + hs, sum.2 + full, sum.3);
+        assert!(dz * 4 < full, "{folder}: dcz {dz} for {full}");
+    }
     eprintln!(
-        "blog-home v1 -> v2 ({} bytes): dcz {} on the wire, hsync {}, full {}",
-        new.len(),
-        dcz_wire,
-        delta.wire_bytes,
-        full.wire_bytes
+        "{} pairs, {} bytes: dcz {} on the wire ({:.2}%), hsync {} ({:.2}%)",
+        sum.3,
+        sum.2,
+        sum.0,
+        100.0 * sum.0 as f64 / sum.2 as f64,
+        sum.1,
+        100.0 * sum.1 as f64 / sum.2 as f64
     );
-    assert!(dcz_wire * 10 < full.wire_bytes);
 }
 
 #[test]
