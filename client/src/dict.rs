@@ -108,6 +108,8 @@ pub struct DictStore {
     opts: DictOptions,
     index: Mutex<Vec<Info>>,
     clock: AtomicU64,
+    /// Held while a dictionary is stored, so concurrent inserts keep the bounds.
+    writing: Mutex<()>,
     /// Dictionaries found damaged (and deleted) since start.
     pub damaged: AtomicU64,
 }
@@ -132,6 +134,7 @@ impl DictStore {
             opts,
             index: Mutex::new(Vec::new()),
             clock: AtomicU64::new(1),
+            writing: Mutex::new(()),
             damaged: AtomicU64::new(0),
         };
         if s.dir.is_dir() {
@@ -241,6 +244,7 @@ impl DictStore {
             return Ok(false);
         }
         let Some(hash) = store::unhex(&meta.sha256) else { return Ok(false) };
+        let _writing = self.writing.lock().unwrap();
         let stale: Vec<String> = self
             .index
             .lock()

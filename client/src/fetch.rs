@@ -760,7 +760,13 @@ impl Fetcher {
             {
                 // Named by a hash (hsync's dictionary URLs): perhaps a body we hold.
                 if let Some(h) = u.rsplit('/').next().and_then(hsync_core::store::unhex) {
-                    let held = [previous, Some(&o.body)].into_iter().flatten().find(|b| hsync_core::store::sha256(b) == h).cloned();
+                    // A shared cache takes this response's body only if a shared cache could store it
+                    // (the previous copy came from the shared cache, so it could).
+                    let this = (!self.opts.shared
+                        || !(has_set_cookie(&o.headers)
+                            || directives(&o.headers, "cache-control").iter().any(|d| d == "private" || d == "no-store")))
+                    .then_some(&o.body);
+                    let held = [previous, this].into_iter().flatten().find(|b| hsync_core::store::sha256(b) == h).cloned();
                     if let Some(b) = held {
                         o.dictionary_held.push((u.clone(), b));
                     }
