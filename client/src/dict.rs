@@ -212,7 +212,12 @@ impl DictStore {
 
     /// Reads and verifies a dictionary's body; a damaged one is deleted.
     fn load(&self, info: &Info) -> Option<Bytes> {
-        let ok = self.cache.get().and_then(|c| c.get(&info.url)).filter(|e| e.meta.dictionary.as_ref() == Some(&info.meta)).map(|e| e.body);
+        let ok = self
+            .cache
+            .get()
+            .and_then(|c| c.get(&info.url))
+            .filter(|e| e.meta.dictionary.as_ref().is_some_and(|m| m.sha256 == info.meta.sha256))
+            .map(|e| e.body);
         match ok {
             Some(b) if store::sha256(&b) == info.hash => Some(b),
             _ => {
@@ -245,6 +250,25 @@ impl DictStore {
         }
         let Some(hash) = store::unhex(&meta.sha256) else { return Ok(false) };
         let _writing = self.writing.lock().unwrap();
+        // The same dictionary again (a revalidated or refetched response): only its lifetime
+        // moves, in memory; the file keeps the earlier expiry, which is on the safe side.
+        {
+            let mut idx = self.index.lock().unwrap();
+            let same = |i: &Info| {
+                i.url == url
+                    && i.meta.sha256 == meta.sha256
+                    && i.meta.pattern == meta.pattern
+                    && i.meta.dest == meta.dest
+                    && i.meta.id == meta.id
+                    && i.meta.shared == meta.shared
+                    && i.meta.origin == meta.origin
+            };
+            if let Some(i) = idx.iter_mut().find(|i| same(i)) {
+                i.meta.expires = i.meta.expires.max(meta.expires);
+                i.last_used = self.clock.fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+        }
         let stale: Vec<String> = self
             .index
             .lock()

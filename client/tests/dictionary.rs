@@ -266,6 +266,13 @@ fn fresh_dictionary_is_learnt_then_used_for_dcz() {
     let line = hsync_client::cli::coding_line(&o).unwrap();
     assert!(line.starts_with(&format!("dcz: {} of {} bytes", o.wire_bytes, v[1].len())), "{line}");
 
+    // The same dictionary again (refetched): still one, still offered, nothing counted as damaged.
+    get_with(&f, &s.url("/app/v1.html"), &[("cache-control", "no-cache")]).unwrap();
+    assert_eq!(d.totals().0, 1);
+    s.page("/app/v3.html", &v[2], &[]);
+    assert_eq!(get(&f, &s.url("/app/v3.html")).source, Source::Dcz);
+    assert_eq!(d.damaged.load(std::sync::atomic::Ordering::Relaxed), 0);
+
     // A URL the pattern does not match gets no offer.
     s.page("/other.html", &v[2], &[]);
     get(&f, &s.url("/other.html"));
