@@ -827,7 +827,15 @@ impl Fetcher {
                 }
             }
             let held = o.dictionary_held.iter().find(|(u, _)| u == link).map(|(_, b)| b.clone());
-            let r = self.fetch_dictionary(&d, link, held).await;
+            let r = match held {
+                // A server whose HEAD answer does not fit (no Use-As-Dictionary, another length):
+                // the dictionary is fetched whole.
+                Some(b) => match self.fetch_dictionary(&d, link, Some(b)).await {
+                    Ok(n) => Ok(n),
+                    Err(_) => self.fetch_dictionary(&d, link, None).await,
+                },
+                None => self.fetch_dictionary(&d, link, None).await,
+            };
             out.push((link.clone(), r));
         }
         out
