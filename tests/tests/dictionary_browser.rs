@@ -29,9 +29,19 @@ use std::time::{Duration, Instant};
 
 const PREFIX: &str = "/.well-known/hsync/dictionary/";
 
-/// Successive versions of a real page.
-fn versions() -> Vec<Vec<u8>> {
-    (1..=4).map(|i| std::fs::read(corpus().join(format!("blog-home/{i:03}.html"))).unwrap()).collect()
+/// Successive versions of a real page, as the page `name` serves them.
+/// Each page gets its own bytes: versions are named by their hash, so two
+/// pages with the very same bytes share one dictionary URL, which the
+/// browser caches (immutable) with the `match` of the first page that
+/// announced it (docs/protocol.md §7.2).
+fn versions(name: &str) -> Vec<Vec<u8>> {
+    (1..=4)
+        .map(|i| {
+            let mut v = std::fs::read(corpus().join(format!("blog-home/{i:03}.html"))).unwrap();
+            v.extend_from_slice(format!("<!-- {name} -->\n").as_bytes());
+            v
+        })
+        .collect()
 }
 
 fn b64_hash(body: &[u8]) -> String {
@@ -159,7 +169,6 @@ fn browser_gets_dcz(kind: ServerKind) {
     if !chromium::available() {
         return;
     }
-    let v = versions();
     let origin = Origin::start();
     let docroot = temp_dir("dict-browser-root");
     let opts = Options { upstream: Some(origin.addr), dictionary: Some(Dictionary::default()), workers: 2, ..Options::new(&docroot) };
@@ -167,9 +176,11 @@ fn browser_gets_dcz(kind: ServerKind) {
     let browser = Browser::start(&temp_dir("dict-browser-profile"));
     let mut p = browser.page();
 
-    fresh_page(&mut p, &s, &origin, &v);
+    fresh_page(&mut p, &s, &origin, &versions("fresh"));
     let generated = ["Content-Type: text/html; charset=utf-8", "Cache-Control: no-cache"];
+    let v = versions("generated");
     linked_page(&mut p, &s, "/proxy/generated.html", &v, &|i| origin.set("/generated.html", &generated, &v[i]));
+    let v = versions("static");
     linked_page(&mut p, &s, "/static.html", &v, &|i| std::fs::write(docroot.join("static.html"), &v[i]).unwrap());
 
     let errors = s.error_log_text();
