@@ -226,8 +226,11 @@ impl Body {
             }
             None => data,
         };
+        // The store keeps the body as the server made it, before the
+        // inserted <link>: that element names the latest version, so a
+        // copy with it would be a new version on every response.
         if let Some(w) = &mut self.tee {
-            w.write(bytes);
+            w.write(data);
         }
         let before = out.len();
         let r = match &mut self.coder {

@@ -156,3 +156,33 @@ fn a_page_is_stored_announced_served_and_then_sent_as_dcz() {
     // SAFETY: as above.
     assert_eq!(unsafe { hsync_serve(&c.c, &x, &mut r) }, hsync_result::HSYNC_DECLINED);
 }
+
+/// The same page served again and again, with the `<link>` inserted each
+/// time, is one stored version: the store keeps the body the server made,
+/// not the one with the element (which names the latest version, and so
+/// would make a new version of every response: found by
+/// build/bench-dictionary, where the store churned 400 versions).
+#[test]
+fn an_unchanged_page_is_one_version_whatever_is_inserted() {
+    let c = config("unchanged");
+    let page = [("Content-Type", "text/html"), ("Cache-Control", "no-cache")];
+    let v1 = b"<html><head><title>t</title></head><body>".iter().chain(&b"<p>x</p>".repeat(200)).copied().collect::<Vec<u8>>();
+    for _ in 0..5 {
+        let (rc, _, sent) = respond(&c, "/same", &[("Accept-Encoding", "gzip")], &page, &v1);
+        assert_eq!(rc, hsync_result::HSYNC_OK);
+        let (without, n) = {
+            let s = String::from_utf8_lossy(&sent).into_owned();
+            match s.find("<link rel=\"compression-dictionary\"") {
+                Some(i) => {
+                    let end = i + s[i..].find('>').unwrap() + 1;
+                    (format!("{}{}", &s[..i], &s[end..]).into_bytes(), 1)
+                }
+                None => (sent.clone(), 0),
+            }
+        };
+        assert_eq!(without, v1);
+        assert!(n <= 1);
+    }
+    let versions = std::fs::read_dir(std::path::Path::new(&c._dir).join("v")).unwrap().count();
+    assert_eq!(versions, 1, "one page, one version");
+}
