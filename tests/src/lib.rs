@@ -18,6 +18,7 @@ pub mod cdp;
 pub mod chromium;
 pub mod http;
 pub mod nginx;
+pub mod origin;
 pub mod squid;
 pub mod upstream;
 

@@ -9,7 +9,7 @@ use super::fields::{self, Field};
 use super::{accepts, decode_signature_header, Decline, ServerConfig, ENCODING, SIGNATURE_HEADER, VARY_NAMES};
 use crate::codec::dcz::Prepared;
 use crate::signature::Signature;
-use crate::store::Meta;
+use crate::store::{Hash, Meta};
 use std::sync::Arc;
 
 /// What the server knows when the response headers are ready.
@@ -153,6 +153,18 @@ const RECODED_AWAY: [&str; 6] = ["Content-Length", "Accept-Ranges", "Content-Dig
 /// - A GET for a 200 response with a usable signature (or dictionary) and
 ///   no Range is engaged: the coding's name, the `Vary`, a weak `ETag`,
 ///   and the fields that described the identity bytes removed.
+/// The version a request names in `Available-Dictionary`, when the store
+/// holds it and it is younger than [`dict::KEEP_LINKED`]: a page that is
+/// not fresh keeps linking it rather than the latest version, so that a
+/// browser coming back with it does not fetch a new dictionary at idle
+/// after every change of the page (which would cost it a whole page per
+/// visit, more than the delta saves). Older ones give way to the latest,
+/// so the deltas do not grow as the page drifts.
+fn kept_dictionary(dc: &DictConfig, x: &Exchange<'_>) -> Option<Hash> {
+    let h = dict::available_dictionary(x.request)?;
+    dc.store.age(&h).filter(|age| *age < dict::KEEP_LINKED).map(|_| h)
+}
+
 pub fn decide(cfg: &ServerConfig, dc: Option<&DictConfig>, x: &Exchange<'_>) -> Decision {
     let leave = |d: Decline, edits: Vec<Edit>| Decision { outcome: Outcome::Leave(d), edits };
     if let Err(d) = representation_qualifies(cfg, x) {
@@ -181,7 +193,7 @@ pub fn decide(cfg: &ServerConfig, dc: Option<&DictConfig>, x: &Exchange<'_>) -> 
         let html = dict::is_html(x.response);
         if dict::fresh(x.response) {
             announce.push(Edit::Set("Use-As-Dictionary", dict::use_as_dictionary(&pattern, html)));
-        } else if let Some(h) = dc.store.latest(&key) {
+        } else if let Some(h) = kept_dictionary(dc, x).or_else(|| dc.store.latest(&key)) {
             let url = dict::dictionary_url(&h);
             announce.push(Edit::Append("Link", format!("<{url}>; rel=\"compression-dictionary\"")));
             if html {
@@ -527,6 +539,36 @@ mod dictionary_tests {
         let d = run(&dc, "GET", "/app/page", &[], 200, &[("Content-Type", "application/atom+xml")]);
         assert!(value(&d, "Link").is_some());
         assert!(matches!(&d.outcome, Outcome::Engage(p) if p.insert.is_none()));
+    }
+
+    #[test]
+    fn a_returning_browser_keeps_its_dictionary_while_young() {
+        let s = store("keep");
+        let dc = DictConfig { store: s.clone(), pattern: None };
+        let v1 = put(&s, "/p", b"<html><head></head>v1</html>");
+        let v2 = put(&s, "/p", b"<html><head></head>v2</html>");
+        let link = |h: &Hash| format!("</.well-known/hsync/dictionary/{}>; rel=\"compression-dictionary\"", crate::store::hex(h));
+        let resp = [HTML, ("Cache-Control", "no-cache")];
+        let named = |h: &Hash| format!(":{}:", base64::engine::general_purpose::STANDARD.encode(h));
+        use base64::Engine;
+        // A browser with v1 keeps v1 (no new download at idle) ...
+        let ad = named(&v1);
+        let d = run(&dc, "GET", "/p", &[("Accept-Encoding", "gzip, dcz"), ("Available-Dictionary", &ad)], 200, &resp);
+        assert_eq!(value(&d, "Link"), Some(link(&v1).as_str()));
+        assert!(matches!(&d.outcome, Outcome::Engage(p) if matches!(p.coding, Coding::Dcz(_))));
+        // ... a browser with none, or with one the store lost, gets the latest.
+        let d = run(&dc, "GET", "/p", &[("Accept-Encoding", "gzip, dcz")], 200, &resp);
+        assert_eq!(value(&d, "Link"), Some(link(&v2).as_str()));
+        let ad = named(&[7; 32]);
+        let d = run(&dc, "GET", "/p", &[("Accept-Encoding", "gzip, dcz"), ("Available-Dictionary", &ad)], 200, &resp);
+        assert_eq!(value(&d, "Link"), Some(link(&v2).as_str()));
+        // ... and so does one whose version is older than a day.
+        let old = std::time::SystemTime::now() - dict::KEEP_LINKED - std::time::Duration::from_secs(60);
+        let f = std::fs::File::options().write(true).open(s.dir().join("v").join(crate::store::hex(&v1))).unwrap();
+        f.set_modified(old).unwrap();
+        let ad = named(&v1);
+        let d = run(&dc, "GET", "/p", &[("Accept-Encoding", "gzip, dcz"), ("Available-Dictionary", &ad)], 200, &resp);
+        assert_eq!(value(&d, "Link"), Some(link(&v2).as_str()));
     }
 
     #[test]

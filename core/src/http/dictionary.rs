@@ -133,6 +133,13 @@ pub fn use_as_dictionary(pattern: &str, html: bool) -> String {
     }
 }
 
+/// How long a page that is not fresh keeps linking the version a
+/// returning browser names, instead of the latest one (a day: a browser
+/// that comes back within a day pays no new dictionary download, and one
+/// day of a page's changes still codes to a small delta; see
+/// docs/protocol.md §7).
+pub const KEEP_LINKED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The URL of a stored version.
 pub fn dictionary_url(h: &Hash) -> String {
     format!("{DICTIONARY_PREFIX}{}", store::hex(h))

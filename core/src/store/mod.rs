@@ -163,6 +163,12 @@ impl Store {
     }
 
     /// The latest version stored for `key` (a page's URI), if it is still there.
+    /// How long ago the version `h` was stored (`None`: not stored).
+    pub fn age(&self, h: &Hash) -> Option<std::time::Duration> {
+        let stored = fs::metadata(self.version_path(h)).ok()?.modified().ok()?;
+        Some(std::time::SystemTime::now().duration_since(stored).unwrap_or_default())
+    }
+
     pub fn latest(&self, key: &str) -> Option<Hash> {
         let s = fs::read_to_string(self.key_path(key)).ok()?;
         let h = unhex(s.trim())?;
