@@ -331,11 +331,17 @@ fn no_cache_proxied_page_links_its_stored_version_then_dcz() {
     let decoded = assert_dcz(&r, &v1);
     let (plain, linked) = strip_link(&decoded);
     same(&plain, &v2, "decoded");
-    assert_eq!(linked, Some(dict_url(&stored_v1_linked)), "the latest stored version (the second load, as sent)");
+    // A browser holding a young version keeps it linked (dict::KEEP_LINKED),
+    // rather than the latest one (the second load, as sent).
+    assert_eq!(linked, Some(dict_url(&v1)), "the version the browser holds");
+    assert_ne!(dict_url(&v1), dict_url(&stored_v1_linked));
+    let r = get(&s, "/proxy/page/a", &[("Accept-Encoding", BROWSER_AE)]);
+    assert_eq!(strip_link(&r.body).1, Some(dict_url(&decoded)), "without one: the latest (the dcz load's body, as stored)");
     assert!(r.header("Link").is_some());
     assert!(r.header("ETag").is_none_or(|e| e.starts_with("W/")));
     let line = log_line(&s, "GET /proxy/page/a", 3);
     assert!(line.ends_with(" coding=dcz"), "{line}");
+    assert!(log_line(&s, "GET /proxy/page/a", 4).ends_with(" coding=-"));
     eprintln!("proxied no-cache page: {} bytes, dcz {} bytes; log: {line}", decoded.len(), r.body.len());
     s.finish();
 }
