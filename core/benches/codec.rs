@@ -153,7 +153,7 @@ fn digest(c: &mut Criterion) {
 
 /// The version store on the request path (BENCHMARKS.md): whether a
 /// version is held, the latest version of a page, a read with its SHA-256
-/// check, a prepared dictionary from the process's cache, and a dcz
+/// check, the copy of a response already held, a prepared dictionary from the process's cache, and a dcz
 /// encoding of the next version of the page against it.
 fn store(c: &mut Criterion) {
     use hsync_core::codec::dcz;
@@ -171,6 +171,15 @@ fn store(c: &mut Criterion) {
     g.bench_function("has", |b| b.iter(|| s.has(&h)));
     g.bench_function("latest", |b| b.iter(|| s.latest("/index.html").unwrap()));
     g.bench_function("get-and-verify-152KB", |b| b.iter(|| s.get(&h).unwrap()));
+    // What every stored response pays as it streams: the copy, its hash,
+    // and the commit of a version the store already holds.
+    g.bench_function("write-seen-152KB", |b| {
+        b.iter(|| {
+            let mut w = s.writer("/index.html", &Meta { content_type: "text/html".into(), pattern: "/index.html".into() }).unwrap();
+            w.write(&old);
+            w.commit().unwrap().unwrap()
+        })
+    });
     let p = dcz::prepared(&h, || s.get(&h).map(|v| v.1)).unwrap();
     g.bench_function("prepared-cached", |b| b.iter(|| dcz::prepared(&h, || None).unwrap()));
     g.bench_function("prepare-152KB", |b| b.iter(|| dcz::Prepared::new(&old, h).unwrap()));

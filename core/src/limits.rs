@@ -138,3 +138,9 @@ pub const ENCODER_HEAP_BOUND: usize = 4 << 20;
 /// zstd's match-finder tables for one literal chunk (2^16 hash and 2^18
 /// chain entries of 4 bytes; see `zstdx::table_logs`) and its working buffers.
 pub const ZSTD_TABLES_BOUND: usize = (1 << 16) * 4 + (1 << 18) * 4 + (1 << 20);
+
+/// A response being copied into the version store is held in memory up
+/// to this many bytes, then in a file: most responses are versions the
+/// store holds already, and cost their hash and no write (per request,
+/// at most this much memory besides the encoder's).
+pub const STORE_SPILL: usize = 256 << 10;

@@ -133,6 +133,18 @@ impl Decision {
 /// the length) or no longer apply (ranges of a body that is now a delta).
 const RECODED_AWAY: [&str; 6] = ["Content-Length", "Accept-Ranges", "Content-Digest", "Repr-Digest", "Digest", "Content-MD5"];
 
+/// The version a request names in `Available-Dictionary`, when the store
+/// holds it and it is younger than [`dict::KEEP_LINKED`]: a page that is
+/// not fresh keeps linking it rather than the latest version, so that a
+/// browser coming back with it does not fetch a new dictionary at idle
+/// after every change of the page (which would cost it a whole page per
+/// visit, more than the delta saves). Older ones give way to the latest,
+/// so the deltas do not grow as the page drifts.
+fn kept_dictionary(dc: &DictConfig, x: &Exchange<'_>) -> Option<Hash> {
+    let h = dict::available_dictionary(x.request)?;
+    dc.store.age(&h).filter(|age| *age < dict::KEEP_LINKED).map(|_| h)
+}
+
 /// Decides for one response: see the module documentation and
 /// docs/protocol.md §2.2–2.3 (and §7 for dictionaries).
 ///
@@ -153,18 +165,6 @@ const RECODED_AWAY: [&str; 6] = ["Content-Length", "Accept-Ranges", "Content-Dig
 /// - A GET for a 200 response with a usable signature (or dictionary) and
 ///   no Range is engaged: the coding's name, the `Vary`, a weak `ETag`,
 ///   and the fields that described the identity bytes removed.
-/// The version a request names in `Available-Dictionary`, when the store
-/// holds it and it is younger than [`dict::KEEP_LINKED`]: a page that is
-/// not fresh keeps linking it rather than the latest version, so that a
-/// browser coming back with it does not fetch a new dictionary at idle
-/// after every change of the page (which would cost it a whole page per
-/// visit, more than the delta saves). Older ones give way to the latest,
-/// so the deltas do not grow as the page drifts.
-fn kept_dictionary(dc: &DictConfig, x: &Exchange<'_>) -> Option<Hash> {
-    let h = dict::available_dictionary(x.request)?;
-    dc.store.age(&h).filter(|age| *age < dict::KEEP_LINKED).map(|_| h)
-}
-
 pub fn decide(cfg: &ServerConfig, dc: Option<&DictConfig>, x: &Exchange<'_>) -> Decision {
     let leave = |d: Decline, edits: Vec<Edit>| Decision { outcome: Outcome::Leave(d), edits };
     if let Err(d) = representation_qualifies(cfg, x) {

@@ -178,23 +178,19 @@ impl Store {
     /// Starts writing a version of `key`'s response. Nothing is visible
     /// until [`Writer::commit`]; dropping the writer abandons it.
     pub fn writer(self: &Arc<Self>, key: &str, meta: &Meta) -> io::Result<Writer> {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join("tmp").join(format!("{}.{seq}", std::process::id()));
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         let m = meta.encode();
         let mut head = Vec::with_capacity(8 + m.len());
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&(m.len() as u32).to_le_bytes());
         head.extend_from_slice(&m);
-        file.write_all(&head)?;
         Ok(Writer {
             store: self.clone(),
             key: key.to_string(),
-            tmp: tmp.clone(),
-            file: Some(io::BufWriter::with_capacity(64 << 10, file)),
+            head,
+            mem: Vec::new(),
+            spill: None,
             hasher: Sha256::new(),
             len: 0,
-            overhead: head.len() as u64,
             failed: false,
         })
     }
@@ -250,15 +246,19 @@ impl Store {
     }
 }
 
-/// A version being written (see [`Store::writer`]).
+/// A version being written (see [`Store::writer`]): in memory up to
+/// [`STORE_SPILL`](crate::limits::STORE_SPILL) bytes, then in a file in
+/// `tmp/`. Most responses are versions the store already holds, and they
+/// then cost their hash and no file write.
 pub struct Writer {
     store: Arc<Store>,
     key: String,
-    tmp: PathBuf,
-    file: Option<io::BufWriter<File>>,
+    /// The version file's magic and metadata.
+    head: Vec<u8>,
+    mem: Vec<u8>,
+    spill: Option<(PathBuf, io::BufWriter<File>)>,
     hasher: Sha256,
     len: u64,
-    overhead: u64,
     failed: bool,
 }
 
@@ -275,9 +275,29 @@ impl Writer {
             return;
         }
         self.hasher.update(data);
-        if self.file.as_mut().is_none_or(|f| f.write_all(data).is_err()) {
+        if self.spill.is_none() && self.mem.len() + data.len() <= crate::limits::STORE_SPILL {
+            self.mem.extend_from_slice(data);
+            return;
+        }
+        if self.spill.is_none() && self.start_spill().is_err() {
+            self.abandon();
+            return;
+        }
+        if self.spill.as_mut().is_none_or(|(_, f)| f.write_all(data).is_err()) {
             self.abandon();
         }
+    }
+
+    /// Moves what is in memory to a file in `tmp/`.
+    fn start_spill(&mut self) -> io::Result<()> {
+        let seq = self.store.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.store.dir.join("tmp").join(format!("{}.{seq}", std::process::id()));
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = io::BufWriter::with_capacity(64 << 10, file);
+        let res = f.write_all(&self.head).and_then(|_| f.write_all(&self.mem));
+        self.spill = Some((tmp, f));
+        self.mem = Vec::new();
+        res
     }
 
     /// Whether the version was abandoned (too large, or a write failed).
@@ -287,8 +307,11 @@ impl Writer {
 
     fn abandon(&mut self) {
         self.failed = true;
-        self.file = None;
-        let _ = fs::remove_file(&self.tmp);
+        self.mem = Vec::new();
+        if let Some((tmp, f)) = self.spill.take() {
+            drop(f);
+            let _ = fs::remove_file(&tmp);
+        }
     }
 
     /// Puts the version in place (unless the same one is already there)
@@ -298,23 +321,44 @@ impl Writer {
         if self.failed {
             return Ok(None);
         }
-        let mut file = self.file.take().expect("not abandoned");
-        file.flush()?;
-        drop(file);
+        self.failed = true; // from here on, Drop has nothing to clean up but a spill file
         let h: Hash = std::mem::take(&mut self.hasher).finalize().into();
         let dest = self.store.version_path(&h);
+        let spill = self.spill.take();
+        let size = self.len + self.head.len() as u64;
         if dest.is_file() {
-            let _ = fs::remove_file(&self.tmp);
+            if let Some((tmp, f)) = spill {
+                drop(f);
+                let _ = fs::remove_file(&tmp);
+            }
             // Seen again: it is recent.
             if let Ok(f) = OpenOptions::new().write(true).open(&dest) {
                 let _ = f.set_modified(SystemTime::now());
             }
         } else {
-            fs::rename(&self.tmp, &dest)?;
-            self.store.account((self.len + self.overhead) as i64)?;
+            match spill {
+                Some((tmp, f)) => {
+                    // No fsync: a version torn by a power cut fails its
+                    // hash check when read and is dropped then.
+                    let done = f.into_inner().map_err(|e| e.into_error()).map(drop);
+                    if let Err(e) = done.and_then(|_| fs::rename(&tmp, &dest)) {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                }
+                None => {
+                    let mut data = std::mem::take(&mut self.head);
+                    data.extend_from_slice(&self.mem);
+                    write_atomic(&dest, &data, &self.store.dir.join("tmp"))?;
+                }
+            }
+            self.store.account(size as i64)?;
         }
-        write_atomic(&self.store.key_path(&self.key), hex(&h).as_bytes(), &self.store.dir.join("tmp"))?;
-        self.failed = true; // nothing left to clean up
+        let key_path = self.store.key_path(&self.key);
+        let hx = hex(&h);
+        if fs::read(&key_path).ok().as_deref() != Some(hx.as_bytes()) {
+            write_atomic(&key_path, hx.as_bytes(), &self.store.dir.join("tmp"))?;
+        }
         Ok(Some(h))
     }
 }
@@ -406,6 +450,25 @@ mod tests {
             w.write(c);
         }
         w.commit().unwrap()
+    }
+
+    #[test]
+    fn large_versions_spill_to_a_file() {
+        let d = tmpdir("spill");
+        let s = Arc::new(Store::open(&d, 16 << 20, 4 << 20).unwrap());
+        let body: Vec<u8> = (0..(crate::limits::STORE_SPILL * 3)).map(|i| (i * 7 % 251) as u8).collect();
+        // Abandoned after spilling: the file in tmp/ goes too.
+        let mut w = s.writer("/big", &meta()).unwrap();
+        w.write(&body);
+        assert!(fs::read_dir(d.join("tmp")).unwrap().count() == 1);
+        drop(w);
+        assert_eq!(fs::read_dir(d.join("tmp")).unwrap().count(), 0);
+        let h = put(&s, "/big", &body).unwrap();
+        assert_eq!(s.get(&h), Some((meta(), body.clone())));
+        assert_eq!(put(&s, "/big", &body), Some(h));
+        assert_eq!(fs::read_dir(d.join("tmp")).unwrap().count(), 0);
+        assert_eq!(s.size(), fs::metadata(d.join("v").join(hex(&h))).unwrap().len());
+        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]
