@@ -290,7 +290,8 @@ fn no_cache_proxied_page_links_its_stored_version_then_dcz() {
     let origin = Origin::start();
     let v1 = page("app", 1);
     origin.set("a", &v1);
-    let s = start(&root, Some(&origin), Some(Dictionary::default()), false, &Extra::default());
+    let debug = Extra { conf: "LogLevel info hsync:debug\n".into(), ..Extra::default() };
+    let s = start(&root, Some(&origin), Some(Dictionary::default()), false, &debug);
 
     // First load: stored as it streams, nothing to link yet.
     let r = get(&s, "/proxy/page/a", &[("Accept-Encoding", BROWSER_AE)]);
@@ -343,6 +344,15 @@ fn no_cache_proxied_page_links_its_stored_version_then_dcz() {
     assert!(line.ends_with(" coding=dcz"), "{line}");
     assert!(log_line(&s, "GET /proxy/page/a", 4).ends_with(" coding=-"));
     eprintln!("proxied no-cache page: {} bytes, dcz {} bytes; log: {line}", decoded.len(), r.body.len());
+    // The module's debug lines: each decision, each body, each dictionary served.
+    for needle in [
+        "hsync: decided ok for GET /proxy/page/a (status 200): dcz",
+        "hsync: body done (dcz)",
+        "hsync: dictionary /.well-known/hsync/dictionary/",
+        "hsync: a dictionary response, left as it is",
+    ] {
+        assert!(s.log_count(needle) > 0, "no {needle:?} in the error log:\n{}", s.error_log_text());
+    }
     s.finish();
 }
 
