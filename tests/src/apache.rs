@@ -191,9 +191,8 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     load(&mut c, "filter_module", "mod_filter.so");
     load(&mut c, "deflate_module", "mod_deflate.so");
     load(&mut c, "headers_module", "mod_headers.so");
-    // ExpiresDefault sets Cache-Control in a fixup, before the handler, so
-    // that HSYNC sees a page's freshness (ExpiresByType and mod_headers'
-    // `Header set` run as filters after it).
+    // mod_expires sets Cache-Control where HSYNC sees it (a page's
+    // freshness); mod_headers' `Header set` acts in a filter after HSYNC.
     load(&mut c, "expires_module", "mod_expires.so");
     load(&mut c, "lua_module", "mod_lua.so");
     load(&mut c, "proxy_module", "mod_proxy.so");

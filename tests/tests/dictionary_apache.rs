@@ -189,8 +189,8 @@ fn write_file(path: &Path, data: &[u8]) {
 }
 
 /// `ExpiresDefault` sets `Cache-Control: max-age` in a fixup, before the
-/// handler: HSYNC (a filter) sees it. (`Header set` and `ExpiresByType`
-/// act in filters that run after HSYNC.)
+/// handler: HSYNC (a filter) sees it (so does `ExpiresByType`'s filter;
+/// mod_headers' `Header set` acts in a filter that runs after HSYNC).
 const FRESH_CONF: &str = "<Location /fresh/>\n    ExpiresActive On\n    ExpiresDefault \"access plus 1 hour\"\n</Location>\n";
 
 fn start(docroot: &Path, origin: Option<&Origin>, dict: Option<Dictionary>, gzip: bool, extra: &Extra) -> RunningServer {
