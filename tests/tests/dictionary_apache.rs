@@ -84,6 +84,11 @@ fn same(got: &[u8], want: &[u8], what: &str) {
     }
 }
 
+/// Whether the response links a dictionary in a `Link` header.
+fn linked(r: &Response) -> bool {
+    r.header_all("Link").is_some_and(|l| l.contains("rel=\"compression-dictionary\""))
+}
+
 fn has_vary(r: &Response, name: &str) -> bool {
     r.header_all("Vary").is_some_and(|v| v.split(',').any(|n| n.trim().eq_ignore_ascii_case(name)))
 }
@@ -156,7 +161,7 @@ fn serve(conn: TcpStream, pages: &Mutex<HashMap<String, Vec<u8>>>, hits: &Mutex<
             Some(b) => {
                 write!(
                     w,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\nContent-Length: {}\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\nLink: </style.css>; rel=preload; as=style\r\nContent-Length: {}\r\n\r\n",
                     b.len()
                 )?;
                 if method != "HEAD" {
@@ -296,13 +301,18 @@ fn no_cache_proxied_page_links_its_stored_version_then_dcz() {
     // First load: stored as it streams, nothing to link yet.
     let r = get(&s, "/proxy/page/a", &[("Accept-Encoding", BROWSER_AE)]);
     assert!(r.status == 200 && r.body == v1, "{} {:?}", r.status, r.headers);
-    assert!(r.header("Link").is_none() && r.header("Use-As-Dictionary").is_none(), "{:?}", r.headers);
+    assert!(r.header_all("Link").is_some_and(|l| !l.contains("compression-dictionary")), "{:?}", r.headers);
+    assert!(r.header("Use-As-Dictionary").is_none(), "{:?}", r.headers);
 
     // Second load: v1 linked, in the head and in a header; the length goes.
     let url = dict_url(&v1);
     let r = get(&s, "/proxy/page/a", &[("Accept-Encoding", BROWSER_AE)]);
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("Link"), Some(format!("<{url}>; rel=\"compression-dictionary\"").as_str()), "{:?}", r.headers);
+    // The dictionary's Link is added beside the page's own (HSYNC_EDIT_APPEND).
+    let links: Vec<&str> = r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("Link")).map(|(_, v)| v.as_str()).collect();
+    let ours = format!("<{url}>; rel=\"compression-dictionary\"");
+    assert!(links.iter().any(|l| l.contains("</style.css>; rel=preload")), "{links:?}");
+    assert!(links.iter().any(|l| l.split(", <").any(|x| x.trim_start_matches('<') == ours.trim_start_matches('<'))), "{links:?}");
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains(&format!("<head>{}", link_element(&url))), "{}", &text[..200]);
     same(&strip_link(&r.body).0, &v1, "linked");
@@ -330,15 +340,15 @@ fn no_cache_proxied_page_links_its_stored_version_then_dcz() {
     origin.set("a", &v2);
     let r = get(&s, "/proxy/page/a", &[("Accept-Encoding", BROWSER_AE), ("Available-Dictionary", &named(&v1))]);
     let decoded = assert_dcz(&r, &v1);
-    let (plain, linked) = strip_link(&decoded);
+    let (plain, linked_url) = strip_link(&decoded);
     same(&plain, &v2, "decoded");
     // A browser holding a young version keeps it linked (dict::KEEP_LINKED),
     // rather than the latest one (the second load, as sent).
-    assert_eq!(linked, Some(dict_url(&v1)), "the version the browser holds");
+    assert_eq!(linked_url, Some(dict_url(&v1)), "the version the browser holds");
     assert_ne!(dict_url(&v1), dict_url(&stored_v1_linked));
     let r = get(&s, "/proxy/page/a", &[("Accept-Encoding", BROWSER_AE)]);
     assert_eq!(strip_link(&r.body).1, Some(dict_url(&decoded)), "without one: the latest (the dcz load's body, as stored)");
-    assert!(r.header("Link").is_some());
+    assert!(linked(&r));
     assert!(r.header("ETag").is_none_or(|e| e.starts_with("W/")));
     let line = log_line(&s, "GET /proxy/page/a", 3);
     assert!(line.ends_with(" coding=dcz"), "{line}");
@@ -415,7 +425,7 @@ fn unknown_evicted_or_malformed_dictionaries_get_the_ordinary_response() {
     let s = start(&root, Some(&origin), None, false, &extra);
     get(&s, "/proxy/page/u", &[]);
     let r = get(&s, "/proxy/page/u", &[]);
-    assert!(r.header("Link").is_some(), "on under /proxy/: {:?}", r.headers);
+    assert!(linked(&r), "on under /proxy/: {:?}", r.headers);
     let r = get(&s, &dict_url(&v1), &[]);
     assert_eq!(r.status, 404);
     assert!(!String::from_utf8_lossy(&r.body).contains("hsync"), "not the module's: {:?}", String::from_utf8_lossy(&r.body));
@@ -442,10 +452,10 @@ fn head_range_and_304_do_not_store() {
     let h = http::request(s.port, "HEAD", "/proxy/page/h", &[("Accept-Encoding", BROWSER_AE)]);
     assert_eq!(h.status, 200);
     assert_eq!(versions(), 0, "a HEAD stored something");
-    assert!(get(&s, "/proxy/page/h", &[]).header("Link").is_none());
+    assert!(!linked(&get(&s, "/proxy/page/h", &[])));
     // Now stored: a HEAD gets the GET's fields (the Link, no length), no body.
     let h = http::request(s.port, "HEAD", "/proxy/page/h", &[("Accept-Encoding", BROWSER_AE)]);
-    assert!(h.header("Link").is_some() && h.header("Content-Length").is_none(), "{:?}", h.headers);
+    assert!(linked(&h) && h.header("Content-Length").is_none(), "{:?}", h.headers);
 
     // Range: the range, nothing stored.
     let n = versions();
@@ -539,7 +549,7 @@ fn deflate_compresses_linked_pages_but_not_dcz() {
     same(&gunzip(&r.body), &v1, "gunzipped");
     let r = get(&s, "/proxy/page/z", &[("Accept-Encoding", "gzip")]);
     assert_eq!(r.content_encoding(), Some("gzip"), "{:?}", r.headers);
-    assert!(r.header("Link").is_some(), "{:?}", r.headers);
+    assert!(linked(&r), "{:?}", r.headers);
     let (plain, url) = strip_link(&gunzip(&r.body));
     same(&plain, &v1, "gunzipped, without the link");
     assert_eq!(url, Some(dict_url(&v1)));
