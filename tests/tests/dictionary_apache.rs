@@ -182,9 +182,32 @@ fn serve(conn: TcpStream, pages: &Mutex<HashMap<String, Vec<u8>>>, hits: &Mutex<
 
 // ------------------------------------------------------------------ server
 
-fn docroot(tag: &str) -> PathBuf {
-    let d = hsync_tests::temp_dir(&format!("dict-docroot-{tag}"));
-    let _ = std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+/// A temporary directory, removed on drop (kept with `HSYNC_KEEP_TMP`,
+/// or when the test fails).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("HSYNC_KEEP_TMP").is_none() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn temp(tag: &str) -> TempDir {
+    TempDir(hsync_tests::temp_dir(tag))
+}
+
+fn docroot(tag: &str) -> TempDir {
+    let d = temp(&format!("dict-docroot-{tag}"));
+    let _ = std::fs::set_permissions(&*d, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     d
 }
 
@@ -415,10 +438,11 @@ fn unknown_evicted_or_malformed_dictionaries_get_the_ordinary_response() {
     s.finish();
 
     // Dictionaries on only for /proxy/: the well-known URL is the docroot's 404.
+    let store_dir = temp("dict-store-loc");
     let extra = Extra {
         conf: format!(
             "HsyncDictionaryStore {}\n<Location /proxy/>\n    HsyncDictionary On\n</Location>\n",
-            hsync_tests::temp_dir("dict-store-loc").join("store").display()
+            store_dir.join("store").display()
         ),
         ..Extra::default()
     };
@@ -495,12 +519,13 @@ fn dictionary_without_a_store_is_a_startup_error() {
         return;
     }
     let root = docroot("nostore");
-    let o = Options::new(&root);
+    let o = Options::new(&*root);
     for conf in ["HsyncDictionary On\n", "<Location /x/>\n    HsyncDictionary On\n</Location>\n"] {
         let e = apache::start_with(&o, &Extra { conf: conf.into(), ..Extra::default() }).err().expect("httpd started");
         assert!(e.contains("hsync: dictionaries need a version store: an absolute directory path"), "{e}");
     }
-    let store = hsync_tests::temp_dir("dict-size").join("store");
+    let store_dir = temp("dict-size");
+    let store = store_dir.join("store");
     let e = apache::start_with(&o, &Extra { conf: format!("HsyncDictionaryStore {} 10K\n", store.display()), ..Extra::default() })
         .err()
         .expect("httpd started");
@@ -590,7 +615,7 @@ fn several_children_share_the_store() {
     for i in 0..PAGES {
         origin.set(&format!("p{i}"), &page(&format!("p{i}"), 0));
     }
-    let mut o = Options::new(&root);
+    let mut o = Options::new(&*root);
     o.upstream = Some(origin.addr);
     o.workers = 2;
     let max = 1u64 << 20;
