@@ -675,3 +675,34 @@ fn several_children_share_the_store() {
     eprintln!("two children: {n} dcz responses; store {size} bytes of {max}");
     s.finish();
 }
+
+/// A page streamed by the backend (chunked, in pieces of 4000 bytes, no
+/// length) is stored as it streams and goes out as dcz as it streams.
+#[test]
+fn streamed_proxied_pages_are_stored_and_sent_as_dcz() {
+    if skip() {
+        return;
+    }
+    let corpus = |n: u32| std::fs::read(hsync_tests::corpus().join(format!("blog-home/{n:03}.html"))).expect("corpus file");
+    let (v1, v2) = (corpus(1), corpus(2));
+    let up = hsync_tests::upstream::Upstream::start();
+    let root = docroot("streamed");
+    let mut o = Options::new(&*root);
+    o.upstream = Some(up.addr);
+    o.dictionary = Some(Dictionary::default());
+    let s = apache::start_with(&o, &Extra::default()).unwrap_or_else(|e| panic!("{e}"));
+    let r = get(&s, "/proxy/corpus/blog-home/001.html", &[("Accept-Encoding", BROWSER_AE)]);
+    assert!(r.chunked && r.content_encoding().is_none(), "{:?}", r.headers);
+    same(&r.body, &v1, "first load");
+    let d = get(&s, &dict_url(&v1), &[]);
+    assert_eq!(d.status, 200, "stored as it streamed");
+    same(&d.body, &v1, "dictionary");
+    // The next version, named against the first: dcz, streamed.
+    let r = get(&s, "/proxy/corpus/blog-home/002.html", &[("Accept-Encoding", BROWSER_AE), ("Available-Dictionary", &named(&v1))]);
+    assert!(r.chunked, "{:?}", r.headers);
+    same(&assert_dcz(&r, &v1), &v2, "decoded");
+    let line = log_line(&s, "GET /proxy/corpus/blog-home/002.html", 1);
+    assert!(line.ends_with(" coding=dcz"), "{line}");
+    eprintln!("streamed corpus page: {} bytes as dcz {} bytes ({line})", v2.len(), r.body.len());
+    s.finish();
+}
