@@ -51,6 +51,9 @@ pub struct Meta {
     /// private pages.
     #[serde(default)]
     pub shared: Option<bool>,
+    /// For an entry of the dictionary memory ([`crate::dict`]): what the dictionary is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dictionary: Option<crate::dict::DictMeta>,
 }
 
 impl Meta {
@@ -85,6 +88,8 @@ pub struct EntryInfo {
     pub fetched_at: u64,
     /// The stored response's Vary (see [`Meta::vary`]).
     pub vary: Option<String>,
+    /// What the entry is, in the dictionary memory.
+    pub dictionary: Option<crate::dict::DictMeta>,
 }
 
 struct Index {
@@ -133,7 +138,15 @@ impl DiskCache {
                     let vary = meta.vary();
                     map.insert(
                         stem.to_string(),
-                        EntryInfo { url: meta.url, size, body_len: meta.body_len, last_used: mtime, fetched_at: meta.fetched_at, vary },
+                        EntryInfo {
+                            url: meta.url,
+                            size,
+                            body_len: meta.body_len,
+                            last_used: mtime,
+                            fetched_at: meta.fetched_at,
+                            vary,
+                            dictionary: meta.dictionary,
+                        },
                     );
                 }
                 _ => {
@@ -194,6 +207,7 @@ impl DiskCache {
                     last_used: now,
                     fetched_at: meta.fetched_at,
                     vary: meta.vary(),
+                    dictionary: meta.dictionary.clone(),
                 });
                 info.last_used = now;
                 Some(Entry { meta, body: bytes::Bytes::from(data) })
@@ -344,6 +358,7 @@ impl EntryWriter<'_> {
                 last_used: SystemTime::now(),
                 fetched_at: meta.fetched_at,
                 vary: meta.vary(),
+                dictionary: meta.dictionary.clone(),
             };
             if let Some(old) = idx.map.insert(key, info) {
                 idx.total -= old.size;

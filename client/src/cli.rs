@@ -38,6 +38,9 @@ pub struct GetArgs {
     /// Do not send a signature (plain conditional requests only)
     #[arg(long)]
     pub no_hsync: bool,
+    /// Do not remember or offer compression dictionaries (RFC 9842, dcz)
+    #[arg(long)]
+    pub no_dictionary: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -65,6 +68,9 @@ pub struct ProxyArgs {
     /// Port that CONNECT may reach (repeatable; the list replaces the default, 443)
     #[arg(long = "connect-port", value_name = "PORT", default_values_t = [443u16])]
     pub connect_ports: Vec<u16>,
+    /// Do not remember or offer compression dictionaries (RFC 9842, dcz)
+    #[arg(long)]
+    pub no_dictionary: bool,
 }
 
 /// `$XDG_CACHE_HOME/hsync` or `~/.cache/hsync`.
@@ -99,6 +105,21 @@ pub fn savings_line(o: &Outcome) -> String {
     format!("hsync: {n} bytes, {} on the wire ({saved:.1}% saved) [{}]", o.wire_bytes, o.source.as_str())
 }
 
+/// What the body travelled as, after the savings line of `get -v`:
+/// `dcz: 1234 of 150000 bytes (dictionary 3f2a…)`, `hsync: …` for a delta.
+pub fn coding_line(o: &Outcome) -> Option<String> {
+    let n = o.body.len();
+    match o.source {
+        Source::Dcz => Some(format!(
+            "dcz: {} of {n} bytes (dictionary {})",
+            o.wire_bytes,
+            o.dictionary_used.as_deref().map(|h| &h[..16.min(h.len())]).unwrap_or("?")
+        )),
+        Source::Delta => Some(format!("delta: {} of {n} bytes", o.wire_bytes)),
+        _ => None,
+    }
+}
+
 pub fn get(args: GetArgs) -> ExitCode {
     let uri: Uri = match args.url.parse() {
         Ok(u) => u,
@@ -125,6 +146,7 @@ pub fn get(args: GetArgs) -> ExitCode {
         shared: false,
         timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
         hsync: !args.no_hsync,
+        dictionary: if args.no_dictionary { None } else { Some(Default::default()) },
         ..Default::default()
     };
     let fetcher = Fetcher::new(cache, opts);
@@ -163,6 +185,8 @@ pub fn get(args: GetArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
+    // Dictionaries the page announced: fetched after it (same origin, once), for the next time.
+    let learnt = if o.dictionary_links.is_empty() { Vec::new() } else { rt.block_on(fetcher.fetch_dictionaries(&o)) };
     if args.verbose {
         let mut err = std::io::stderr().lock();
         if o.source == Source::Fresh {
@@ -182,6 +206,15 @@ pub fn get(args: GetArgs) -> ExitCode {
             let _ = writeln!(err, "* {r}; refetched without a signature");
         }
         let _ = writeln!(err, "{}", savings_line(&o));
+        if let Some(l) = coding_line(&o) {
+            let _ = writeln!(err, "{l}");
+        }
+        for (u, r) in &learnt {
+            let _ = match r {
+                Ok(n) => writeln!(err, "* dictionary {u}: {n} bytes kept"),
+                Err(e) => writeln!(err, "* dictionary {u}: not kept: {e}"),
+            };
+        }
     }
     if let Some(r) = &o.stale_reason {
         eprintln!("hsync: warning: serving the cached copy from {}: {r}", proxy::fmt_time(o.fetched_at));
@@ -242,7 +275,13 @@ pub fn proxy(args: ProxyArgs) -> ExitCode {
         Err(e) => return fail(format!("cache {}: {e}", dir.display())),
     };
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
-    let opts = FetchOptions { shared: !args.cache_private, timeout, hsync: true, ..Default::default() };
+    let opts = FetchOptions {
+        shared: !args.cache_private,
+        timeout,
+        hsync: true,
+        dictionary: if args.no_dictionary { None } else { Some(Default::default()) },
+        ..Default::default()
+    };
     let fetcher = Arc::new(Fetcher::new(cache, opts));
     let cfg = ProxyConfig { stale_notice: !args.no_stale_notice, timeout, connect_ports: args.connect_ports.clone() };
     let rt = match runtime() {

@@ -22,6 +22,7 @@
 //!   serving stale (see [`stale_allowed`]).
 
 use crate::cache::{now_secs, DiskCache, Entry, EntryWriter, Meta};
+use crate::dict::{self, Chosen, DictMeta, DictOptions, DictStore};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
@@ -32,7 +33,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,11 +81,20 @@ pub struct FetchOptions {
     /// Largest body accepted (decoded, and rebuilt from a delta); the proxy
     /// also bounds forwarded request bodies with it.
     pub max_body: u64,
+    /// Remember RFC 9842 dictionaries (in `<cache dir>/dictionaries`), offer
+    /// them and decode `dcz`; `None`: off (`--no-dictionary`).
+    pub dictionary: Option<DictOptions>,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        FetchOptions { shared: false, timeout: Duration::from_secs(30), hsync: true, max_body: 1 << 30 }
+        FetchOptions {
+            shared: false,
+            timeout: Duration::from_secs(30),
+            hsync: true,
+            max_body: 1 << 30,
+            dictionary: Some(DictOptions::default()),
+        }
     }
 }
 
@@ -99,6 +109,9 @@ pub enum Source {
     Delta,
     /// A full response (identity or gzip) from the origin.
     Full,
+    /// The origin sent `dcz`: the page compressed against a dictionary we
+    /// offered, decoded and verified (the dictionary's hash, zstd's checksum).
+    Dcz,
     /// The origin could not be reached; the cached copy was served as it is.
     Stale,
     /// Passed through from the origin and not cached (errors, no-store, other codings).
@@ -112,6 +125,7 @@ impl Source {
             Source::Revalidated => "REVALIDATED",
             Source::Delta => "DELTA",
             Source::Full => "MISS",
+            Source::Dcz => "DCZ",
             Source::Stale => "STALE",
             Source::Pass => "PASS",
         }
@@ -142,6 +156,17 @@ pub struct Outcome {
     pub fetched_at: u64,
     /// Set when a delta failed to apply or verify and the page was refetched.
     pub delta_failed: Option<String>,
+    /// The SHA-256 (hex) of the dictionary a `dcz` response was decoded with.
+    pub dictionary_used: Option<String>,
+    /// Same-origin dictionaries the response announced (`Link` or HTML
+    /// `<link rel="compression-dictionary">`) and that are not held yet:
+    /// [`Fetcher::fetch_dictionaries`] fetches them.
+    pub dictionary_links: Vec<String>,
+    /// Of those, the ones named by the SHA-256 of a body the client already
+    /// holds (the previous cached copy, or this body), as hsync servers name
+    /// their dictionary URLs (`/.well-known/hsync/dictionary/<hex>`): only
+    /// their headers are fetched (HEAD), the body is the one held.
+    pub dictionary_held: Vec<(String, Bytes)>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +199,13 @@ pub struct Stats {
     pub wire: AtomicU64,
     /// Bytes of the bodies those responses stood for (after decoding / patching, or the cached body on a 304).
     pub decoded: AtomicU64,
+    /// `dcz` responses decoded, their bytes on the wire, and the bytes they stood for.
+    pub dcz_responses: AtomicU64,
+    pub dcz_wire: AtomicU64,
+    pub dcz_decoded: AtomicU64,
+    /// Dictionaries fetched (announced by a Link or `<link>`), and their bytes on the wire (counted in `wire` too).
+    pub dictionary_fetches: AtomicU64,
+    pub dictionary_wire: AtomicU64,
 }
 
 /// Per-URL counters for the status page.
@@ -228,6 +260,10 @@ pub struct Fetcher {
     pub per_url: Mutex<HashMap<String, UrlStats>>,
     /// Upstream requests actually sent (tests check coalescing with it).
     pub upstream_requests: AtomicU64,
+    /// The dictionary memory (`None`: dictionaries off).
+    pub dicts: Option<Arc<DictStore>>,
+    /// Announced dictionary URLs already tried (each is fetched once); bounded.
+    tried: Mutex<HashSet<String>>,
 }
 
 /// Request headers that describe the connection, not the request.
@@ -243,9 +279,29 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// Request headers the fetcher sets itself.
-const OWN_REQUEST_HEADERS: [&str; 8] =
-    ["accept-encoding", "hsync-signature", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range", "host"];
+/// Request headers the fetcher sets itself. A client's own `Available-Dictionary`
+/// and `Dictionary-ID` go too: the fetcher offers only its own dictionaries
+/// and always serves identity, so a dcz body meant for a client's dictionary
+/// is never asked for.
+const OWN_REQUEST_HEADERS: [&str; 10] = [
+    "accept-encoding",
+    "hsync-signature",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+    "host",
+    "available-dictionary",
+    "dictionary-id",
+];
+
+/// The request field naming an offered dictionary (RFC 9842 §2.2).
+pub const AVAILABLE_DICTIONARY: &str = "available-dictionary";
+/// The request field carrying the offered dictionary's `id` (RFC 9842 §2.3).
+pub const DICTIONARY_ID: &str = "dictionary-id";
+/// How many announced dictionaries one response may make the fetcher fetch.
+const MAX_LINKS: usize = 2;
 
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
@@ -304,7 +360,12 @@ fn served_headers(h: &HeaderMap, body_len: Option<usize>, decoded: bool) -> Head
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
         .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case(hsync_core::http::SIGNATURE_HEADER))
+        .filter(|s| {
+            !s.is_empty()
+                && !s.eq_ignore_ascii_case(hsync_core::http::SIGNATURE_HEADER)
+                && !s.eq_ignore_ascii_case(AVAILABLE_DICTIONARY)
+                && !s.eq_ignore_ascii_case(DICTIONARY_ID)
+        })
         .collect();
     out.remove(header::VARY);
     if !vary.is_empty() {
@@ -497,6 +558,14 @@ pub fn stale_allowed(stored: &HeaderMap, req: &HeaderMap, shared: bool) -> bool 
     true
 }
 
+/// A structured-field string (RFC 8941) holding `s`, if it can.
+fn sf_string(s: &str) -> Option<HeaderValue> {
+    if !s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    HeaderValue::from_str(&format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))).ok()
+}
+
 fn to_pairs(h: &HeaderMap) -> Vec<(String, String)> {
     h.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
 }
@@ -524,6 +593,8 @@ struct Round<'a> {
     logical: &'a http::request::Parts,
     /// The cached copy the request was made against (validators, signature).
     base: Option<&'a Entry>,
+    /// The dictionary offered with the request (`Available-Dictionary`).
+    offered: Option<&'a Chosen>,
     progress: Option<Progress>,
     trace: &'a mut Vec<Exchange>,
     wire: &'a mut u64,
@@ -546,7 +617,16 @@ enum Failure {
 
 impl Fetcher {
     pub fn new(cache: Arc<DiskCache>, opts: FetchOptions) -> Fetcher {
+        let dicts = opts.dictionary.clone().and_then(|d| match DictStore::open(cache.dir().join("dictionaries"), d) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                eprintln!("hsync: dictionaries off: {}: {e}", cache.dir().join("dictionaries").display());
+                None
+            }
+        });
         Fetcher {
+            dicts,
+            tried: Mutex::new(HashSet::new()),
             client: build_client(opts.timeout),
             cache,
             opts,
@@ -607,6 +687,231 @@ impl Fetcher {
             Ok(o) if !ran && !shareable(uri, &runner, &mine, o) => alone(progress).await,
             _ => res,
         }
+    }
+
+    /// May dictionaries be learnt from and offered for this request? Always
+    /// in a private cache; in a shared one only without Cookie or
+    /// Authorization (see the README's privacy rule).
+    fn dictionaries_for(&self, logical: &http::request::Parts) -> Option<&DictStore> {
+        let d = self.dicts.as_deref()?;
+        (!(self.opts.shared && personal(&logical.headers))).then_some(d)
+    }
+
+    /// The dictionary to offer for a request (see [`DictStore::choose`]);
+    /// its body is read and verified off the async workers.
+    async fn offer(&self, uri: &Uri, logical: &http::request::Parts) -> Option<Chosen> {
+        self.dictionaries_for(logical)?;
+        let d = self.dicts.clone()?;
+        let dest = logical.headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()).unwrap_or("document").to_ascii_lowercase();
+        let (uri, shared) = (uri.clone(), self.opts.shared);
+        tokio::task::spawn_blocking(move || d.choose(&uri, &dest, shared, now_secs())).await.ok().flatten()
+    }
+
+    /// How long a response may serve as a dictionary: its freshness
+    /// lifetime, if it is a 200 this cache may store (never `no-store`;
+    /// for a shared cache also not `private`, no Set-Cookie, not to a
+    /// request with Cookie or Authorization). `None`: not to be remembered.
+    fn dictionary_lifetime(&self, logical: &http::request::Parts, status: StatusCode, headers: &HeaderMap) -> Option<(u64, CachePolicy)> {
+        if status != StatusCode::OK {
+            return None;
+        }
+        if self.opts.shared && (personal(&logical.headers) || has_set_cookie(headers)) {
+            return None;
+        }
+        if directives(headers, "cache-control").iter().any(|d| d == "no-store") {
+            return None;
+        }
+        let now = SystemTime::now();
+        let keyed = policy_request(logical, &[]);
+        let mut res = without_cookies(headers);
+        res.remove(header::AGE);
+        let policy = self.policy_for(&keyed, &response_parts(status, res), now);
+        let ttl = policy.time_to_live(now).as_secs();
+        (policy.is_storable() && ttl > 0).then_some((now_secs() + ttl, policy))
+    }
+
+    /// Remembers the response as a dictionary if it says `Use-As-Dictionary`
+    /// (and may be remembered); notes the dictionaries it announces.
+    fn learn(&self, uri: &Uri, logical: &http::request::Parts, o: &mut Outcome, previous: Option<&Bytes>) {
+        let Some(d) = self.dictionaries_for(logical) else { return };
+        if o.status != StatusCode::OK || !matches!(o.source, Source::Full | Source::Delta | Source::Dcz | Source::Revalidated) {
+            return;
+        }
+        self.remember(d, uri, logical, &o.headers, &o.body);
+        let now = now_secs();
+        let values = |n: &str| o.headers.get_all(n).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
+        let mut hrefs = dict::link_dictionaries(&values("link"));
+        let html = o
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html"));
+        if html {
+            hrefs.extend(dict::html_dictionaries(&o.body));
+        }
+        let tried = self.tried.lock().unwrap();
+        for h in hrefs {
+            let Some(u) = dict::resolve_same_origin(uri, &h) else { continue };
+            let u = u.to_string();
+            if o.dictionary_links.len() < MAX_LINKS
+                && !o.dictionary_links.contains(&u)
+                && !tried.contains(&u)
+                && !d.holds_fresh(&u, self.opts.shared, now)
+            {
+                // Named by a hash (hsync's dictionary URLs): perhaps a body we hold.
+                if let Some(h) = u.rsplit('/').next().and_then(hsync_core::store::unhex) {
+                    // A shared cache takes this response's body only if a shared cache could store it
+                    // (the previous copy came from the shared cache, so it could).
+                    let this = (!self.opts.shared
+                        || !(has_set_cookie(&o.headers)
+                            || directives(&o.headers, "cache-control").iter().any(|d| d == "private" || d == "no-store")))
+                    .then_some(&o.body);
+                    let held = [previous, this].into_iter().flatten().find(|b| hsync_core::store::sha256(b) == h).cloned();
+                    if let Some(b) = held {
+                        o.dictionary_held.push((u.clone(), b));
+                    }
+                }
+                o.dictionary_links.push(u);
+            }
+        }
+    }
+
+    /// Stores `body` as a dictionary if the headers say `Use-As-Dictionary`
+    /// with a same-origin pattern we understand, and the response may be remembered.
+    fn remember(&self, d: &DictStore, uri: &Uri, logical: &http::request::Parts, headers: &HeaderMap, body: &[u8]) -> bool {
+        let values: Vec<&str> = headers.get_all("use-as-dictionary").iter().filter_map(|v| v.to_str().ok()).collect();
+        let Some(u) = dict::parse_use_as_dictionary(&values) else { return false };
+        let Some(pattern) = dict::same_origin_pattern(uri, &u.pattern).filter(|p| dict::pattern_ok(p)) else { return false };
+        let Some((expires, policy)) = self.dictionary_lifetime(logical, StatusCode::OK, headers) else { return false };
+        let Some(origin) = dict::origin_of(uri) else { return false };
+        if body.is_empty() {
+            return false;
+        }
+        let received_ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_millis() as u64).unwrap_or(0);
+        let meta = DictMeta {
+            origin,
+            pattern,
+            dest: u.dest,
+            id: u.id,
+            sha256: hsync_core::store::hex(&hsync_core::store::sha256(body)),
+            expires,
+            received_ms,
+            shared: self.opts.shared,
+        };
+        match d.insert(&uri.to_string(), meta, policy, body) {
+            Ok(kept) => kept,
+            Err(e) => {
+                eprintln!("hsync: dictionary write failed for {uri}: {e}");
+                false
+            }
+        }
+    }
+
+    /// Fetches announced dictionaries (an outcome's `dictionary_links`), each
+    /// URL once per process, same-origin only (checked when they were noted),
+    /// without the user's headers (so without cookies), identity, bounded by
+    /// the dictionary size limit, and remembers those that carry
+    /// `Use-As-Dictionary`. Returns, for each URL, the bytes kept or why not.
+    /// `hsync get` awaits it after the page; the proxy runs it in the background.
+    pub async fn fetch_dictionaries(&self, o: &Outcome) -> Vec<(String, Result<u64, String>)> {
+        let mut out = Vec::new();
+        let Some(d) = self.dicts.clone() else { return out };
+        for link in o.dictionary_links.iter().take(MAX_LINKS) {
+            {
+                let mut tried = self.tried.lock().unwrap();
+                if tried.len() >= 4096 {
+                    tried.clear();
+                }
+                if !tried.insert(link.clone()) {
+                    continue;
+                }
+            }
+            let held = o.dictionary_held.iter().find(|(u, _)| u == link).map(|(_, b)| b.clone());
+            let r = match held {
+                // A server whose HEAD answer does not fit (no Use-As-Dictionary, another length):
+                // the dictionary is fetched whole.
+                Some(b) => match self.fetch_dictionary(&d, link, Some(b)).await {
+                    Ok(n) => Ok(n),
+                    Err(_) => self.fetch_dictionary(&d, link, None).await,
+                },
+                None => self.fetch_dictionary(&d, link, None).await,
+            };
+            out.push((link.clone(), r));
+        }
+        out
+    }
+
+    /// Fetches one announced dictionary; with `held` (a body we hold that
+    /// the URL names by its hash), only its headers (HEAD).
+    async fn fetch_dictionary(&self, d: &DictStore, link: &str, held: Option<Bytes>) -> Result<u64, String> {
+        let uri: Uri = link.parse().map_err(|e| format!("bad URL: {e}"))?;
+        let logical = Self::logical_request(&uri, &HeaderMap::new());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        let mut trace = Vec::new();
+        let mut wire = 0u64;
+        let res = async {
+            let method = if held.is_some() { Method::HEAD } else { Method::GET };
+            let (parts, body) = self.send(&uri, method, headers, &mut trace, &mut wire).await.map_err(|f| match f {
+                Failure::Net(e) | Failure::Fatal(e) => e.message,
+                Failure::Retry(m) => m,
+            })?;
+            if parts.status != StatusCode::OK {
+                return Err(format!("HTTP {}", parts.status));
+            }
+            if !content_encoding(&parts.headers).is_empty() {
+                return Err("not sent as identity".into());
+            }
+            let max = d.options().max_one;
+            if total_len(&parts).is_some_and(|n| n > max) {
+                return Err(format!("over the dictionary limit of {max} bytes"));
+            }
+            let body = match held {
+                Some(b) => {
+                    drop(body);
+                    if total_len(&parts).is_some_and(|n| n != b.len() as u64) {
+                        return Err("its length is not the held body's".into());
+                    }
+                    b
+                }
+                None => self.read_limited(body, max, &mut wire).await?,
+            };
+            let served = served_headers(&parts.headers, Some(body.len()), true);
+            if !served.contains_key("use-as-dictionary") {
+                return Err("no Use-As-Dictionary".into());
+            }
+            if self.remember(d, &uri, &logical, &served, &body) {
+                Ok(body.len() as u64)
+            } else {
+                Err("not usable as a dictionary (pattern, freshness or privacy)".into())
+            }
+        }
+        .await;
+        self.stats.wire.fetch_add(wire, Ordering::Relaxed);
+        self.stats.dictionary_wire.fetch_add(wire, Ordering::Relaxed);
+        self.stats.dictionary_fetches.fetch_add(1, Ordering::Relaxed);
+        res
+    }
+
+    /// Reads a body of at most `max` bytes.
+    async fn read_limited(&self, mut body: Incoming, max: u64, wire: &mut u64) -> Result<Bytes, String> {
+        let mut buf = Vec::new();
+        loop {
+            let frame = match tokio::time::timeout(self.opts.timeout, body.frame()).await {
+                Err(_) => return Err("timed out".into()),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(format!("reading the body: {e}")),
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Ok(data) = frame.into_data() {
+                *wire += data.len() as u64;
+                if buf.len() as u64 + data.len() as u64 > max {
+                    return Err(format!("over the dictionary limit of {max} bytes"));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(Bytes::from(buf))
     }
 
     fn logical_request(uri: &Uri, user: &HeaderMap) -> http::request::Parts {
@@ -698,6 +1003,9 @@ impl Fetcher {
                         stale_reason: None,
                         fetched_at: e.meta.fetched_at,
                         delta_failed: None,
+                        dictionary_used: None,
+                        dictionary_links: Vec::new(),
+                        dictionary_held: Vec::new(),
                     });
                 }
             }
@@ -707,7 +1015,9 @@ impl Fetcher {
         let mut wire = 0u64;
         let mut base = entry.clone();
         let mut delta_failed = None;
+        let mut dict_off = false;
         loop {
+            let offer = if dict_off { None } else { self.offer(uri, &logical).await };
             let mut headers = logical.headers.clone();
             if base.is_some() {
                 for (n, v) in &validators {
@@ -723,19 +1033,42 @@ impl Fetcher {
                 }
                 _ => None,
             };
+            let accept = match (&offer, &sig) {
+                (Some(_), Some(_)) => "dcz, hsync, gzip",
+                (Some(_), None) => "dcz, gzip",
+                (None, Some(_)) => "hsync, gzip",
+                (None, None) => "gzip",
+            };
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(accept));
             if let Some(s) = &sig {
-                headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("hsync, gzip"));
                 headers.insert(
                     HeaderName::from_static("hsync-signature"),
                     HeaderValue::from_str(&hsync_core::http::encode_signature_header(s)).expect("base64url is a valid header value"),
                 );
-            } else {
-                headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
             }
-            let result = self.exchange(uri, &url, headers, &logical, base.as_ref(), progress.clone(), &mut trace, &mut wire).await;
+            if let Some(d) = &offer {
+                use base64::Engine;
+                let v = format!(":{}:", base64::engine::general_purpose::STANDARD.encode(d.hash));
+                headers.insert(
+                    HeaderName::from_static(AVAILABLE_DICTIONARY),
+                    HeaderValue::from_str(&v).expect("base64 is a valid header value"),
+                );
+                if let Some(id) = d.meta.id.as_ref().and_then(|id| sf_string(id)) {
+                    headers.insert(HeaderName::from_static(DICTIONARY_ID), id);
+                }
+            }
+            let result =
+                self.exchange(uri, &url, headers, &logical, base.as_ref(), offer.as_ref(), progress.clone(), &mut trace, &mut wire).await;
             match result {
                 Ok(mut o) => {
                     o.delta_failed = delta_failed;
+                    if o.source == Source::Dcz {
+                        o.dictionary_used = offer.as_ref().map(|d| d.meta.sha256.clone());
+                        self.stats.dcz_responses.fetch_add(1, Ordering::Relaxed);
+                        self.stats.dcz_wire.fetch_add(o.wire_bytes, Ordering::Relaxed);
+                        self.stats.dcz_decoded.fetch_add(o.body.len() as u64, Ordering::Relaxed);
+                    }
+                    self.learn(uri, &logical, &mut o, entry.as_ref().map(|e| &e.body));
                     self.stats.wire.fetch_add(o.wire_bytes, Ordering::Relaxed);
                     self.stats.decoded.fetch_add(o.body.len() as u64, Ordering::Relaxed);
                     let (wb, src) = (o.wire_bytes, o.source);
@@ -745,9 +1078,11 @@ impl Fetcher {
                     });
                     return Ok(o);
                 }
-                Err(Failure::Retry(reason)) if base.is_some() => {
+                Err(Failure::Retry(reason)) if base.is_some() || offer.is_some() => {
+                    // Refetch plainly: no signature, no dictionary.
                     delta_failed = Some(reason);
                     base = None;
+                    dict_off = true;
                     continue;
                 }
                 Err(Failure::Retry(reason)) => return Err(FetchError::new(reason)),
@@ -777,6 +1112,9 @@ impl Fetcher {
                         stale_reason: Some(err.message),
                         fetched_at: e.meta.fetched_at,
                         delta_failed,
+                        dictionary_used: None,
+                        dictionary_links: Vec::new(),
+                        dictionary_held: Vec::new(),
                     });
                 }
             }
@@ -793,12 +1131,13 @@ impl Fetcher {
         headers: HeaderMap,
         logical: &http::request::Parts,
         base: Option<&Entry>,
+        offered: Option<&Chosen>,
         progress: Option<Progress>,
         trace: &mut Vec<Exchange>,
         wire: &mut u64,
     ) -> Result<Outcome, Failure> {
-        let (parts, body) = self.send(uri, headers, trace, wire).await?;
-        let mut r = Round { url, logical, base, progress, trace, wire, now: SystemTime::now() };
+        let (parts, body) = self.send(uri, Method::GET, headers, trace, wire).await?;
+        let mut r = Round { url, logical, base, offered, progress, trace, wire, now: SystemTime::now() };
         let status = parts.status;
         if status == StatusCode::NOT_MODIFIED {
             drop(body);
@@ -812,6 +1151,7 @@ impl Fetcher {
         }
         match content_encoding(&parts.headers).as_str() {
             "hsync" => self.delta(&mut r, parts, body).await,
+            "dcz" => self.dcz(&mut r, parts, body).await,
             "gzip" | "x-gzip" => self.gzip(&mut r, parts, body).await,
             "" => self.identity(&mut r, parts, body).await,
             // A coding we did not ask for: pass it on untouched, store nothing.
@@ -823,6 +1163,7 @@ impl Fetcher {
     async fn send(
         &self,
         uri: &Uri,
+        method: Method,
         mut headers: HeaderMap,
         trace: &mut Vec<Exchange>,
         wire: &mut u64,
@@ -835,9 +1176,10 @@ impl Fetcher {
             headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("hsync/", env!("CARGO_PKG_VERSION"))));
         }
         let mut ex = Exchange::default();
-        ex.request.push(format!("GET {} HTTP/1.1", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
+        ex.request.push(format!("{method} {} HTTP/1.1", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
         ex.request.extend(header_lines(&headers));
         let mut req = Request::new(empty_body());
+        *req.method_mut() = method;
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = headers;
         self.upstream_requests.fetch_add(1, Ordering::Relaxed);
@@ -894,6 +1236,7 @@ impl Fetcher {
                 fetched_at,
                 wire_bytes: *r.wire,
                 shared: Some(self.opts.shared),
+                dictionary: None,
             };
             if let Err(err) = self.cache.update_meta(e, meta) {
                 eprintln!("hsync: cache write failed for {url}: {err}");
@@ -919,6 +1262,9 @@ impl Fetcher {
             stale_reason: None,
             fetched_at,
             delta_failed: None,
+            dictionary_used: None,
+            dictionary_links: Vec::new(),
+            dictionary_held: Vec::new(),
         })
     }
 
@@ -943,6 +1289,33 @@ impl Fetcher {
             Err(err) => return Err(Failure::Retry(format!("delta rejected: {err}"))),
         };
         Ok(self.store_full(r.url, r.logical, parts, Bytes::from(new), Source::Delta, *r.wire, r.trace, r.now))
+    }
+
+    /// A dcz body (RFC 9842): decoded against the dictionary we offered, off
+    /// the async workers, within the body limit. The frame must name that
+    /// dictionary; the decoder checks it again and verifies zstd's checksum.
+    /// Anything wrong: refetch plainly.
+    async fn dcz(&self, r: &mut Round<'_>, parts: http::response::Parts, body: Incoming) -> Result<Outcome, Failure> {
+        let data = self.read_body(body, None, r.progress.clone(), total_len(&parts), r.wire).await?;
+        let Some(d) = r.offered else {
+            return Err(Failure::Retry("dcz response to a request that offered no dictionary".into()));
+        };
+        use hsync_core::codec::dcz;
+        if data.len() < dcz::DCZ_HEADER_LEN || data[..8] != dcz::DCZ_MAGIC {
+            return Err(Failure::Retry("dcz body without the dcz header".into()));
+        }
+        if data[8..40] != d.hash {
+            return Err(Failure::Retry("dcz response against a dictionary that was not offered".into()));
+        }
+        let dict = d.body.clone();
+        let max = self.opts.max_body;
+        let new = match tokio::task::spawn_blocking(move || dcz::decode(&dict, &data, max)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(hsync_core::Error::TooLarge(_))) => return Err(Failure::Fatal(FetchError::new("decoded body too large"))),
+            Ok(Err(err)) => return Err(Failure::Retry(format!("dcz body rejected: {err}"))),
+            Err(err) => return Err(Failure::Retry(format!("dcz body rejected: {err}"))),
+        };
+        Ok(self.store_full(r.url, r.logical, parts, Bytes::from(new), Source::Dcz, *r.wire, r.trace, r.now))
     }
 
     /// A gzip'd body: inflated off the async workers, within the body limit.
@@ -988,6 +1361,7 @@ impl Fetcher {
                     fetched_at,
                     wire_bytes: *r.wire,
                     shared: Some(self.opts.shared),
+                    dictionary: None,
                 };
                 if let Err(err) = w.commit(meta) {
                     eprintln!("hsync: cache write failed for {url}: {err}");
@@ -1006,6 +1380,9 @@ impl Fetcher {
             stale_reason: None,
             fetched_at,
             delta_failed: None,
+            dictionary_used: None,
+            dictionary_links: Vec::new(),
+            dictionary_held: Vec::new(),
         })
     }
 
@@ -1027,6 +1404,9 @@ impl Fetcher {
             stale_reason: None,
             fetched_at: now_secs(),
             delta_failed: None,
+            dictionary_used: None,
+            dictionary_links: Vec::new(),
+            dictionary_held: Vec::new(),
         }
     }
 
@@ -1057,6 +1437,7 @@ impl Fetcher {
                 fetched_at,
                 wire_bytes: wire,
                 shared: Some(self.opts.shared),
+                dictionary: None,
             };
             if let Err(err) = self.cache.put(meta, &body) {
                 eprintln!("hsync: cache write failed for {url}: {err}");
@@ -1075,6 +1456,9 @@ impl Fetcher {
             stale_reason: None,
             fetched_at,
             delta_failed: None,
+            dictionary_used: None,
+            dictionary_links: Vec::new(),
+            dictionary_held: Vec::new(),
         }
     }
 

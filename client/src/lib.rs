@@ -2,6 +2,7 @@
 //! deltas when the origin offers them, and the caching forward proxy.
 pub mod cache;
 pub mod cli;
+pub mod dict;
 pub mod fetch;
 pub mod proxy;
 

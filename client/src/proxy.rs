@@ -203,7 +203,17 @@ impl Proxy {
         let uri = req.uri().clone();
         let headers = req.headers().clone();
         match self.fetcher.fetch(&uri, &headers, None).await {
-            Ok(o) => self.respond(&headers, &o),
+            Ok(o) => {
+                if !o.dictionary_links.is_empty() {
+                    // Announced dictionaries are fetched in the background, once each.
+                    let f = self.fetcher.clone();
+                    let o = o.clone();
+                    tokio::spawn(async move {
+                        f.fetch_dictionaries(&o).await;
+                    });
+                }
+                self.respond(&headers, &o)
+            }
             Err(e) => {
                 let status = if e.timeout { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
                 text(status, format!("hsync proxy: {uri}: {e}\n"))
@@ -218,6 +228,10 @@ impl Proxy {
         let ce = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         if ce.contains("hsync") {
             return text(StatusCode::BAD_GATEWAY, "hsync proxy: origin sent an hsync response that could not be decoded\n");
+        }
+        // Nor a dcz body: it is made against the proxy's dictionary, which the client does not hold.
+        if ce.contains("dcz") {
+            return text(StatusCode::BAD_GATEWAY, "hsync proxy: origin sent a dcz response that could not be decoded\n");
         }
         if o.source == Source::Stale && self.cfg.stale_notice && is_html(&headers) {
             body = Bytes::from(inject_notice(&body, o.fetched_at));
@@ -339,12 +353,21 @@ impl Proxy {
                     "requests": s.requests, "wire": s.wire, "delivered": s.delivered})
             })
             .collect();
+        let st = &self.fetcher.stats;
+        let dicts = self.fetcher.dicts.as_ref().map(|d| d.totals()).unwrap_or((0, 0));
         let v = serde_json::json!({
             "wire_bytes": wire, "decoded_bytes": decoded, "delivered_bytes": delivered,
             "upstream_requests": self.fetcher.upstream_requests.load(Ordering::Relaxed),
             "cache_bytes": self.fetcher.cache.total_size(), "cache_max": self.fetcher.cache.max_size(),
             "corrupt_dropped": self.fetcher.cache.corrupt_dropped.load(Ordering::Relaxed),
             "entry_count": self.fetcher.cache.list().len(), "urls_shown": urls,
+            "dcz_responses": st.dcz_responses.load(Ordering::Relaxed), "dcz_wire_bytes": st.dcz_wire.load(Ordering::Relaxed),
+            "dcz_decoded_bytes": st.dcz_decoded.load(Ordering::Relaxed),
+            "dictionary_fetches": st.dictionary_fetches.load(Ordering::Relaxed),
+            "dictionary_wire_bytes": st.dictionary_wire.load(Ordering::Relaxed),
+            "dictionaries": dicts.0, "dictionary_bytes": dicts.1,
+            "dictionaries_damaged": self.fetcher.dicts.as_ref().map(|d| d.damaged.load(Ordering::Relaxed)).unwrap_or(0),
+            "dictionaries_enabled": self.fetcher.dicts.is_some(),
             "entries": entries,
         });
         let mut r = Response::new(full(v.to_string()));
@@ -377,6 +400,24 @@ impl Proxy {
             human(self.fetcher.cache.max_size()),
             self.fetcher.cache.corrupt_dropped.load(Ordering::Relaxed)
         ));
+        let st = &self.fetcher.stats;
+        match &self.fetcher.dicts {
+            Some(d) => {
+                let (n, bytes) = d.totals();
+                html.push_str(&format!(
+                    "<p>Dictionaries (RFC 9842): <b>{}</b> dcz responses, {} on the wire for {}; {} dictionaries held ({}); \
+                     {} fetched ({}).</p>",
+                    st.dcz_responses.load(Ordering::Relaxed),
+                    human(st.dcz_wire.load(Ordering::Relaxed)),
+                    human(st.dcz_decoded.load(Ordering::Relaxed)),
+                    n,
+                    human(bytes),
+                    st.dictionary_fetches.load(Ordering::Relaxed),
+                    human(st.dictionary_wire.load(Ordering::Relaxed)),
+                ));
+            }
+            None => html.push_str("<p>Dictionaries (RFC 9842): off.</p>"),
+        }
         // Chart: delivered vs on the wire for the busiest URLs.
         let mut busiest: Vec<(String, u64, u64)> = per.iter().map(|(u, s)| (u.clone(), s.delivered, s.wire)).collect();
         busiest.sort_by_key(|b| std::cmp::Reverse(b.1));

@@ -243,6 +243,7 @@ fn get_command_writes_output_file() {
             timeout: 5.0,
             max_size: 1 << 30,
             no_hsync: false,
+            no_dictionary: false,
         };
         assert_eq!(hsync_client::cli::get(args), std::process::ExitCode::SUCCESS);
         assert!(std::fs::read(&out).unwrap() == *v);
@@ -257,6 +258,7 @@ fn get_command_writes_output_file() {
         timeout: 5.0,
         max_size: 1 << 30,
         no_hsync: false,
+        no_dictionary: false,
     };
     assert_ne!(hsync_client::cli::get(args), std::process::ExitCode::SUCCESS);
     assert!(!dir.path().join("none").exists());

@@ -12,10 +12,12 @@
 //!   follow, for both server modules;
 //! - [`ffi`]: the C ABI of those modules (`include/hsync.h`);
 //! - [`store`]: the bounded store of recent versions (RFC 9842 dictionaries);
+//! - [`feed`]: Atom and RSS feeds, only the entries a reader lacks (RFC 3229 `A-IM: feed`);
 //! - [`limits`]: every limit and credit, in one place; [`hash`]: the hashes.
 
 pub mod codec;
 pub mod error;
+pub mod feed;
 pub mod ffi;
 pub mod hash;
 pub mod http;

@@ -144,3 +144,24 @@ pub const ZSTD_TABLES_BOUND: usize = (1 << 16) * 4 + (1 << 18) * 4 + (1 << 20);
 /// store holds already, and cost their hash and no write (per request,
 /// at most this much memory besides the encoder's).
 pub const STORE_SPILL: usize = 256 << 10;
+
+// ---- Feeds (docs/protocol.md §8) ----
+
+/// Largest feed body a server buffers to parse and truncate: 4 MiB. A
+/// feed response is held (headers and body) until it is complete, so this
+/// is the memory a feed request costs on top of the server's own; a body
+/// known or found to be longer is sent as it is, unbuffered past this.
+/// Feeds are usually 10 KiB to 1 MiB (the corpus's: 157-277 KiB).
+pub const FEED_MAX_BYTES: usize = 4 << 20;
+/// Deepest element nesting in a feed (XHTML content nests; 64 is far
+/// beyond any real feed, and bounds quick-xml's stack of open names).
+pub const FEED_MAX_DEPTH: usize = 64;
+/// Most entries in a feed that is truncated (more: the whole feed).
+pub const FEED_MAX_ENTRIES: usize = 1024;
+/// Largest entry (more: the whole feed).
+pub const FEED_MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Most entries an ETag names (the first ones in document order, which in
+/// feeds are the newest): 32 four-byte hashes, an ETag of at most 193
+/// characters. A reader holding a feed with more entries is sent the
+/// entries past these again (never fewer than it lacks).
+pub const FEED_ETAG_MAX_ENTRIES: usize = 32;
