@@ -426,6 +426,7 @@ typedef struct {
     apr_bucket_brigade *bb;   /* output on its way to the next filter */
     int done;
     int head;                 /* a HEAD standing for an hsync GET: no body */
+    int hold_tail;            /* sent with its length: keep the last bucket until the EOS */
 } hsync_ctx;
 
 static apr_status_t hsync_ctx_cleanup(void *data)
@@ -633,6 +634,8 @@ static int hsync_start(ap_filter_t *f, hsync_ctx **out)
     ctx = apr_pcalloc(r->pool, sizeof(*ctx));
     ctx->resp = resp;
     ctx->bb = apr_brigade_create(r->pool, f->c->bucket_alloc);
+    /* (see "the last bucket" in hsync_out_filter) */
+    ctx->hold_tail = apr_table_get(r->headers_out, "Content-Length") != NULL;
     apr_pool_cleanup_register(r->pool, ctx, hsync_ctx_cleanup, apr_pool_cleanup_null);
     *out = ctx;
     return HSYNC_OK;
@@ -785,9 +788,30 @@ static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         }
 
         /* Send what is ready; the core holds at most its window. */
-        if (!APR_BRIGADE_EMPTY(ctx->bb)) {
+        if (!APR_BRIGADE_EMPTY(ctx->bb) && !ctx->hold_tail) {
             rv = ap_pass_brigade(f->next, ctx->bb);
             apr_brigade_cleanup(ctx->bb);
+            if (rv != APR_SUCCESS) return rv;
+        }
+        /* A body sent as it is with its length (only copied into the
+         * version store): all but the last bucket, which goes with the
+         * next output, a FLUSH, or the EOS. The copy is committed at the
+         * EOS (HSYNC_LAST): so the client cannot have the whole body
+         * before the version is stored, and a browser that loads the page
+         * again at once (on another connection, maybe in another child)
+         * finds it. Without this, a response of known length was complete
+         * on the client's side while mod_proxy had not yet sent the EOS.
+         * (A body without a length ends with the last chunk, after the
+         * EOS: nothing to hold.) */
+        else if (!APR_BRIGADE_EMPTY(ctx->bb)) {
+            apr_bucket *tail = APR_BRIGADE_LAST(ctx->bb);
+            APR_BUCKET_REMOVE(tail);
+            rv = APR_SUCCESS;
+            if (!APR_BRIGADE_EMPTY(ctx->bb)) {
+                rv = ap_pass_brigade(f->next, ctx->bb);
+                apr_brigade_cleanup(ctx->bb);
+            }
+            APR_BRIGADE_INSERT_TAIL(ctx->bb, tail);
             if (rv != APR_SUCCESS) return rv;
         }
     }
