@@ -3,13 +3,19 @@
  * ngx_http_hsync_filter_module: sends responses as hsync deltas against
  * the client's cached copy (Accept-Encoding: hsync, Hsync-Signature).
  *
- * A thin shim over the hsync core (core/include/hsync.h, ABI 2): the core
+ * A thin shim over the hsync core (core/include/hsync.h, ABI 3): the core
  * makes every decision about the request, the response and the signature,
  * and every header edit, so that nginx and Apache agree. This file keeps
  * nginx's own early outs ("hsync" off, subrequests, "hsync_types"), hands
  * the core every request and response header line, applies the edits it
  * returns (keeping nginx's header pointers consistent) and streams the
- * body through the encoder with bounded buffers.
+ * body through the core with bounded buffers.
+ *
+ * With "hsync_dictionary on" (RFC 9842 compression dictionaries, docs/
+ * protocol.md section 7) the same body path also carries responses the
+ * core sends as dcz, or as they are while it copies them into the version
+ * store or inserts a <link> into their head; and a rewrite-phase handler
+ * answers the module's own dictionary URLs from the store (hsync_serve).
  */
 
 #include <ngx_config.h>
@@ -26,9 +32,20 @@
 #define NGX_HTTP_HSYNC_RATIO_LEN 32
 
 
+/* "hsync_dictionary_store": one version store per http{} block */
+
+typedef struct {
+    ngx_str_t            store;
+    off_t                max_size;
+} ngx_http_hsync_main_conf_t;
+
+
 typedef struct {
     ngx_flag_t           enable;
     ngx_flag_t           vary;
+    ngx_flag_t           dictionary;
+
+    ngx_str_t            dict_match;
 
     ngx_hash_t           types;
     ngx_array_t         *types_keys;
@@ -61,6 +78,8 @@ typedef struct {
     unsigned             last:1;
     unsigned             done:1;
     unsigned             failed:1;
+    /* a dictionary the module answered itself: no filtering of it */
+    unsigned             served:1;
 } ngx_http_hsync_ctx_t;
 
 
@@ -78,10 +97,13 @@ typedef struct {
 static ngx_int_t ngx_http_hsync_type_ok(ngx_http_request_t *r,
     ngx_http_hsync_conf_t *conf);
 static ngx_int_t ngx_http_hsync_fields(ngx_http_request_t *r,
-    ngx_list_t *headers, ngx_uint_t live_only, const hsync_field **fields,
-    size_t *n);
+    ngx_list_t *headers, ngx_uint_t live_only, const hsync_field *extra,
+    const hsync_field **fields, size_t *n);
+static ngx_int_t ngx_http_hsync_content_type(ngx_http_request_t *r,
+    hsync_field *f);
 static ngx_int_t ngx_http_hsync_apply(ngx_http_request_t *r,
     const hsync_edit *e);
+static ngx_int_t ngx_http_hsync_serve_handler(ngx_http_request_t *r);
 static void ngx_http_hsync_sync(ngx_http_request_t *r,
     ngx_http_hsync_special_t *s, ngx_table_elt_t *h);
 static ngx_int_t ngx_http_hsync_encode(ngx_http_request_t *r,
@@ -92,9 +114,15 @@ static void ngx_http_hsync_cleanup(void *data);
 
 static ngx_int_t ngx_http_hsync_ratio_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_hsync_coding_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static char *ngx_http_hsync_store(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 static ngx_int_t ngx_http_hsync_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_hsync_filter_init(ngx_conf_t *cf);
+static void *ngx_http_hsync_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_hsync_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_hsync_create_conf(ngx_conf_t *cf);
 static char *ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -166,6 +194,27 @@ static ngx_command_t  ngx_http_hsync_filter_commands[] = {
       offsetof(ngx_http_hsync_conf_t, level),
       NULL },
 
+    { ngx_string("hsync_dictionary"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hsync_conf_t, dictionary),
+      NULL },
+
+    { ngx_string("hsync_dictionary_store"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_hsync_store,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("hsync_dictionary_match"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hsync_conf_t, dict_match),
+      NULL },
+
       ngx_null_command
 };
 
@@ -174,8 +223,8 @@ static ngx_http_module_t  ngx_http_hsync_filter_module_ctx = {
     ngx_http_hsync_add_variables,          /* preconfiguration */
     ngx_http_hsync_filter_init,            /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_hsync_create_main_conf,       /* create main configuration */
+    ngx_http_hsync_init_main_conf,         /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -202,6 +251,7 @@ ngx_module_t  ngx_http_hsync_filter_module = {
 
 
 static ngx_str_t  ngx_http_hsync_ratio = ngx_string("hsync_ratio");
+static ngx_str_t  ngx_http_hsync_coding = ngx_string("hsync_coding");
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
@@ -215,6 +265,12 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
  * context. 304s and HEAD responses come through here like any other (the
  * not_modified filter runs before this one; r->header_only is set for
  * them later, by ngx_http_header_filter, which writes the edited lines).
+ *
+ * The headers filter (add_header, expires) also runs before this one, so
+ * the core sees the Cache-Control it adds (a fresh response is its own
+ * dictionary); gzip runs after it, so a response sent as it is (stored,
+ * or given a <link>) may still be gzipped, and a dcz one, which carries
+ * Content-Encoding by then, is not.
  */
 
 static ngx_int_t
@@ -223,6 +279,7 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
     int                     rc;
     char                    msg[NGX_HTTP_HSYNC_MSG_LEN];
     size_t                  i, n;
+    hsync_field             type;
     hsync_exchange          x;
     hsync_response         *resp;
     const hsync_edit       *edits;
@@ -231,6 +288,19 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
     ngx_http_hsync_conf_t  *conf;
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_hsync_filter_module);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_hsync_filter_module);
+
+    if (ctx && ctx->served) {
+        /*
+         * A dictionary the module serves itself (its fields are the
+         * core's already): deciding on it again would store it as a
+         * version of its own URL.
+         */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "hsync header filter: own dictionary response");
+        return ngx_http_next_header_filter(r);
+    }
 
     if (!conf->enable
         || r != r->main
@@ -246,10 +316,20 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
     x.status = (unsigned int) r->headers_out.status;
     x.content_length = (int64_t) r->headers_out.content_length_n;
 
-    if (ngx_http_hsync_fields(r, &r->headers_in.headers, 0,
-                              &x.request, &x.request_len)
-        != NGX_OK
+    /*
+     * The target as the client sent it (after a try_files or error_page
+     * redirection too): the key of the page's versions in the store and
+     * the path a dictionary is announced for are the client's URL.
+     */
+    x.uri = (const char *) r->unparsed_uri.data;
+    x.uri_len = r->unparsed_uri.len;
+
+    if (ngx_http_hsync_content_type(r, &type) != NGX_OK
+        || ngx_http_hsync_fields(r, &r->headers_in.headers, 0, NULL,
+                                 &x.request, &x.request_len)
+           != NGX_OK
         || ngx_http_hsync_fields(r, &r->headers_out.headers, 1,
+                                 type.name ? &type : NULL,
                                  &x.response, &x.response_len)
            != NGX_OK)
     {
@@ -278,6 +358,10 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
     cln->data = resp;
 
     n = hsync_response_edits(resp, &edits);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "hsync header filter: decide %d, %uz edits, coding \"%s\"",
+                   rc, n, hsync_coding(resp));
 
     for (i = 0; i < n; i++) {
         if (ngx_http_hsync_apply(r, &edits[i]) != NGX_OK) {
@@ -340,14 +424,66 @@ ngx_http_hsync_type_ok(ngx_http_request_t *r, ngx_http_hsync_conf_t *conf)
 
 
 /*
+ * The Content-Type line nginx will write, which it keeps outside the
+ * header list (headers_out.content_type, set by the static handler and
+ * by the upstream module alike, with the charset filter's charset), as
+ * ngx_http_header_filter writes it: the core needs it (an HTML page gets
+ * a <link>, a stored version keeps its type). f->name is NULL when the
+ * response has no type.
+ */
+
+static ngx_int_t
+ngx_http_hsync_content_type(ngx_http_request_t *r, hsync_field *f)
+{
+    u_char                  *p;
+    size_t                   len;
+    ngx_http_headers_out_t  *ho;
+
+    ngx_memzero(f, sizeof(hsync_field));
+
+    ho = &r->headers_out;
+
+    if (ho->content_type.len == 0) {
+        return NGX_OK;
+    }
+
+    len = ho->content_type.len;
+
+    if (ho->content_type_len == ho->content_type.len && ho->charset.len) {
+        len += sizeof("; charset=") - 1 + ho->charset.len;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    f->name = "Content-Type";
+    f->name_len = sizeof("Content-Type") - 1;
+    f->value = (const char *) p;
+    f->value_len = len;
+
+    p = ngx_cpymem(p, ho->content_type.data, ho->content_type.len);
+
+    if (ho->content_type_len == ho->content_type.len && ho->charset.len) {
+        p = ngx_cpymem(p, "; charset=", sizeof("; charset=") - 1);
+        ngx_memcpy(p, ho->charset.data, ho->charset.len);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * The lines of a header list as hsync_field entries (pool memory; the
  * strings are nginx's): every entry, or with live_only those not removed
- * (hash 0), which are the lines nginx will send.
+ * (hash 0), which are the lines nginx will send; then extra, if any.
  */
 
 static ngx_int_t
 ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
-    ngx_uint_t live_only, const hsync_field **fields, size_t *n)
+    ngx_uint_t live_only, const hsync_field *extra,
+    const hsync_field **fields, size_t *n)
 {
     size_t            count;
     ngx_uint_t        i;
@@ -370,16 +506,22 @@ ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
     *fields = NULL;
     *n = 0;
 
-    if (count == 0) {
+    if (count == 0 && extra == NULL) {
         return NGX_OK;
     }
 
-    f = ngx_palloc(r->pool, count * sizeof(hsync_field));
+    f = ngx_palloc(r->pool, (count + 1) * sizeof(hsync_field));
     if (f == NULL) {
         return NGX_ERROR;
     }
 
     *fields = f;
+
+    if (extra) {
+        *f++ = *extra;
+        (*n)++;
+        count++;
+    }
 
     for (part = &headers->part; part; part = part->next) {
         h = part->elts;
@@ -406,8 +548,10 @@ ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
 /*
  * Applies one edit of the core. SET: the first line of the field takes
  * the value (one is added if there is none), every other line of it is
- * removed; REMOVE: every line of it is removed. Then nginx's pointer to
- * the field, if it keeps one, follows.
+ * removed; REMOVE: every line of it is removed; APPEND: one line is added
+ * and the others stay (Link). Then nginx's pointer to the field, if it
+ * keeps one, follows (for APPEND only when it had none: the pointer is
+ * to the first line).
  */
 
 static ngx_int_t
@@ -415,19 +559,25 @@ ngx_http_hsync_apply(ngx_http_request_t *r, const hsync_edit *e)
 {
     ngx_uint_t                 i;
     ngx_list_part_t           *part;
-    ngx_table_elt_t           *h, *line;
+    ngx_table_elt_t           *h, *line, *first;
     ngx_http_hsync_special_t  *s;
 
-    if ((e->op != HSYNC_EDIT_SET && e->op != HSYNC_EDIT_REMOVE)
+    if ((e->op != HSYNC_EDIT_SET && e->op != HSYNC_EDIT_REMOVE
+         && e->op != HSYNC_EDIT_APPEND)
         || e->name == NULL || e->name_len == 0
-        || (e->op == HSYNC_EDIT_SET && e->value == NULL && e->value_len))
+        || (e->op != HSYNC_EDIT_REMOVE && e->value == NULL && e->value_len))
     {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "hsync: unknown header edit %d ignored", (int) e->op);
         return NGX_OK;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "hsync edit %d \"%*s\"", (int) e->op,
+                   e->name_len, e->name);
+
     line = NULL;
+    first = NULL;
 
     for (part = &r->headers_out.headers.part; part; part = part->next) {
         h = part->elts;
@@ -442,8 +592,17 @@ ngx_http_hsync_apply(ngx_http_request_t *r, const hsync_edit *e)
                 continue;
             }
 
-            if (e->op == HSYNC_EDIT_SET && line == NULL) {
-                line = &h[i];
+            if (first == NULL) {
+                first = &h[i];
+
+                if (e->op != HSYNC_EDIT_REMOVE) {
+                    /* SET: the first line takes the value; APPEND: kept */
+                    line = (e->op == HSYNC_EDIT_SET) ? &h[i] : NULL;
+                    continue;
+                }
+            }
+
+            if (e->op == HSYNC_EDIT_APPEND) {
                 continue;
             }
 
@@ -451,7 +610,7 @@ ngx_http_hsync_apply(ngx_http_request_t *r, const hsync_edit *e)
         }
     }
 
-    if (e->op == HSYNC_EDIT_SET) {
+    if (e->op != HSYNC_EDIT_REMOVE) {
 
         if (line == NULL) {
             line = ngx_list_push(&r->headers_out.headers);
@@ -485,6 +644,11 @@ ngx_http_hsync_apply(ngx_http_request_t *r, const hsync_edit *e)
         }
 
         line->value.data[e->value_len] = '\0';
+    }
+
+    if (e->op == HSYNC_EDIT_APPEND && first != NULL) {
+        /* nginx's pointer, if it keeps one, stays on the first line */
+        return NGX_OK;
     }
 
     for (s = ngx_http_hsync_specials; s->name.len; s++) {
@@ -537,6 +701,276 @@ ngx_http_hsync_sync(ngx_http_request_t *r, ngx_http_hsync_special_t *s,
 }
 
 
+/*
+ * The module's own URLs: the dictionaries of RFC 9842, served from the
+ * version store (hsync_serve decides which targets are its own, and the
+ * whole response; this only sends it).
+ *
+ * Why the rewrite phase: the location is known by then, so the handler
+ * runs only where "hsync_dictionary" is on for the location the URL falls
+ * in (and reads that location's store settings); and it is before
+ * everything that could answer the URL in the location's place: its own
+ * "rewrite" and "return" (the rewrite module's handler is registered
+ * before this one, and nginx runs a phase's handlers in the reverse order
+ * of registration), access and limit modules, try_files (precontent) and
+ * the content handler (static files, proxy_pass, fastcgi_pass). Only
+ * "rewrite" and "return" at the server level (server-rewrite phase) come
+ * first, as the administrator wrote them. Earlier, in post-read, only the
+ * server's settings would be known.
+ *
+ * Only the client's own request is answered: not subrequests, and not
+ * internal redirections (r->unparsed_uri is still the client's target
+ * after an error_page or try_files fallback, which must not turn into a
+ * dictionary).
+ */
+
+static ngx_int_t
+ngx_http_hsync_serve_handler(ngx_http_request_t *r)
+{
+    int                     rc;
+    size_t                  i, n, len;
+    ngx_int_t               nrc;
+    ngx_buf_t              *b;
+    ngx_chain_t             out;
+    hsync_exchange          x;
+    hsync_response         *resp;
+    const uint8_t          *body;
+    const hsync_edit       *edits;
+    u_char                 *p, *last;
+    ngx_table_elt_t        *cc, **ccp;
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_hsync_ctx_t   *ctx;
+    ngx_http_hsync_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_hsync_filter_module);
+
+    if (!conf->dictionary || r != r->main || r->internal) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_get_module_ctx(r, ngx_http_hsync_filter_module) != NULL) {
+        /* answered already (a rewrite ... last ran this phase again) */
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(&x, sizeof(hsync_exchange));
+
+    x.method = (const char *) r->method_name.data;
+    x.method_len = r->method_name.len;
+    x.uri = (const char *) r->unparsed_uri.data;
+    x.uri_len = r->unparsed_uri.len;
+    x.content_length = -1;
+
+    resp = NULL;
+
+    rc = hsync_serve(&conf->core, &x, &resp);
+
+    if (rc != HSYNC_OK || resp == NULL) {
+        if (rc < 0) {
+            /* a bug on one side of the ABI: the location answers as usual */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "hsync: %s", hsync_strerror(rc));
+        }
+
+        hsync_response_free(resp);
+        return NGX_DECLINED;
+    }
+
+    /* the handle holds the body we send: freed with the request */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        hsync_response_free(resp);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_hsync_cleanup;
+    cln->data = resp;
+
+    /* our filters leave this response alone (it is the core's already) */
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hsync_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->served = 1;
+    ngx_http_set_ctx(r, ctx, ngx_http_hsync_filter_module);
+
+    nrc = ngx_http_discard_request_body(r);
+    if (nrc != NGX_OK) {
+        return nrc;
+    }
+
+    r->headers_out.status = hsync_response_status(resp);
+
+    n = hsync_response_edits(resp, &edits);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "hsync serve: \"%V\" status %ui, %uz fields",
+                   &r->unparsed_uri, r->headers_out.status, n);
+
+    for (i = 0; i < n; i++) {
+
+        if (edits[i].op == HSYNC_EDIT_SET
+            && edits[i].name_len == sizeof("Content-Type") - 1
+            && ngx_strncasecmp((u_char *) edits[i].name,
+                               (u_char *) "Content-Type",
+                               sizeof("Content-Type") - 1)
+               == 0)
+        {
+            /*
+             * nginx writes the type from headers_out.content_type, which
+             * gzip_types and charset read too: a dictionary is gzipped
+             * like any response of its type.
+             */
+            len = edits[i].value_len;
+
+            r->headers_out.content_type.data = ngx_pnalloc(r->pool, len + 1);
+            if (r->headers_out.content_type.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            if (len) {
+                ngx_memcpy(r->headers_out.content_type.data, edits[i].value,
+                           len);
+            }
+
+            r->headers_out.content_type.data[len] = '\0';
+            r->headers_out.content_type.len = len;
+            r->headers_out.content_type_len = len;
+            r->headers_out.content_type_lowcase = NULL;
+
+            /*
+             * content_type_len is the type without its parameters, which
+             * gzip_types compares, and the charset is kept apart, as
+             * ngx_http_upstream_copy_content_type does for a proxied type
+             */
+
+            for (p = r->headers_out.content_type.data; *p; p++) {
+                if (*p != ';') {
+                    continue;
+                }
+
+                last = p;
+
+                while (*++p == ' ') { /* void */ }
+
+                if (*p == '\0') {
+                    break;
+                }
+
+                if (ngx_strncasecmp(p, (u_char *) "charset=", 8) != 0) {
+                    continue;
+                }
+
+                p += 8;
+
+                r->headers_out.content_type_len =
+                                     last - r->headers_out.content_type.data;
+
+                if (*p == '"') {
+                    p++;
+                }
+
+                last = r->headers_out.content_type.data + len;
+
+                if (last > p && *(last - 1) == '"') {
+                    last--;
+                }
+
+                r->headers_out.charset.len = last - p;
+                r->headers_out.charset.data = p;
+
+                break;
+            }
+
+            continue;
+        }
+
+        if (ngx_http_hsync_apply(r, &edits[i]) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    /*
+     * "expires" (the headers filter) edits the Cache-Control lines nginx
+     * lists in headers_out.cache_control: list the core's, so that it is
+     * replaced there rather than doubled by a second line.
+     */
+
+    cc = NULL;
+
+    {
+        ngx_uint_t        j;
+        ngx_list_part_t  *part;
+        ngx_table_elt_t  *h;
+
+        for (part = &r->headers_out.headers.part; part; part = part->next) {
+            h = part->elts;
+
+            for (j = 0; j < part->nelts; j++) {
+                if (h[j].hash != 0
+                    && h[j].key.len == sizeof("Cache-Control") - 1
+                    && ngx_strncasecmp(h[j].key.data,
+                                       (u_char *) "Cache-Control",
+                                       sizeof("Cache-Control") - 1)
+                       == 0)
+                {
+                    cc = &h[j];
+                }
+            }
+        }
+    }
+
+    if (cc && r->headers_out.cache_control.elts == NULL) {
+        if (ngx_array_init(&r->headers_out.cache_control, r->pool, 1,
+                           sizeof(ngx_table_elt_t *))
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ccp = ngx_array_push(&r->headers_out.cache_control);
+        if (ccp == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *ccp = cc;
+    }
+
+    len = hsync_response_body(resp, &body);
+
+    if (len == 0) {
+        r->header_only = 1;
+    }
+
+    nrc = ngx_http_send_header(r);
+
+    if (nrc == NGX_ERROR || nrc > NGX_OK || r->header_only) {
+        return nrc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = (u_char *) body;
+    b->last = b->pos + len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    /* the rewrite phase's checker finalizes the request with this */
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
 static ngx_int_t
 ngx_http_hsync_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
@@ -546,7 +980,9 @@ ngx_http_hsync_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_hsync_filter_module);
 
-    if (ctx == NULL || r->header_only) {
+    /* not engaged, or a dictionary of the module's own (sent as it is) */
+
+    if (ctx == NULL || ctx->served || r->header_only) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -613,6 +1049,9 @@ ngx_http_hsync_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
 
         if (ctx->done) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "hsync body filter: done, coding \"%s\"",
+                           hsync_coding(ctx->response));
             return rc;
         }
     }
@@ -840,6 +1279,32 @@ ngx_http_hsync_ratio_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * $hsync_coding: the content coding the core gave the response, "hsync"
+ * or "dcz"; empty when it sent the body as it is or left it alone.
+ */
+
+static ngx_int_t
+ngx_http_hsync_coding_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    const char            *name;
+    ngx_http_hsync_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_hsync_filter_module);
+
+    name = hsync_coding(ctx ? ctx->response : NULL);
+
+    v->data = (u_char *) name;
+    v->len = name ? ngx_strlen(name) : 0;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_hsync_add_variables(ngx_conf_t *cf)
 {
@@ -852,7 +1317,141 @@ ngx_http_hsync_add_variables(ngx_conf_t *cf)
 
     var->get_handler = ngx_http_hsync_ratio_variable;
 
+    var = ngx_http_add_variable(cf, &ngx_http_hsync_coding,
+                                NGX_HTTP_VAR_NOHASH);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_hsync_coding_variable;
+
     return NGX_OK;
+}
+
+
+/*
+ * hsync_dictionary_store PATH [max_size=SIZE]: the version store, shared
+ * by the workers. The directory and the subdirectories the core writes
+ * in (core/src/store: v/, p/, tmp/) are added to nginx's paths, like a
+ * proxy_temp_path: ngx_create_paths creates them in the master, at each
+ * start and reload, and chowns them to the workers' user (ccf->user, from
+ * the "user" directive or nginx's default when started as root), so that
+ * the workers can write the files the core keeps there (versions, the
+ * ledger, its lock). The parent directory must exist.
+ */
+
+static char *
+ngx_http_hsync_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_hsync_main_conf_t *hmcf = conf;
+
+    u_char       *p;
+    off_t         size;
+    ngx_str_t    *value, s;
+    ngx_uint_t    i;
+    ngx_path_t   *path;
+    static char  *subdirs[] = { "", "/v", "/p", "/tmp" };
+
+    if (hmcf->store.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    hmcf->store = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &hmcf->store, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* the core joins its names to it: no trailing slash */
+
+    while (hmcf->store.len > 1
+           && hmcf->store.data[hmcf->store.len - 1] == '/')
+    {
+        hmcf->store.len--;
+    }
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "max_size=", 9) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        s.data = value[2].data + 9;
+        s.len = value[2].len - 9;
+
+        size = ngx_parse_offset(&s);
+        if (size == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid max_size value \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        hmcf->max_size = size;
+    }
+
+    for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+        path = ngx_pcalloc(cf->pool, sizeof(ngx_path_t));
+        if (path == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        s.len = hmcf->store.len + ngx_strlen(subdirs[i]);
+        s.data = ngx_pnalloc(cf->pool, s.len + 1);
+        if (s.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        p = ngx_cpymem(s.data, hmcf->store.data, hmcf->store.len);
+        ngx_cpystrn(p, (u_char *) subdirs[i], ngx_strlen(subdirs[i]) + 1);
+
+        path->name = s;
+        path->conf_file = cf->conf_file->file.name.data;
+        path->line = cf->conf_file->line;
+
+        if (ngx_add_path(cf, &path) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_hsync_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_hsync_main_conf_t  *hmcf;
+
+    hmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_hsync_main_conf_t));
+    if (hmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     hmcf->store = { 0, NULL };
+     */
+
+    hmcf->max_size = NGX_CONF_UNSET;
+
+    return hmcf;
+}
+
+
+static char *
+ngx_http_hsync_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_hsync_main_conf_t *hmcf = conf;
+
+    if (hmcf->max_size == NGX_CONF_UNSET) {
+        hmcf->max_size = HSYNC_STORE_MAX_DEFAULT;
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -873,10 +1472,12 @@ ngx_http_hsync_create_conf(ngx_conf_t *cf)
      *     conf->types = { NULL };
      *     conf->types_keys = NULL;
      *     conf->core = { 0 };
+     *     conf->dict_match = { 0, NULL };
      */
 
     conf->enable = NGX_CONF_UNSET;
     conf->vary = NGX_CONF_UNSET;
+    conf->dictionary = NGX_CONF_UNSET;
     conf->min_length = NGX_CONF_UNSET_SIZE;
     conf->max_signature = NGX_CONF_UNSET_SIZE;
     conf->level = NGX_CONF_UNSET;
@@ -891,8 +1492,9 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_hsync_conf_t *prev = parent;
     ngx_http_hsync_conf_t *conf = child;
 
-    char          msg[NGX_HTTP_HSYNC_MSG_LEN];
-    hsync_config  d;
+    char                         msg[NGX_HTTP_HSYNC_MSG_LEN];
+    hsync_config                 d;
+    ngx_http_hsync_main_conf_t  *hmcf;
 
     if (hsync_config_default(&d) != HSYNC_OK) {
         return NGX_CONF_ERROR;
@@ -900,6 +1502,9 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_value(conf->vary, prev->vary, d.vary != 0);
+    ngx_conf_merge_value(conf->dictionary, prev->dictionary,
+                         d.dictionary != 0);
+    ngx_conf_merge_str_value(conf->dict_match, prev->dict_match, "");
 
     ngx_conf_merge_bufs_value(conf->bufs, prev->bufs,
                               (128 * 1024) / ngx_pagesize, ngx_pagesize);
@@ -926,6 +1531,27 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
                                      (ngx_int_t) NGX_MAX_INT32_VALUE);
     conf->core.vary = conf->vary ? 1 : 0;
 
+    /*
+     * Dictionaries: the store is the http block's (the core opens it in
+     * each worker, once, on first use); without one, the core's check
+     * below says what is missing.
+     */
+
+    hmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_hsync_filter_module);
+
+    conf->core.dictionary = conf->dictionary ? 1 : 0;
+    conf->core.store = (const char *) hmcf->store.data;
+    conf->core.store_len = hmcf->store.len;
+    conf->core.store_max = (uint64_t) (hmcf->max_size == NGX_CONF_UNSET
+                                       ? HSYNC_STORE_MAX_DEFAULT
+                                       : hmcf->max_size);
+
+    if (conf->dict_match.len) {
+        conf->core.dict_match = (const char *) conf->dict_match.data;
+        conf->core.dict_match_len = conf->dict_match.len;
+    }
+
     /* the limits, and the words, are the core's (the same for Apache) */
 
     msg[0] = '\0';
@@ -943,6 +1569,9 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_hsync_filter_init(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
     if (hsync_abi_version() != HSYNC_ABI_VERSION) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "hsync: the core speaks ABI %uD, this module was "
@@ -951,6 +1580,17 @@ ngx_http_hsync_filter_init(ngx_conf_t *cf)
                            (uint32_t) HSYNC_ABI_VERSION);
         return NGX_ERROR;
     }
+
+    /* the dictionary URLs: see ngx_http_hsync_serve_handler for the phase */
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_hsync_serve_handler;
 
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_hsync_header_filter;

@@ -71,12 +71,15 @@ impl ServerKind {
 /// | `/`        | `docroot` | on |
 /// | `/pre/`    | `docroot/pre/`, with a response header `Content-Encoding: gzip` added (precompressed files) | on |
 /// | `/nt/`     | `docroot/nt/`, with `Cache-Control: no-transform` added | on |
+/// | `/fresh/`  | `docroot/fresh/`, fresh for an hour (`Cache-Control: max-age=3600`, `Expires`) | on |
 /// | `/off/`    | `docroot/off/` | off |
 /// | `/proxy/`  | reverse proxy to `upstream`, prefix stripped (`/proxy/x` → `/x`) | on |
 ///
 /// Error log at info level (the module's "invalid Hsync-Signature" lines
 /// must land there); an access log whose lines end with the hsync ratio
-/// (`$hsync_ratio`, `%{hsync_ratio}n`).
+/// (`$hsync_ratio`, `%{hsync_ratio}n`) and, with the module, ` coding=`
+/// and the coding it applied (`$hsync_coding`, `%{hsync_coding}n`:
+/// `hsync`, `dcz`, or nothing / `-`).
 #[derive(Debug, Clone)]
 pub struct Options {
     pub docroot: PathBuf,

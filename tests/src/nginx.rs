@@ -40,7 +40,7 @@ http {{
     }}
     default_type application/octet-stream;
 
-    log_format hsync '$remote_addr \"$request\" $status $bytes_sent {ratio}';
+    log_format hsync '$remote_addr \"$request\" $status $bytes_sent {ratio}{coding}';
     access_log {d}/access.log hsync;
 
     client_body_temp_path {d}/client_body;
@@ -54,6 +54,7 @@ http {{
 ",
         workers = opts.workers,
         ratio = if opts.module { "$hsync_ratio" } else { "-" },
+        coding = if opts.module { " coding=$hsync_coding" } else { "" },
     )
     .unwrap();
     if opts.module {
@@ -63,6 +64,17 @@ http {{
         }
         if !opts.vary {
             c.push_str("    hsync_vary off;\n");
+        }
+        if let Some(dict) = &opts.dictionary {
+            c.push_str("    hsync_dictionary on;\n");
+            write!(c, "    hsync_dictionary_store {d}/store").unwrap();
+            if let Some(max) = dict.store_max {
+                write!(c, " max_size={max}").unwrap();
+            }
+            c.push_str(";\n");
+            if let Some(p) = &dict.pattern {
+                writeln!(c, "    hsync_dictionary_match \"{}\";", p.replace('\\', "\\\\").replace('"', "\\\"")).unwrap();
+            }
         }
     }
     if opts.gzip {
@@ -84,6 +96,10 @@ http {{
 
         location /nt/ {{
             add_header Cache-Control no-transform;
+        }}
+
+        location /fresh/ {{
+            expires 1h;
         }}
 
         location /off/ {{

@@ -46,7 +46,8 @@ fn put(p: &std::path::Path, data: &[u8]) {
 /// The body without the `<link rel="compression-dictionary" ...>` element the server inserted.
 fn without_inserted_link(body: &[u8]) -> Vec<u8> {
     let lower = body.to_ascii_lowercase();
-    let Some(at) = lower.windows(34).position(|w| w == b"<link rel=\"compression-dictionary\"") else { return body.to_vec() };
+    let needle = b"<link rel=\"compression-dictionary\"";
+    let Some(at) = lower.windows(needle.len()).position(|w| w == needle) else { return body.to_vec() };
     let end = at + lower[at..].iter().position(|&b| b == b'>').unwrap() + 1;
     let mut out = body[..at].to_vec();
     out.extend_from_slice(&body[end..]);

@@ -209,9 +209,9 @@ fn response_headers(kind: ServerKind) {
     // the ratio for the access log
     let ratio_logged = (0..100).any(|_| {
         let log = s.access_log_text();
-        let ok = log
-            .lines()
-            .any(|l| l.rsplit(' ').find(|f| !f.starts_with("coding=")).and_then(|x| x.parse::<f64>().ok()).is_some_and(|x| x > 10.0));
+        // after the request line: status, bytes, ratio (then possibly the coding)
+        let ratio = |l: &str| l.rsplit_once('"').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<f64>().ok());
+        let ok = log.lines().any(|l| ratio(l).is_some_and(|x| x > 10.0));
         if !ok {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

@@ -162,13 +162,13 @@ impl Store {
         }
     }
 
-    /// The latest version stored for `key` (a page's URI), if it is still there.
     /// How long ago the version `h` was stored (`None`: not stored).
     pub fn age(&self, h: &Hash) -> Option<std::time::Duration> {
         let stored = fs::metadata(self.version_path(h)).ok()?.modified().ok()?;
         Some(std::time::SystemTime::now().duration_since(stored).unwrap_or_default())
     }
 
+    /// The latest version stored for `key` (a page's URI), if it is still there.
     pub fn latest(&self, key: &str) -> Option<Hash> {
         let s = fs::read_to_string(self.key_path(key)).ok()?;
         let h = unhex(s.trim())?;
@@ -192,6 +192,7 @@ impl Store {
             hasher: Sha256::new(),
             len: 0,
             failed: false,
+            meta: meta.clone(),
         })
     }
 
@@ -260,6 +261,7 @@ pub struct Writer {
     hasher: Sha256,
     len: u64,
     failed: bool,
+    meta: Meta,
 }
 
 impl Writer {
@@ -316,7 +318,12 @@ impl Writer {
 
     /// Puts the version in place (unless the same one is already there)
     /// and makes it the latest for its key. Returns its hash, or `None`
-    /// when it was abandoned.
+    /// when it was abandoned. The same bytes stored for another page
+    /// (another pattern or type) take this page's metadata: the version
+    /// is served as a dictionary for the page that stored it last, which
+    /// is the page that links it next (otherwise a page whose first
+    /// version equals another page's would link a dictionary that
+    /// announces the other page's pattern, and never get dcz).
     pub fn commit(mut self) -> io::Result<Option<Hash>> {
         if self.failed {
             return Ok(None);
@@ -326,7 +333,8 @@ impl Writer {
         let dest = self.store.version_path(&h);
         let spill = self.spill.take();
         let size = self.len + self.head.len() as u64;
-        if dest.is_file() {
+        let old = fs::metadata(&dest).ok().filter(|m| m.is_file()).map(|m| m.len());
+        if old.is_some() && read_meta(&dest).as_ref() == Some(&self.meta) {
             if let Some((tmp, f)) = spill {
                 drop(f);
                 let _ = fs::remove_file(&tmp);
@@ -336,6 +344,8 @@ impl Writer {
                 let _ = f.set_modified(SystemTime::now());
             }
         } else {
+            // A new version, or the same bytes for another page (its
+            // metadata replaces the other's, in one rename).
             match spill {
                 Some((tmp, f)) => {
                     // No fsync: a version torn by a power cut fails its
@@ -352,7 +362,7 @@ impl Writer {
                     write_atomic(&dest, &data, &self.store.dir.join("tmp"))?;
                 }
             }
-            self.store.account(size as i64)?;
+            self.store.account(size as i64 - old.unwrap_or(0) as i64)?;
         }
         let key_path = self.store.key_path(&self.key);
         let hx = hex(&h);
@@ -369,6 +379,18 @@ impl Drop for Writer {
             self.abandon();
         }
     }
+}
+
+/// The metadata of the version file at `path` (its head only).
+fn read_meta(path: &Path) -> Option<Meta> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(8 + MAX_META);
+    File::open(path).ok()?.take(8 + MAX_META as u64).read_to_end(&mut head).ok()?;
+    if head.len() < 8 || &head[..4] != MAGIC {
+        return None;
+    }
+    let n = u32::from_le_bytes(head[4..8].try_into().ok()?) as usize;
+    Meta::decode(head.get(8..8 + n)?)
 }
 
 /// A version file's metadata and body; `None` if malformed.
@@ -483,6 +505,14 @@ mod tests {
         // The same version again: one file.
         assert_eq!(put(&s, "/page", &body), Some(h));
         assert_eq!(fs::read_dir(d.join("v")).unwrap().count(), 1);
+        // The same bytes for another page: one file, with that page's pattern.
+        let other = Meta { content_type: "text/html".into(), pattern: "/other".into() };
+        let mut w = s.writer("/other", &other).unwrap();
+        w.write(&body);
+        assert_eq!(w.commit().unwrap(), Some(h));
+        assert_eq!(fs::read_dir(d.join("v")).unwrap().count(), 1);
+        assert_eq!(s.get(&h), Some((other, body.clone())));
+        assert_eq!((s.latest("/page"), s.latest("/other")), (Some(h), Some(h)));
         // A flipped byte on disk: dropped, never served.
         let p = d.join("v").join(hex(&h));
         let mut data = fs::read(&p).unwrap();
