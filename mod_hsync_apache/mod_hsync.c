@@ -2,7 +2,7 @@
  * mod_hsync.c — Apache httpd 2.4 output filter "HSYNC": sends a response as
  * an hsync delta against the client's cached copy (Content-Encoding: hsync).
  *
- * A thin shim over the hsync core (core/include/hsync.h, ABI 2). It hands
+ * A thin shim over the hsync core (core/include/hsync.h, ABI 3). It hands
  * the core every request header line and every response header line httpd
  * will send, applies the header edits the core returns (whatever it
  * decided), and moves the body through the encoder. Every decision and every
@@ -15,7 +15,18 @@
  *   HsyncMaxSignature 4608
  *   HsyncCompressionLevel 0                    (0 = the core's default)
  *   HsyncVary On
- *   LogFormat "... %{hsync_ratio}n" ...
+ *   HsyncDictionary On                         (RFC 9842 dictionaries, dcz)
+ *   HsyncDictionaryStore /var/cache/apache2/hsync 64M
+ *   HsyncDictionaryMatch PATTERN               (default: the page's own path)
+ *   LogFormat "... %{hsync_ratio}n %{hsync_coding}n" ...
+ *
+ * Dictionaries (RFC 9842): with HsyncDictionary On the core may engage a
+ * response whatever its coding: dcz (against a stored version the browser
+ * names), or identity, only to copy the body into the version store and/or
+ * insert a <link rel="compression-dictionary"> into an HTML head. The
+ * filter moves every engaged body through hsync_encode alike. The module's
+ * own URLs (/.well-known/hsync/dictionary/<sha-256 hex>) are answered by a
+ * handler that runs first (hsync_dictionary_handler, see there why there).
  *
  * Ordering with mod_deflate: the filter is registered one step before
  * AP_FTYPE_CONTENT_SET (where DEFLATE and BROTLI_COMPRESS sit). When it
@@ -41,9 +52,13 @@
 #include "util_filter.h"
 #include "apr_strings.h"
 #include "apr_buckets.h"
+#include "apr_file_info.h"
+#include "apr_uri.h"
+#include "unixd.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <unistd.h>
 
 #include "hsync.h"
 
@@ -51,6 +66,7 @@ APLOG_USE_MODULE(hsync);
 
 static const char hsync_filter_name[] = "HSYNC";
 static const char hsync_note_ratio[] = "hsync_ratio";
+static const char hsync_note_coding[] = "hsync_coding";
 /* mod_filter's name for the filter of `AddOutputFilterByType HSYNC ...` */
 static const char hsync_bytype_name[] = "BYTYPE:HSYNC";
 static const char errordocs_env[] = "filter-errordocs";
@@ -68,6 +84,16 @@ typedef struct {
     apr_uint64_t max_signature;  /* UNSET_U64 = inherit */
     int level;                   /* UNSET_INT = inherit */
     int vary;                    /* UNSET_INT = inherit */
+    int dictionary;              /* HsyncDictionary; UNSET_INT = inherit */
+    const char *dict_match;      /* HsyncDictionaryMatch; NULL = inherit */
+    /* Server level only (HsyncDictionaryStore): */
+    const char *store;           /* absolute directory; NULL = inherit */
+    apr_uint64_t store_max;      /* UNSET_U64 = inherit */
+    /* "HsyncDictionary On" appears somewhere in this server's sections
+     * (server, <VirtualHost>, <Directory>, <Location>): checked against the
+     * store at startup, since per-directory configs are only merged per
+     * request. */
+    int dictionary_seen;
 } hsync_dir_conf;
 
 static void *create_hsync_config(apr_pool_t *p, char *dummy)
@@ -78,6 +104,8 @@ static void *create_hsync_config(apr_pool_t *p, char *dummy)
     c->max_signature = UNSET_U64;
     c->level = UNSET_INT;
     c->vary = UNSET_INT;
+    c->dictionary = UNSET_INT;
+    c->store_max = UNSET_U64;
     return c;
 }
 
@@ -89,6 +117,12 @@ static void *merge_hsync_config(apr_pool_t *p, void *basev, void *addv)
     c->max_signature = add->max_signature != UNSET_U64 ? add->max_signature : base->max_signature;
     c->level = add->level != UNSET_INT ? add->level : base->level;
     c->vary = add->vary != UNSET_INT ? add->vary : base->vary;
+    c->dictionary = add->dictionary != UNSET_INT ? add->dictionary : base->dictionary;
+    c->dict_match = add->dict_match ? add->dict_match : base->dict_match;
+    c->store = add->store ? add->store : base->store;
+    c->store_max = add->store_max != UNSET_U64 ? add->store_max : base->store_max;
+    /* a <Directory> of the main server applies inside virtual hosts too */
+    c->dictionary_seen = add->dictionary_seen || base->dictionary_seen;
     return c;
 }
 
@@ -115,6 +149,17 @@ static void effective_config(const hsync_dir_conf *d, const hsync_dir_conf *s, h
     else if (s && s->level != UNSET_INT)          out->level = s->level;
     if (d && d->vary != UNSET_INT)                out->vary = d->vary;
     else if (s && s->vary != UNSET_INT)           out->vary = s->vary;
+    if (d && d->dictionary != UNSET_INT)          out->dictionary = d->dictionary;
+    else if (s && s->dictionary != UNSET_INT)     out->dictionary = s->dictionary;
+    if (d && d->dict_match)                       out->dict_match = d->dict_match;
+    else if (s && s->dict_match)                  out->dict_match = s->dict_match;
+    if (out->dict_match)                          out->dict_match_len = strlen(out->dict_match);
+    /* The store is the server's (one directory shared by its children). */
+    if (s && s->store) {
+        out->store = s->store;
+        out->store_len = strlen(s->store);
+    }
+    if (s && s->store_max != UNSET_U64)           out->store_max = s->store_max;
 }
 
 static const char *parse_int(cmd_parms *cmd, const char *arg, apr_int64_t min, apr_int64_t max,
@@ -190,6 +235,81 @@ static const char *set_flag(cmd_parms *cmd, void *dcfg, int on)
     return set_value(cmd, dcfg, SET_VARY, on ? 1 : 0);
 }
 
+/* HsyncDictionary On|Off: at server level (stored in both configs, as
+ * above) and in <Directory>/<Location>, not in .htaccess: the store is the
+ * server's, and every place that turns dictionaries on is known at startup,
+ * where it is checked against HsyncDictionaryStore (hsync_check_config). */
+static const char *set_dictionary(cmd_parms *cmd, void *dcfg, int on)
+{
+    hsync_dir_conf *d = dcfg;
+    hsync_dir_conf *s = ap_get_module_config(cmd->server->module_config, &hsync_module);
+    d->dictionary = on ? 1 : 0;
+    if (!cmd->path) s->dictionary = d->dictionary;
+    if (on) s->dictionary_seen = 1;
+    return NULL;
+}
+
+static const char *set_dict_match(cmd_parms *cmd, void *dcfg, const char *arg)
+{
+    hsync_dir_conf *d = dcfg;
+    hsync_dir_conf *s = ap_get_module_config(cmd->server->module_config, &hsync_module);
+    d->dict_match = arg;
+    if (!cmd->path) s->dict_match = arg;
+    return NULL;
+}
+
+/* "64M": bytes, with an optional K, M or G (powers of 1024). */
+static const char *parse_size(cmd_parms *cmd, const char *arg, apr_uint64_t *out)
+{
+    char *end;
+    apr_int64_t v;
+    apr_uint64_t mult = 1;
+
+    errno = 0;
+    v = apr_strtoi64(arg, &end, 10);
+    if (end != arg) {
+        switch (*end) {
+        case 'k': case 'K': mult = (apr_uint64_t)1 << 10; end++; break;
+        case 'm': case 'M': mult = (apr_uint64_t)1 << 20; end++; break;
+        case 'g': case 'G': mult = (apr_uint64_t)1 << 30; end++; break;
+        default: break;
+        }
+    }
+    if (errno || end == arg || *end != '\0' || v < 0 || (apr_uint64_t)v > APR_UINT64_MAX / mult) {
+        return apr_psprintf(cmd->pool, "%s: the size must be a number of bytes with an optional K, M or G, "
+                            "not '%s'", cmd->cmd->name, arg);
+    }
+    *out = (apr_uint64_t)v * mult;
+    return NULL;
+}
+
+/* HsyncDictionaryStore PATH [SIZE]: server config and virtual hosts. A
+ * relative PATH is taken from ServerRoot, as httpd does for its other
+ * paths. The pair is checked by the core here, so that an error names
+ * this line (the same words as the nginx module). */
+static const char *set_store(cmd_parms *cmd, void *dcfg, const char *path, const char *size)
+{
+    hsync_dir_conf *s = ap_get_module_config(cmd->server->module_config, &hsync_module);
+    hsync_dir_conf *alone = create_hsync_config(cmd->temp_pool, NULL);
+    apr_uint64_t max = HSYNC_STORE_MAX_DEFAULT;
+    const char *dir, *err;
+    hsync_config c;
+    (void)dcfg;
+
+    if ((err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE)) != NULL) return err;
+    dir = ap_server_root_relative(cmd->pool, path);
+    if (!dir) return apr_pstrcat(cmd->pool, cmd->cmd->name, ": invalid path ", path, NULL);
+    if (size && (err = parse_size(cmd, size, &max)) != NULL) return err;
+    alone->store = dir;
+    alone->store_max = max;
+    effective_config(NULL, alone, &c);
+    c.dictionary = 1;
+    if ((err = core_check(cmd->pool, &c)) != NULL) return err;
+    s->store = dir;
+    s->store_max = max;
+    return NULL;
+}
+
 static const command_rec hsync_cmds[] = {
     AP_INIT_TAKE1("HsyncMinLength", set_number, (void *)SET_MIN_LENGTH, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
                   "Responses with a known length below this many bytes are sent as they are (default 256)"),
@@ -200,12 +320,24 @@ static const command_rec hsync_cmds[] = {
     AP_INIT_FLAG("HsyncVary", set_flag, NULL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
                  "On (default): responses hsync could apply to say Vary: Accept-Encoding, Hsync-Signature "
                  "also when it did not"),
+    AP_INIT_FLAG("HsyncDictionary", set_dictionary, NULL, RSRC_CONF | ACCESS_CONF,
+                 "On: compression dictionaries for browsers (RFC 9842 dcz), with the version store of "
+                 "HsyncDictionaryStore (default Off)"),
+    AP_INIT_TAKE12("HsyncDictionaryStore", set_store, NULL, RSRC_CONF,
+                   "The version store's directory, shared by the children, and its bound in bytes "
+                   "(K, M or G; default 64M)"),
+    AP_INIT_TAKE1("HsyncDictionaryMatch", set_dict_match, NULL, RSRC_CONF | ACCESS_CONF,
+                  "The URL pattern a page announces its dictionary for (default: the page's own path)"),
     { NULL }
 };
 
 /* Startup: the linked core must speak the ABI this file was compiled
- * against, and every server's settings must pass the core's check. */
-static int hsync_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *base)
+ * against, and every server's settings must pass the core's check. A
+ * check_config hook, so that `apachectl configtest` (`apache2 -t`, which
+ * stops before post_config) fails too. HsyncDictionary On anywhere in a
+ * server without a store is the core's error "dictionaries need a version
+ * store: ...", the same words as nginx's. */
+static int hsync_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *base)
 {
     server_rec *s;
     (void)pconf; (void)plog;
@@ -217,13 +349,72 @@ static int hsync_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pt
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     for (s = base; s; s = s->next) {
+        hsync_dir_conf *sc = ap_get_module_config(s->module_config, &hsync_module);
         hsync_config c;
         const char *err;
-        effective_config(NULL, ap_get_module_config(s->module_config, &hsync_module), &c);
+        effective_config(NULL, sc, &c);
+        if (sc->dictionary_seen) c.dictionary = 1;
         if ((err = core_check(ptemp, &c)) != NULL) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "%s", err);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
+    }
+    return OK;
+}
+
+/* Hands a path of the store to the children's user. */
+static void give_to_children(server_rec *s, const char *path)
+{
+    if (geteuid() != 0) return;   /* not root: the children are this user */
+    if (chown(path, ap_unixd_config.user_id, ap_unixd_config.group_id) != 0 && errno != ENOENT) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s,
+                     "hsync: cannot hand %s to the user httpd's children run as", path);
+    }
+}
+
+/* The version store, once per server with one, in the parent (as root,
+ * before the children drop privileges, as mod_cgid does for its socket):
+ * the directory is created if missing, with the subdirectories the core
+ * would create on first use (Store::open in core/src/store/mod.rs: v/, p/,
+ * tmp/), and those and the files it keeps at the top (lock, ledger) are
+ * chowned to User/Group. The children, which write the store, open it
+ * themselves; the core makes every file below v/, p/ and tmp/ as the
+ * children's user, so nothing deeper needs a chown. A directory that cannot
+ * be created stops httpd here rather than turning dictionaries off in
+ * every child. */
+static int hsync_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *base)
+{
+    static const char *const subdirs[] = { "v", "p", "tmp", NULL };
+    static const char *const files[] = { "lock", "ledger", NULL };
+    server_rec *s;
+    (void)pconf; (void)plog;
+
+    for (s = base; s; s = s->next) {
+        hsync_dir_conf *sc = ap_get_module_config(s->module_config, &hsync_module);
+        const char *const *n;
+        apr_status_t rv;
+        if (!sc->store) continue;
+        rv = apr_dir_make_recursive(sc->store, APR_FPROT_OS_DEFAULT, ptemp);
+        if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
+                         "hsync: cannot create the version store %s", sc->store);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        give_to_children(s, sc->store);
+        for (n = subdirs; *n; n++) {
+            const char *sub = apr_pstrcat(ptemp, sc->store, "/", *n, NULL);
+            rv = apr_dir_make(sub, APR_FPROT_OS_DEFAULT, ptemp);
+            if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+                ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, "hsync: cannot create %s", sub);
+            }
+            give_to_children(s, sub);
+        }
+        for (n = files; *n; n++) {
+            give_to_children(s, apr_pstrcat(ptemp, sc->store, "/", *n, NULL));
+        }
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "hsync: version store %s (%" APR_UINT64_T_FMT
+                     " bytes at most)", sc->store,
+                     sc->store_max != UNSET_U64 ? sc->store_max : (apr_uint64_t)HSYNC_STORE_MAX_DEFAULT);
     }
     return OK;
 }
@@ -235,6 +426,7 @@ typedef struct {
     apr_bucket_brigade *bb;   /* output on its way to the next filter */
     int done;
     int head;                 /* a HEAD standing for an hsync GET: no body */
+    int hold_tail;            /* sent with its length: keep the last bucket until the EOS */
 } hsync_ctx;
 
 static apr_status_t hsync_ctx_cleanup(void *data)
@@ -300,7 +492,8 @@ static void sync_request_rec(request_rec *r, const char *name, const char *value
 }
 
 /* The core's edits, applied as they are: SET replaces every line of the
- * field with one, REMOVE removes every line. */
+ * field with one, REMOVE removes every line, APPEND adds one line and keeps
+ * the others (a dictionary's `Link` beside the response's own). */
 static void apply_edits(request_rec *r, const hsync_response *resp)
 {
     const hsync_edit *e = NULL;
@@ -309,6 +502,10 @@ static void apply_edits(request_rec *r, const hsync_response *resp)
     for (i = 0; i < n; i++) {
         const char *name = apr_pstrmemdup(r->pool, e[i].name, e[i].name_len);
         const char *value = NULL;
+        if (e[i].op == HSYNC_EDIT_APPEND) {
+            apr_table_addn(r->headers_out, name, apr_pstrmemdup(r->pool, e[i].value, e[i].value_len));
+            continue;
+        }
         apr_table_unset(r->headers_out, name);
         apr_table_unset(r->err_headers_out, name);
         if (e[i].op == HSYNC_EDIT_SET) {
@@ -333,6 +530,26 @@ static int edits_remove_length(const hsync_response *resp)
     return 0;
 }
 
+/* The request target for the core (path and query, as the client sent
+ * it): r->unparsed_uri, which internal fast redirects (mod_dir's
+ * DirectoryIndex) leave alone, so that a page is stored and found under
+ * the URL the browser uses. A request in absolute form ("GET http://host/p")
+ * gives its path and query, as nginx's $request_uri does. */
+static const char *request_target(request_rec *r)
+{
+    if (r->unparsed_uri && r->unparsed_uri[0] != '/' && r->parsed_uri.hostname) {
+        return apr_uri_unparse(r->pool, &r->parsed_uri, APR_URI_UNP_OMITSITEPART);
+    }
+    return r->unparsed_uri ? r->unparsed_uri : "";
+}
+
+/* Marks a request whose response the dictionary handler made, so that the
+ * filter (on text/html, a stored page's type) leaves it as it is. */
+static int served_by_hsync(request_rec *r)
+{
+    return ap_get_module_config(r->request_config, &hsync_module) != NULL;
+}
+
 /* The one decision, on the first call: every request line and every
  * response line httpd will send go to the core; its edits are applied
  * whatever it decided. HSYNC_OK: engaged, *out holds the encoder. A HEAD
@@ -354,6 +571,11 @@ static int hsync_start(ap_filter_t *f, hsync_ctx **out)
 
     /* Sub-requests (includes) are part of their main response. */
     if (r->main) return HSYNC_DECLINED;
+    /* A dictionary the handler below sent: it is the stored bytes. */
+    if (served_by_hsync(r)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "hsync: a dictionary response, left as it is");
+        return HSYNC_DECLINED;
+    }
 
     effective_config(ap_get_module_config(r->per_dir_config, &hsync_module),
                      ap_get_module_config(r->server->module_config, &hsync_module), &cfg);
@@ -376,6 +598,8 @@ static int hsync_start(ap_filter_t *f, hsync_ctx **out)
     x.request = (const hsync_field *)req->elts;
     x.request_len = (size_t)req->nelts;
     x.status = (unsigned)r->status;
+    x.uri = request_target(r);
+    x.uri_len = strlen(x.uri);
     x.response = (const hsync_field *)res.a->elts;
     x.response_len = (size_t)res.a->nelts;
     x.content_length = -1;   /* httpd keeps it in the Content-Length line */
@@ -387,6 +611,11 @@ static int hsync_start(ap_filter_t *f, hsync_ctx **out)
     }
     if (!resp) return rc;
     apply_edits(r, resp);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "hsync: decided %s for %s %s (status %d): %s, %u edits",
+                  hsync_strerror(rc), r->method, x.uri, r->status,
+                  rc == HSYNC_OK ? (*hsync_coding(resp) ? hsync_coding(resp) : "identity (stored or linked)")
+                                 : "sent as it is",
+                  (unsigned)hsync_response_edits(resp, &(const hsync_edit *){ NULL }));
     if (rc != HSYNC_OK) {
         if (r->header_only && edits_remove_length(resp)) {
             ctx = apr_pcalloc(r->pool, sizeof(*ctx));
@@ -397,9 +626,16 @@ static int hsync_start(ap_filter_t *f, hsync_ctx **out)
         return rc;
     }
 
+    /* The coding for %{hsync_coding}n: "hsync" or "dcz"; none for a body
+     * engaged only to be stored or given a link (sent as it is). */
+    if (*hsync_coding(resp)) {
+        apr_table_setn(r->notes, hsync_note_coding, apr_pstrdup(r->pool, hsync_coding(resp)));
+    }
     ctx = apr_pcalloc(r->pool, sizeof(*ctx));
     ctx->resp = resp;
     ctx->bb = apr_brigade_create(r->pool, f->c->bucket_alloc);
+    /* (see "the last bucket" in hsync_out_filter) */
+    ctx->hold_tail = apr_table_get(r->headers_out, "Content-Length") != NULL;
     apr_pool_cleanup_register(r->pool, ctx, hsync_ctx_cleanup, apr_pool_cleanup_null);
     *out = ctx;
     return HSYNC_OK;
@@ -500,6 +736,14 @@ static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             if (hsync_ratio(ctx->resp, ratio, sizeof(ratio)) > 0) {
                 apr_table_setn(r->notes, hsync_note_ratio, apr_pstrdup(r->pool, ratio));
             }
+            if (APLOGrdebug(r)) {
+                uint64_t in = 0, out = 0;
+                hsync_stats(ctx->resp, &in, &out);
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                              "hsync: body done (%s): %" APR_UINT64_T_FMT " bytes in, %"
+                              APR_UINT64_T_FMT " bytes out", *hsync_coding(ctx->resp) ? hsync_coding(ctx->resp)
+                              : "identity", (apr_uint64_t)in, (apr_uint64_t)out);
+            }
             ctx->done = 1;
             hsync_ctx_cleanup(ctx);
             APR_BUCKET_REMOVE(e);
@@ -544,14 +788,108 @@ static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         }
 
         /* Send what is ready; the core holds at most its window. */
-        if (!APR_BRIGADE_EMPTY(ctx->bb)) {
+        if (!APR_BRIGADE_EMPTY(ctx->bb) && !ctx->hold_tail) {
             rv = ap_pass_brigade(f->next, ctx->bb);
             apr_brigade_cleanup(ctx->bb);
+            if (rv != APR_SUCCESS) return rv;
+        }
+        /* A body sent as it is with its length (only copied into the
+         * version store): all but the last bucket, which goes with the
+         * next output, a FLUSH, or the EOS. The copy is committed at the
+         * EOS (HSYNC_LAST): so the client cannot have the whole body
+         * before the version is stored, and a browser that loads the page
+         * again at once (on another connection, maybe in another child)
+         * finds it. Without this, a response of known length was complete
+         * on the client's side while mod_proxy had not yet sent the EOS.
+         * (A body without a length ends with the last chunk, after the
+         * EOS: nothing to hold.) */
+        else if (!APR_BRIGADE_EMPTY(ctx->bb)) {
+            apr_bucket *tail = APR_BRIGADE_LAST(ctx->bb);
+            APR_BUCKET_REMOVE(tail);
+            rv = APR_SUCCESS;
+            if (!APR_BRIGADE_EMPTY(ctx->bb)) {
+                rv = ap_pass_brigade(f->next, ctx->bb);
+                apr_brigade_cleanup(ctx->bb);
+            }
+            APR_BRIGADE_INSERT_TAIL(ctx->bb, tail);
             if (rv != APR_SUCCESS) return rv;
         }
     }
 
     return APR_SUCCESS;
+}
+
+/* ------------------------------------------------------ dictionary URLs */
+
+static apr_status_t hsync_served_cleanup(void *data)
+{
+    hsync_response_free(data);
+    return APR_SUCCESS;
+}
+
+/* The module's own URLs, /.well-known/hsync/dictionary/<sha-256 hex>: the
+ * core recognizes them (hsync_serve) and makes the whole response from the
+ * version store; the shim only sends it.
+ *
+ * Why a handler hook, run first (APR_HOOK_REALLY_FIRST), and not
+ * quick_handler or translate_name: HsyncDictionary must be On *for that
+ * URL*, and the per-directory configuration is complete only once the
+ * location, directory and file walks are done, after translate_name (a
+ * quick_handler sees the server's defaults only; translate_name sees
+ * <Location> but no <Directory>). A handler also honours the URL's access
+ * control (Require), as a dictionary must be no easier to read than the
+ * page it came from. Run first, it answers whatever would otherwise handle
+ * the URL: the default handler of a static directory (where the file does
+ * not exist), mod_proxy's handler (ProxyPass sets r->handler to
+ * proxy-server in translate_name, but every handler hook is offered the
+ * request in turn, ours before it), a FastCGI or any other SetHandler. */
+static int hsync_dictionary_handler(request_rec *r)
+{
+    hsync_config cfg;
+    hsync_exchange x;
+    hsync_response *resp = NULL;
+    const uint8_t *body = NULL;
+    size_t len;
+    apr_bucket_brigade *bb;
+    int rc;
+
+    /* Sub-requests are parts of a page, never a browser's fetch of a dictionary. */
+    if (r->main) return DECLINED;
+    effective_config(ap_get_module_config(r->per_dir_config, &hsync_module),
+                     ap_get_module_config(r->server->module_config, &hsync_module), &cfg);
+    if (!cfg.dictionary) return DECLINED;
+
+    memset(&x, 0, sizeof(x));
+    x.method = r->method;
+    x.method_len = strlen(r->method);
+    x.uri = request_target(r);
+    x.uri_len = strlen(x.uri);
+    x.content_length = -1;
+    rc = hsync_serve(&cfg, &x, &resp);
+    if (rc != HSYNC_OK) {
+        hsync_response_free(resp);
+        return DECLINED;   /* not one of ours: the URL's own handler */
+    }
+    /* The body lives in the handle: freed with the request, after the
+     * response has gone (buckets before the request's EOR are written
+     * before its pool is destroyed). */
+    apr_pool_cleanup_register(r->pool, resp, hsync_served_cleanup, apr_pool_cleanup_null);
+    ap_set_module_config(r->request_config, &hsync_module, resp);
+
+    r->status = (int)hsync_response_status(resp);
+    apply_edits(r, resp);   /* the response's fields, all SET */
+    len = hsync_response_body(resp, &body);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "hsync: dictionary %s: status %d, %lu bytes",
+                  x.uri, r->status, (unsigned long)len);
+
+    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    if (len > 0 && !r->header_only) {
+        /* Transient: a filter that keeps the bytes past its call copies them. */
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create((const char *)body, len,
+                                                                r->connection->bucket_alloc));
+    }
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(r->connection->bucket_alloc));
+    return ap_pass_brigade_fchk(r, bb, "hsync: sending a dictionary");
 }
 
 /* ------------------------------------------------------- 304 and mod_filter */
@@ -635,7 +973,9 @@ static void register_hooks(apr_pool_t *p)
     nm_open_rec = ap_register_output_filter("HSYNC_304_OPEN", nm_open_filter, NULL, AP_FTYPE_RESOURCE);
     nm_close_rec = ap_register_output_filter("HSYNC_304_CLOSE", nm_close_filter, NULL, AP_FTYPE_RESOURCE);
     ap_hook_insert_filter(hsync_insert_filter, after_filter, NULL, APR_HOOK_LAST);
+    ap_hook_check_config(hsync_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(hsync_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(hsync_dictionary_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
 }
 
 module AP_MODULE_DECLARE_DATA hsync_module = {

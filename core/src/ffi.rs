@@ -219,8 +219,10 @@ impl Body {
         let bytes: &[u8] = match &mut self.insert {
             Some(ins) => {
                 ins.feed(data, &mut piece);
-                if flush || last {
+                if last {
                     ins.flush(&mut piece);
+                } else if flush {
+                    ins.flush_partial(&mut piece);
                 }
                 &piece
             }

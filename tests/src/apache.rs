@@ -6,7 +6,9 @@
 //! The generated httpd.conf loads only what is needed from
 //! /usr/lib/apache2/modules (mpm_event; authz_core, mime, filter, deflate,
 //! headers, lua, proxy, proxy_http; log_config and unixd are built in) and
-//! serves the locations of [`Options`]:
+//! serves the locations of [`Options`] (with `Options.dictionary`,
+//! `HsyncDictionary On` and its store in `<instance dir>/store`; the access
+//! log ends with ` coding=%{hsync_coding}n`):
 //!
 //! * `/`       the docroot; `AddOutputFilterByType HSYNC text/html`
 //!   (and `DEFLATE` with `gzip`);
@@ -189,6 +191,9 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     load(&mut c, "filter_module", "mod_filter.so");
     load(&mut c, "deflate_module", "mod_deflate.so");
     load(&mut c, "headers_module", "mod_headers.so");
+    // mod_expires sets Cache-Control where HSYNC sees it (a page's
+    // freshness); mod_headers' `Header set` acts in a filter after HSYNC.
+    load(&mut c, "expires_module", "mod_expires.so");
     load(&mut c, "lua_module", "mod_lua.so");
     load(&mut c, "proxy_module", "mod_proxy.so");
     load(&mut c, "proxy_http_module", "mod_proxy_http.so");
@@ -214,7 +219,10 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     let types = dir.join("mime.types");
     let _ = std::fs::write(&types, "text/html html\ntext/plain txt\n");
     let _ = writeln!(c, "TypesConfig {}", q(&types));
-    let _ = writeln!(c, "LogFormat \"%h \\\"%r\\\" %>s %b %{{hsync_ratio}}n\" hsync\nCustomLog {} hsync", q(&dir.join("access.log")));
+    // The ratio, then (with the module) the coding: `coding=dcz`, `coding=hsync`, `coding=-`.
+    let coding = if opts.module { " coding=%{hsync_coding}n" } else { "" };
+    let _ =
+        writeln!(c, "LogFormat \"%h \\\"%r\\\" %>s %b %{{hsync_ratio}}n{coding}\" hsync\nCustomLog {} hsync", q(&dir.join("access.log")));
 
     let _ = writeln!(c, "DocumentRoot {}", q(&docroot));
     let _ = writeln!(
@@ -262,6 +270,16 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
         }
         if let Some(v) = extra.level {
             let _ = writeln!(c, "HsyncCompressionLevel {v}");
+        }
+        if let Some(d) = &opts.dictionary {
+            // The store in the instance's directory: created at startup and
+            // handed to the children's user by the module.
+            let size = d.store_max.map(|n| format!(" {n}")).unwrap_or_default();
+            let _ = writeln!(c, "HsyncDictionary On\nHsyncDictionaryStore {}{size}", q(&dir.join("store")));
+            if let Some(p) = &d.pattern {
+                // httpd's quoting: only a quote is escaped; backslashes stay as they are.
+                let _ = writeln!(c, "HsyncDictionaryMatch \"{}\"", p.replace('"', "\\\""));
+            }
         }
         // /off/: no HSYNC (the chain is emptied there; DEFLATE comes back with gzip)
         let _ = writeln!(c, "<Location /off/>\n    FilterChain !");

@@ -13,6 +13,8 @@ pub const SCAN: usize = 16 << 10;
 pub struct Inserter {
     element: Vec<u8>,
     held: Vec<u8>,
+    /// Bytes of the page looked at so far (held or passed on).
+    seen: usize,
     done: bool,
     /// Whether the element went in.
     pub inserted: bool,
@@ -20,7 +22,7 @@ pub struct Inserter {
 
 impl Inserter {
     pub fn new(element: impl Into<Vec<u8>>) -> Inserter {
-        Inserter { element: element.into(), held: Vec::new(), done: false, inserted: false }
+        Inserter { element: element.into(), held: Vec::new(), seen: 0, done: false, inserted: false }
     }
 
     /// Feeds a piece of the page; appends what can go on to `out`.
@@ -30,6 +32,7 @@ impl Inserter {
             return;
         }
         self.held.extend_from_slice(data);
+        self.seen += data.len();
         match find_head_end(&self.held) {
             Some(at) => {
                 out.extend_from_slice(&self.held[..at]);
@@ -38,7 +41,7 @@ impl Inserter {
                 self.inserted = true;
                 self.release();
             }
-            None if self.held.len() >= SCAN => {
+            None if self.seen >= SCAN => {
                 out.extend_from_slice(&self.held);
                 self.release();
             }
@@ -46,7 +49,7 @@ impl Inserter {
         }
     }
 
-    /// The end of the page (or a flush the server asked for): whatever is held.
+    /// The end of the page: whatever is held.
     pub fn flush(&mut self, out: &mut Vec<u8>) {
         if !self.done {
             out.extend_from_slice(&self.held);
@@ -54,9 +57,37 @@ impl Inserter {
         }
     }
 
+    /// A flush the server asked for before the end (a proxy whose backend
+    /// paused): what is held goes on, but for the start of a `<head` tag
+    /// cut by the pause, and the tag is still looked for in what follows
+    /// (up to [`SCAN`] bytes in all), so that a page flushed before its
+    /// `<head>` still gets the element.
+    pub fn flush_partial(&mut self, out: &mut Vec<u8>) {
+        if !self.done {
+            let keep = partial_tag_start(&self.held);
+            out.extend_from_slice(&self.held[..keep]);
+            self.held.drain(..keep);
+        }
+    }
+
     fn release(&mut self) {
         self.done = true;
         self.held = Vec::new();
+    }
+}
+
+/// Where a `<head` tag that the rest of the page may complete begins in
+/// `b` (`b.len()` when there is none).
+fn partial_tag_start(b: &[u8]) -> usize {
+    let Some(i) = b.iter().rposition(|&c| c == b'<') else { return b.len() };
+    let t = &b[i..];
+    let n = t.len().min(5);
+    let prefix = t[..n].eq_ignore_ascii_case(&b"<head"[..n]);
+    let open = t.len() <= 5 || ((t[5].is_ascii_whitespace() || t[5] == b'/') && !t.contains(&b'>'));
+    if prefix && open {
+        i
+    } else {
+        b.len()
     }
 }
 
@@ -103,6 +134,34 @@ mod tests {
         let (out, ok) = run(b"<html><head><meta charset=utf-8>", 2);
         assert!(ok);
         assert_eq!(out, b"<html><head><link rel=x><meta charset=utf-8>".to_vec());
+    }
+
+    #[test]
+    fn a_flush_before_the_head_tag_does_not_lose_it() {
+        let page = b"<!doctype html>\n<html lang=en>\n<head><title>t</title></head>";
+        for cut in 1..page.len() {
+            for (a, b) in [(cut, cut), (cut.saturating_sub(3), cut)] {
+                let mut ins = Inserter::new(&b"<link rel=x>"[..]);
+                let mut out = Vec::new();
+                ins.feed(&page[..a], &mut out);
+                ins.flush_partial(&mut out);
+                ins.feed(&page[a..b], &mut out);
+                ins.flush_partial(&mut out);
+                ins.feed(&page[b..], &mut out);
+                ins.flush(&mut out);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    "<!doctype html>\n<html lang=en>\n<head><link rel=x><title>t</title></head>",
+                    "flushed at {a} and {b}"
+                );
+            }
+        }
+        // What a flush passes on before the tag is out at once.
+        let mut ins = Inserter::new(&b"<link rel=x>"[..]);
+        let mut out = Vec::new();
+        ins.feed(b"<!doctype html><html><he", &mut out);
+        ins.flush_partial(&mut out);
+        assert_eq!(out, b"<!doctype html><html>".to_vec());
     }
 
     #[test]
