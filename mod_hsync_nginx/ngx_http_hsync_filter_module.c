@@ -142,6 +142,21 @@ static ngx_http_hsync_special_t  ngx_http_hsync_specials[] = {
 };
 
 
+/*
+ * The default hsync_types: pages, and feeds as Debian's nginx types them
+ * (mime.types maps .atom, .rss and .xml to these), since feed readers
+ * poll the same URL again and again. An hsync_types list always has
+ * text/html too, as gzip_types does.
+ */
+static ngx_str_t  ngx_http_hsync_default_types[] = {
+    ngx_string("text/html"),
+    ngx_string("application/atom+xml"),
+    ngx_string("application/rss+xml"),
+    ngx_string("text/xml"),
+    ngx_null_string
+};
+
+
 static ngx_command_t  ngx_http_hsync_filter_commands[] = {
 
     { ngx_string("hsync"),
@@ -1517,7 +1532,7 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (ngx_http_merge_types(cf, &conf->types_keys, &conf->types,
                              &prev->types_keys, &prev->types,
-                             ngx_http_html_default_types)
+                             ngx_http_hsync_default_types)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;
