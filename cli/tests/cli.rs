@@ -92,6 +92,18 @@ fn help_for_every_command() {
     }
     let o = hsync().arg("nope").output().unwrap();
     assert!(!o.status.success());
+    let o = ok(hsync().args(["proxy", "--help"]).output().unwrap());
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("--access-log <FILE>") && help.contains("--log-level <LEVEL>") && help.contains("debug"), "{help}");
+}
+
+#[test]
+fn proxy_refuses_a_bad_log_level() {
+    let o = hsync().args(["proxy", "--log-level", "loud"]).output().unwrap();
+    assert!(!o.status.success());
+    let o = hsync().args(["proxy", "--listen", "127.0.0.1:1"]).env("HSYNC_LOG_LEVEL", "loud").output().unwrap();
+    one_line_error(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HSYNC_LOG_LEVEL"));
 }
 
 #[test]

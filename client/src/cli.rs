@@ -71,6 +71,15 @@ pub struct ProxyArgs {
     /// Do not remember or offer compression dictionaries (RFC 9842, dcz)
     #[arg(long)]
     pub no_dictionary: bool,
+    /// Append the access lines (one per request: time, client, method, URL,
+    /// status, cache result, bytes from the origin, bytes delivered,
+    /// milliseconds) to FILE instead of stderr
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
+    /// How much to log: lines of LEVEL and more severe (the access lines
+    /// are info, with --access-log too) [default: $HSYNC_LOG_LEVEL, or info]
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<crate::log::Level>,
 }
 
 /// `$XDG_CACHE_HOME/hsync` or `~/.cache/hsync`.
@@ -269,6 +278,22 @@ fn write_atomic(p: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 pub fn proxy(args: ProxyArgs) -> ExitCode {
+    let level = match args.log_level {
+        Some(l) => l,
+        None => match std::env::var("HSYNC_LOG_LEVEL") {
+            Ok(v) if !v.trim().is_empty() => match v.parse() {
+                Ok(l) => l,
+                Err(e) => return fail(format!("HSYNC_LOG_LEVEL: {e}")),
+            },
+            _ => crate::log::Level::Info,
+        },
+    };
+    let log = match crate::log::Logger::new(level, args.access_log.as_deref()) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            return fail(format!("access log {}: {e}", args.access_log.as_ref().map(|p| p.display().to_string()).unwrap_or_default()))
+        }
+    };
     let dir = args.cache.clone().unwrap_or_else(|| default_cache_dir().join("proxy"));
     let cache = match DiskCache::open(&dir, args.max_size) {
         Ok(c) => Arc::new(c),
@@ -283,7 +308,7 @@ pub fn proxy(args: ProxyArgs) -> ExitCode {
         ..Default::default()
     };
     let fetcher = Arc::new(Fetcher::new(cache, opts));
-    let cfg = ProxyConfig { stale_notice: !args.no_stale_notice, timeout, connect_ports: args.connect_ports.clone() };
+    let cfg = ProxyConfig { stale_notice: !args.no_stale_notice, timeout, connect_ports: args.connect_ports.clone(), log };
     let rt = match runtime() {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -293,7 +318,8 @@ pub fn proxy(args: ProxyArgs) -> ExitCode {
             Ok(x) => x,
             Err(e) => return fail(format!("listen on {}: {e}", args.listen)),
         };
-        eprintln!("hsync proxy listening on http://{addr}/ (cache {})", dir.display());
+        let access = args.access_log.as_ref().map(|p| format!(", access log {}", p.display())).unwrap_or_default();
+        eprintln!("hsync proxy listening on http://{addr}/ (cache {}{access})", dir.display());
         let _ = handle.await;
         ExitCode::SUCCESS
     })

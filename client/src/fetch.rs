@@ -173,6 +173,9 @@ pub struct Outcome {
 pub struct FetchError {
     pub message: String,
     pub timeout: bool,
+    /// The origin could not be reached, or the exchange broke off (network
+    /// trouble or a timeout), rather than an unusable answer.
+    pub unreachable: bool,
 }
 
 impl std::fmt::Display for FetchError {
@@ -185,10 +188,10 @@ impl std::error::Error for FetchError {}
 
 impl FetchError {
     fn new(m: impl Into<String>) -> Self {
-        FetchError { message: m.into(), timeout: false }
+        FetchError { message: m.into(), timeout: false, unreachable: false }
     }
     fn timeout(m: impl Into<String>) -> Self {
-        FetchError { message: m.into(), timeout: true }
+        FetchError { message: m.into(), timeout: true, unreachable: false }
     }
 }
 
@@ -647,11 +650,18 @@ impl Fetcher {
     /// Cookie or Authorization, never a response a shared cache could not
     /// serve to the other caller.
     pub async fn fetch(&self, uri: &Uri, user_headers: &HeaderMap, progress: Option<Progress>) -> Shared {
+        self.fetch_joined(uri, user_headers, progress).await.0
+    }
+
+    /// [`Fetcher::fetch`], also saying whether the result is another
+    /// request's, taken without an exchange of this request's own (`true`:
+    /// its bytes on the wire were counted for that request).
+    pub async fn fetch_joined(&self, uri: &Uri, user_headers: &HeaderMap, progress: Option<Progress>) -> (Shared, bool) {
         let alone = |progress: Option<Progress>| async move {
             self.fetch_uncoalesced(uri, user_headers, progress).await.map(Arc::new).map_err(Arc::new)
         };
         if personal(user_headers) {
-            return alone(progress).await;
+            return (alone(progress).await, false);
         }
         let key = uri.to_string();
         let mine = Self::logical_request(uri, user_headers).headers;
@@ -668,7 +678,7 @@ impl Fetcher {
                 }
             }
         };
-        let Some(flight) = flight else { return alone(progress).await };
+        let Some(flight) = flight else { return (alone(progress).await, false) };
         let leave = Leave { map: &self.inflight, key, flight };
         let mut ran = false;
         let (runner, res) = leave
@@ -684,8 +694,8 @@ impl Fetcher {
             .clone();
         drop(leave);
         match &res {
-            Ok(o) if !ran && !shareable(uri, &runner, &mine, o) => alone(progress).await,
-            _ => res,
+            Ok(o) if !ran && !shareable(uri, &runner, &mine, o) => (alone(progress).await, false),
+            _ => (res, !ran),
         }
     }
 
@@ -1090,7 +1100,8 @@ impl Fetcher {
                     self.stats.wire.fetch_add(wire, Ordering::Relaxed);
                     return Err(err);
                 }
-                Err(Failure::Net(err)) => {
+                Err(Failure::Net(mut err)) => {
+                    err.unreachable = true;
                     self.stats.wire.fetch_add(wire, Ordering::Relaxed);
                     // `entry` is the variant matching this request, if any.
                     let Some(e) = entry else { return Err(err) };

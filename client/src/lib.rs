@@ -4,6 +4,7 @@ pub mod cache;
 pub mod cli;
 pub mod dict;
 pub mod fetch;
+pub mod log;
 pub mod proxy;
 
 pub use cache::DiskCache;

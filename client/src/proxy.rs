@@ -5,11 +5,16 @@
 //! both ways. The proxy's own status page answers at `http://hsync.proxy/`
 //! and at `/` on a loopback address on the proxy's port, and to no other
 //! Host (so a web page cannot read it by DNS rebinding).
+//!
+//! Every request gets an access line when its response is done (see
+//! [`crate::log`] and the README); origins that cannot be reached, and the
+//! stale copies served because of it, a warning.
 
 use crate::fetch::{empty_body, strip_hop_by_hop, BoxError, Fetcher, Outcome, Source};
+use crate::log::{Level, Logger};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -35,11 +40,13 @@ pub struct ProxyConfig {
     pub timeout: Duration,
     /// The ports CONNECT may reach (anything else gets 403): 443 by default.
     pub connect_ports: Vec<u16>,
+    /// Where access lines and warnings go (by default nowhere).
+    pub log: Arc<Logger>,
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        ProxyConfig { stale_notice: true, timeout: Duration::from_secs(5), connect_ports: vec![443] }
+        ProxyConfig { stale_notice: true, timeout: Duration::from_secs(5), connect_ports: vec![443], log: Arc::new(Logger::default()) }
     }
 }
 
@@ -111,6 +118,101 @@ impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Watched<B> {
     }
 }
 
+/// The access line's result for a response the proxy made itself (its status
+/// page, a refused request), with no cache lookup and no origin.
+pub const NONE: &str = "NONE";
+
+/// What the access line says of a response besides the request and its body.
+struct Note {
+    /// MISS, HIT, DELTA, DCZ, REVALIDATED, STALE, PASS or NONE.
+    result: &'static str,
+    /// Bytes received from the origin; `None`: the body's bytes (a forwarded response, passed on as it came).
+    wire: Option<u64>,
+}
+
+impl Note {
+    fn own() -> Note {
+        Note { result: NONE, wire: Some(0) }
+    }
+    fn pass_failed() -> Note {
+        Note { result: Source::Pass.as_str(), wire: Some(0) }
+    }
+}
+
+/// The start of a request's access line: when, who, what.
+#[derive(Clone)]
+struct Access {
+    log: Arc<Logger>,
+    at: SystemTime,
+    start: Instant,
+    /// `CLIENT METHOD URL`.
+    head: String,
+}
+
+impl Access {
+    fn write(&self, status: u16, result: &str, wire: u64, delivered: u64) {
+        let ms = self.start.elapsed().as_millis();
+        self.log.access(self.at, &format!("{} {status} {result} {wire} {delivered} {ms}", self.head));
+    }
+}
+
+/// A response body that counts what it delivers and writes the access line
+/// when it is dropped: after the last byte, or when the client went away.
+struct LoggedBody {
+    inner: RespBody,
+    delivered: u64,
+    line: Option<(Access, u16, &'static str, Option<u64>)>,
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.delivered += d.len() as u64;
+            }
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some((a, status, result, wire)) = self.line.take() {
+            a.write(status, result, wire.unwrap_or(self.delivered), self.delivered);
+        }
+    }
+}
+
+/// An error and its causes, `a: b: c` (hyper's own says only "client error (Connect)").
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The URL as logged: without user:password@ in the authority.
+fn log_url(u: &Uri) -> String {
+    let s = u.to_string();
+    match u.authority().map(|a| a.as_str()) {
+        Some(a) if a.contains('@') => s.replacen(a, a.rsplit('@').next().unwrap_or(""), 1),
+        _ => s,
+    }
+}
+
 /// Binds `addr` and serves in the background; returns the bound address.
 pub async fn spawn(addr: &str, fetcher: Arc<Fetcher>, cfg: ProxyConfig) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
@@ -125,7 +227,8 @@ impl Proxy {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(s) => s,
-                Err(_) => {
+                Err(e) => {
+                    self.cfg.log.error(format!("accept: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -157,8 +260,28 @@ impl Proxy {
     }
 
     async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+        let access = self.cfg.log.enabled(Level::Info).then(|| Access {
+            log: self.cfg.log.clone(),
+            at: SystemTime::now(),
+            start: Instant::now(),
+            head: format!("{} {} {}", peer.ip().to_canonical(), req.method(), log_url(req.uri())),
+        });
+        let connect = req.method() == Method::CONNECT;
+        let (resp, note) = self.route(req, peer, access.clone()).await;
+        let Some(access) = access else { return resp };
+        if connect && resp.status() == StatusCode::OK {
+            // The tunnel writes its line when it closes.
+            return resp;
+        }
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let body = LoggedBody { inner: body, delivered: 0, line: Some((access, status, note.result, note.wire)) };
+        Response::from_parts(parts, body.boxed_unsync())
+    }
+
+    async fn route(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr, access: Option<Access>) -> (Resp, Note) {
         if req.method() == Method::CONNECT {
-            return self.connect(req).await;
+            return self.connect(req, access).await;
         }
         let own = match req.uri().authority() {
             // Absolute form: a request for the proxy itself, or one to forward.
@@ -167,16 +290,17 @@ impl Proxy {
             // Host is a page that had its name resolved to us (DNS rebinding): no status page.
             None => {
                 let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) else {
-                    return text(StatusCode::BAD_REQUEST, "hsync proxy: Host required\n");
+                    return (text(StatusCode::BAD_REQUEST, "hsync proxy: Host required\n"), Note::own());
                 };
                 if !self.is_own_host(host) {
-                    return text(
+                    let r = text(
                         StatusCode::FORBIDDEN,
                         format!(
                             "hsync proxy: unknown host; the status page is at http://{STATUS_HOST}/ or http://127.0.0.1:{}/\n",
                             self.local.port()
                         ),
                     );
+                    return (r, Note::own());
                 }
                 true
             }
@@ -185,7 +309,7 @@ impl Proxy {
             // Which URLs are cached is the browsing history of the proxy's
             // users: a shared proxy lists them only to this machine.
             let urls = !self.fetcher.opts.shared || peer.ip().to_canonical().is_loopback();
-            return match req.uri().path() {
+            let r = match req.uri().path() {
                 "/" | "/index.html" => self.status_page(urls),
                 "/status.json" => self.status_json(urls),
                 _ => text(
@@ -193,6 +317,7 @@ impl Proxy {
                     "hsync proxy: send absolute-form requests (configure me as an HTTP proxy); the status page is at /\n",
                 ),
             };
+            return (r, Note::own());
         }
         let cacheable = req.method() == Method::GET
             && matches!(req.uri().scheme_str(), Some("http") | Some("https"))
@@ -202,21 +327,41 @@ impl Proxy {
         }
         let uri = req.uri().clone();
         let headers = req.headers().clone();
-        match self.fetcher.fetch(&uri, &headers, None).await {
+        let log = &self.cfg.log;
+        let (res, joined) = self.fetcher.fetch_joined(&uri, &headers, None).await;
+        match res {
             Ok(o) => {
+                if !joined {
+                    if let Some(r) = &o.delta_failed {
+                        log.debug(format!("{}: {r}; refetched without a signature", log_url(&uri)));
+                    }
+                }
+                if let Some(r) = &o.stale_reason {
+                    log.warn(format!("origin unreachable, serving the stale copy from {}: {}: {r}", fmt_time(o.fetched_at), log_url(&uri)));
+                }
                 if !o.dictionary_links.is_empty() {
                     // Announced dictionaries are fetched in the background, once each.
                     let f = self.fetcher.clone();
                     let o = o.clone();
+                    let log = log.clone();
                     tokio::spawn(async move {
-                        f.fetch_dictionaries(&o).await;
+                        for (u, r) in f.fetch_dictionaries(&o).await {
+                            match r {
+                                Ok(n) => log.debug(format!("dictionary {u}: {n} bytes kept")),
+                                Err(e) => log.debug(format!("dictionary {u}: not kept: {e}")),
+                            }
+                        }
                     });
                 }
-                self.respond(&headers, &o)
+                // A request that took another's result received nothing itself: its bytes are on that line.
+                let note = Note { result: o.source.as_str(), wire: Some(if joined { 0 } else { o.wire_bytes }) };
+                (self.respond(&headers, &o), note)
             }
             Err(e) => {
+                let what = if e.unreachable { "origin unreachable" } else { "origin failed" };
+                log.warn(format!("{what}, no copy to serve: {}: {e}", log_url(&uri)));
                 let status = if e.timeout { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
-                text(status, format!("hsync proxy: {uri}: {e}\n"))
+                (text(status, format!("hsync proxy: {uri}: {e}\n")), Note { result: Source::Full.as_str(), wire: Some(0) })
             }
         }
     }
@@ -265,39 +410,55 @@ impl Proxy {
         r
     }
 
-    async fn connect(&self, req: Request<Incoming>) -> Resp {
+    /// A tunnel; its access line (`200 PASS`, the bytes from the origin both
+    /// as on the wire and delivered) is written when it closes.
+    async fn connect(&self, req: Request<Incoming>, access: Option<Access>) -> (Resp, Note) {
         let Some((target, port)) = req.uri().authority().and_then(|a| Some((a.to_string(), a.port_u16()?))) else {
-            return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+            return (text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n"), Note::own());
         };
         if !self.cfg.connect_ports.contains(&port) {
-            return text(StatusCode::FORBIDDEN, format!("hsync proxy: CONNECT to port {port} is not allowed (see --connect-port)\n"));
+            let r = text(StatusCode::FORBIDDEN, format!("hsync proxy: CONNECT to port {port} is not allowed (see --connect-port)\n"));
+            return (r, Note::own());
         }
         let upstream = match tokio::time::timeout(self.cfg.timeout, TcpStream::connect(&target)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {target}: {e}\n")),
-            Err(_) => return text(StatusCode::GATEWAY_TIMEOUT, format!("hsync proxy: {target}: connect timed out\n")),
+            Ok(Err(e)) => {
+                self.cfg.log.warn(format!("origin unreachable: CONNECT {target}: {e}"));
+                return (text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {target}: {e}\n")), Note::pass_failed());
+            }
+            Err(_) => {
+                self.cfg.log.warn(format!("origin unreachable: CONNECT {target}: connect timed out"));
+                return (text(StatusCode::GATEWAY_TIMEOUT, format!("hsync proxy: {target}: connect timed out\n")), Note::pass_failed());
+            }
         };
         tokio::spawn(async move {
             let mut upstream = upstream;
+            let mut down = 0;
             if let Ok(up) = hyper::upgrade::on(req).await {
                 let mut client = TokioIo::new(up);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                if let Ok((_, d)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    down = d;
+                }
+            }
+            if let Some(a) = access {
+                a.write(200, Source::Pass.as_str(), down, down);
             }
         });
-        Response::new(empty_body())
+        (Response::new(empty_body()), Note::pass_failed())
     }
 
     /// Anything not cached: forwarded as it is, both bodies streamed (never
     /// held whole), the request body bounded by the fetcher's `max_body`.
-    async fn forward(&self, req: Request<Incoming>) -> Resp {
+    async fn forward(&self, req: Request<Incoming>) -> (Resp, Note) {
         let (mut parts, body) = req.into_parts();
         if parts.uri.authority().is_none() {
-            return text(StatusCode::BAD_REQUEST, "hsync proxy: absolute-form request expected\n");
+            return (text(StatusCode::BAD_REQUEST, "hsync proxy: absolute-form request expected\n"), Note::own());
         }
+        let (url, method) = (log_url(&parts.uri), parts.method.clone());
         let max = self.fetcher.opts.max_body;
         let too_large = || text(StatusCode::PAYLOAD_TOO_LARGE, format!("hsync proxy: request body over the limit of {max} bytes\n"));
         if body.size_hint().lower() > max {
-            return too_large();
+            return (too_large(), Note::own());
         }
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
@@ -317,20 +478,24 @@ impl Proxy {
                 r = &mut request => break r,
                 _ = tokio::time::sleep_until(idle_until.into()) => {
                     if start + Duration::from_millis(last.load(Ordering::Relaxed)) + timeout <= Instant::now() {
-                        return text(StatusCode::GATEWAY_TIMEOUT, "hsync proxy: origin did not answer in time\n");
+                        self.cfg.log.warn(format!("origin unreachable: {method} {url}: no answer in time"));
+                        return (text(StatusCode::GATEWAY_TIMEOUT, "hsync proxy: origin did not answer in time\n"), Note::pass_failed());
                     }
                 }
             }
         };
         let resp = match resp {
             Ok(r) => r,
-            Err(_) if over_limit.load(Ordering::Relaxed) => return too_large(),
-            Err(e) => return text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {e}\n")),
+            Err(_) if over_limit.load(Ordering::Relaxed) => return (too_large(), Note::pass_failed()),
+            Err(e) => {
+                self.cfg.log.warn(format!("origin unreachable: {method} {url}: {}", with_sources(&e)));
+                return (text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {e}\n")), Note::pass_failed());
+            }
         };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.append(header::VIA, HeaderValue::from_static("1.1 hsync"));
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+        (Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()), Note { result: Source::Pass.as_str(), wire: None })
     }
 
     fn totals(&self) -> (u64, u64, u64) {
