@@ -31,6 +31,13 @@
 #define HSYNC_ABI_VERSION 4
 
 /*
+ The most body bytes a server buffers for `hsync_feed_process`
+ (`FEED_MAX_BYTES`, 4 MiB): past it, it sends the held headers
+ unchanged, the buffered bytes, then the rest as it comes.
+ */
+#define HSYNC_FEED_MAX_BYTES (4 << 20)
+
+/*
  Flags of [`hsync_encode`]: the server is flushing.
  */
 #define HSYNC_FLUSH 1

@@ -45,7 +45,8 @@ pub const HSYNC_ABI_VERSION: u32 = 4;
 /// The most body bytes a server buffers for `hsync_feed_process`
 /// (`FEED_MAX_BYTES`, 4 MiB): past it, it sends the held headers
 /// unchanged, the buffered bytes, then the rest as it comes.
-pub const HSYNC_FEED_MAX_BYTES: usize = crate::limits::FEED_MAX_BYTES;
+pub const HSYNC_FEED_MAX_BYTES: usize = 4 << 20;
+const _: () = assert!(HSYNC_FEED_MAX_BYTES == crate::limits::FEED_MAX_BYTES);
 
 /// Flags of [`hsync_encode`]: the server is flushing.
 pub const HSYNC_FLUSH: c_uint = 1;
