@@ -136,7 +136,7 @@ static ngx_int_t ngx_http_hsync_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_hsync_fields(ngx_http_request_t *r,
     ngx_list_t *headers, ngx_uint_t live_only, const hsync_field *extra,
-    const hsync_field **fields, size_t *n);
+    size_t nextra, const hsync_field **fields, size_t *n);
 static ngx_int_t ngx_http_hsync_content_type(ngx_http_request_t *r,
     hsync_field *f);
 static ngx_int_t ngx_http_hsync_apply(ngx_http_request_t *r,
@@ -401,12 +401,14 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_hsync_exchange(ngx_http_request_t *r, hsync_exchange *x)
 {
-    hsync_field  *type;
+    u_char       *p;
+    size_t        nextra;
+    hsync_field  *extra;
 
     ngx_memzero(x, sizeof(hsync_exchange));
 
-    type = ngx_palloc(r->pool, sizeof(hsync_field));
-    if (type == NULL) {
+    extra = ngx_pcalloc(r->pool, 2 * sizeof(hsync_field));
+    if (extra == NULL) {
         return NGX_ERROR;
     }
 
@@ -423,12 +425,39 @@ ngx_http_hsync_exchange(ngx_http_request_t *r, hsync_exchange *x)
     x->uri = (const char *) r->unparsed_uri.data;
     x->uri_len = r->unparsed_uri.len;
 
-    if (ngx_http_hsync_content_type(r, type) != NGX_OK
-        || ngx_http_hsync_fields(r, &r->headers_in.headers, 0, NULL,
-                                 &x->request, &x->request_len)
+    if (ngx_http_hsync_content_type(r, &extra[0]) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    nextra = extra[0].name ? 1 : 0;
+
+    /*
+     * Last-Modified, which nginx writes from last_modified_time when it
+     * has no line for it (static files): a truncated feed must not have
+     * one, and the core removes only the lines it is shown.
+     */
+
+    if (r->headers_out.last_modified == NULL
+        && r->headers_out.last_modified_time != -1)
+    {
+        p = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT") - 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        extra[nextra].name = "Last-Modified";
+        extra[nextra].name_len = sizeof("Last-Modified") - 1;
+        extra[nextra].value = (const char *) p;
+        extra[nextra].value_len =
+                  ngx_http_time(p, r->headers_out.last_modified_time) - p;
+        nextra++;
+    }
+
+    if (ngx_http_hsync_fields(r, &r->headers_in.headers, 0, NULL, 0,
+                              &x->request, &x->request_len)
            != NGX_OK
         || ngx_http_hsync_fields(r, &r->headers_out.headers, 1,
-                                 type->name ? type : NULL,
+                                 extra, nextra,
                                  &x->response, &x->response_len)
            != NGX_OK)
     {
@@ -612,13 +641,14 @@ ngx_http_hsync_content_type(ngx_http_request_t *r, hsync_field *f)
 
 /*
  * The lines of a header list as hsync_field entries (pool memory; the
- * strings are nginx's): every entry, or with live_only those not removed
- * (hash 0), which are the lines nginx will send; then extra, if any.
+ * strings are nginx's): the nextra lines of extra first, then every
+ * entry, or with live_only those not removed (hash 0), which are the
+ * lines nginx will send.
  */
 
 static ngx_int_t
 ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
-    ngx_uint_t live_only, const hsync_field *extra,
+    ngx_uint_t live_only, const hsync_field *extra, size_t nextra,
     const hsync_field **fields, size_t *n)
 {
     size_t            count;
@@ -642,19 +672,19 @@ ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
     *fields = NULL;
     *n = 0;
 
-    if (count == 0 && extra == NULL) {
+    if (count == 0 && nextra == 0) {
         return NGX_OK;
     }
 
-    f = ngx_palloc(r->pool, (count + 1) * sizeof(hsync_field));
+    f = ngx_palloc(r->pool, (count + nextra) * sizeof(hsync_field));
     if (f == NULL) {
         return NGX_ERROR;
     }
 
     *fields = f;
 
-    if (extra) {
-        *f++ = *extra;
+    for (i = 0; i < nextra; i++) {
+        *f++ = extra[i];
         (*n)++;
         count++;
     }

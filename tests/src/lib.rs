@@ -100,6 +100,11 @@ pub struct Options {
     /// RFC 9842 dictionaries (`hsync_dictionary on` / `HsyncDictionary On`),
     /// with the version store in `<server dir>/store`; `None`: off.
     pub dictionary: Option<Dictionary>,
+    /// Feeds (docs/protocol.md §8): `hsync_feed on` (`A-IM: feed`, 226).
+    /// nginx only for now.
+    pub feed: bool,
+    /// `hsync_feed_implicit on`. nginx only for now.
+    pub feed_implicit: bool,
 }
 
 /// The dictionary settings of [`Options`].
@@ -122,6 +127,8 @@ impl Options {
             module: true,
             vary: true,
             dictionary: None,
+            feed: false,
+            feed_implicit: false,
         }
     }
 }

@@ -1,0 +1,289 @@
+//! Feeds through real nginx (`hsync_feed`, `hsync_feed_implicit`,
+//! docs/protocol.md §8): the 30 successive versions of
+//! ../shared/corpus/atom-feed served in turn as a static `feed.atom`, and
+//! a reader polling each version with the ETag of the last response it
+//! got. After every poll the entries it has accumulated (by Atom `id` and
+//! `updated`, read with Python's feedparser, the reader feed readers use)
+//! are exactly those of every version it has seen: nothing lost, nothing
+//! received twice. First-time readers always get the whole feed, and a
+//! request without `A-IM` never gets a 226.
+
+use hsync_tests::http::{self, Response};
+use hsync_tests::{corpus, start, temp_dir, Options, RunningServer, ServerKind};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+const FEED: &str = "/feed.atom";
+
+type Key = (String, String);
+
+/// A document root with `feed.atom`; removed on drop.
+struct Site {
+    dir: PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = temp_dir("feed-docroot");
+        std::fs::create_dir_all(&dir).unwrap();
+        Site { dir }
+    }
+
+    /// Publishes `data` as the feed (whole, by rename).
+    fn publish(&self, data: &[u8]) {
+        let tmp = self.dir.join(".feed.tmp");
+        std::fs::write(&tmp, data).unwrap();
+        std::fs::rename(&tmp, self.dir.join("feed.atom")).unwrap();
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if std::env::var_os("HSYNC_KEEP_TMP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn versions() -> Vec<Vec<u8>> {
+    let dir = corpus().join("atom-feed");
+    (1..=30).map(|i| std::fs::read(dir.join(format!("{i:03}.xml"))).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))).collect()
+}
+
+/// Debian's python3 with feedparser (where python3-feedparser installs),
+/// else the one on PATH, if it has it.
+fn python() -> Option<&'static str> {
+    ["/usr/bin/python3", "python3"].into_iter().find(|p| {
+        Command::new(p).args(["-c", "import feedparser"]).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
+    })
+}
+
+/// Every document's entries as feedparser reads them: (id, updated or
+/// published), one list per document; panics if one does not parse.
+/// Without feedparser (a notice; a failure with HSYNC_REQUIRE_FEEDPARSER),
+/// as hsync-core's own parser reads them.
+fn feedparser(docs: &[Vec<u8>]) -> Vec<Vec<Key>> {
+    let Some(python) = python() else {
+        eprintln!("feedparser missing (python3-feedparser): entries read with hsync-core's parser");
+        assert!(std::env::var_os("HSYNC_REQUIRE_FEEDPARSER").is_none(), "HSYNC_REQUIRE_FEEDPARSER is set");
+        let s = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        return docs
+            .iter()
+            .map(|d| hsync_core::feed::parse(d).expect("parses").entries.into_iter().map(|e| (s(e.id), s(e.version))).collect())
+            .collect();
+    };
+    let dir = temp_dir("feedparser");
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths: Vec<PathBuf> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let p = dir.join(format!("{i}.xml"));
+            std::fs::write(&p, d).unwrap();
+            p
+        })
+        .collect();
+    let script = r#"
+import json, sys, feedparser
+out = []
+for p in sys.argv[1:]:
+    with open(p, 'rb') as f:
+        d = feedparser.parse(f.read())
+    if d.bozo:
+        sys.exit("%s does not parse: %r" % (p, d.bozo_exception))
+    if d.version != 'atom10':
+        sys.exit("%s is not Atom 1.0: %r" % (p, d.version))
+    out.append([[e.get('id', ''), e.get('updated', e.get('published', ''))] for e in d.entries])
+print(json.dumps(out))
+"#;
+    let o = Command::new(python).arg("-c").arg(script).args(&paths).output().expect("python3");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(o.status.success(), "feedparser: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|doc| {
+            doc.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e[0].as_str().unwrap().to_string(), e[1].as_str().unwrap().to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn get(s: &RunningServer, headers: &[(&str, &str)]) -> Response {
+    http::get(s.port, FEED, headers)
+}
+
+fn etag(r: &Response) -> String {
+    let t = r.header("ETag").unwrap_or_else(|| panic!("{} without an ETag: {:?}", r.status, r.headers)).to_string();
+    assert!(t.starts_with("\"hf1."), "not an ETaglet: {t}");
+    t
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Explicit,
+    Implicit,
+}
+
+/// One reader polling every version; returns the bodies of its responses
+/// and how many were truncated.
+fn poll_every_version(mode: Mode) -> usize {
+    let site = Site::new();
+    let vs = versions();
+    site.publish(&vs[0]);
+    let opts = Options { feed: mode == Mode::Explicit, feed_implicit: mode == Mode::Implicit, ..Options::new(&site.dir) };
+    let Some(s) = start(ServerKind::Nginx, &opts) else { return 0 };
+
+    // The responses a reader gets, and what a first-time reader gets.
+    let mut polls: Vec<(u16, Vec<u8>)> = Vec::new();
+    let mut tag: Option<String> = None;
+    let mut truncated = 0;
+    // Truncated responses in the access log (the implicit mode's extra requests too).
+    let mut logged = 0;
+    for (k, v) in vs.iter().enumerate() {
+        site.publish(v);
+        let mut h: Vec<(&str, &str)> = Vec::new();
+        if mode == Mode::Explicit {
+            h.push(("A-IM", "feed"));
+        }
+        if let Some(t) = &tag {
+            h.push(("If-None-Match", t));
+        }
+        let r = get(&s, &h);
+        let cc = r.header_all("Cache-Control").unwrap_or_default();
+        match (mode, r.status) {
+            (Mode::Explicit, 226) => {
+                assert_eq!(r.header("IM"), Some("feed"));
+                assert_eq!(cc, "no-store");
+                truncated += 1;
+            }
+            (Mode::Implicit, 200) if r.body != *v => {
+                assert_eq!(cc, "private, max-age=0");
+                truncated += 1;
+            }
+            (_, 200) => assert_eq!(r.body, *v, "version {}: a 200 that is not truncated is the whole feed", k + 1),
+            (_, st) => panic!("version {}: status {st}: {:?}", k + 1, r.headers),
+        }
+        assert!(r.header("Last-Modified").is_none() || r.body == *v, "a truncated feed has no Last-Modified");
+        assert!(r.header_all("Vary").is_some_and(|v| v.contains("If-None-Match")), "{:?}", r.headers);
+        if r.body != *v {
+            assert!(r.header("Expires").is_some_and(|e| e.contains("1970")));
+            assert_eq!(r.header("Content-Length").map(|l| l.parse::<usize>().unwrap()), Some(r.body.len()));
+        }
+
+        // The same version again: 304, with the same tag.
+        let t = etag(&r);
+        let mut again: Vec<(&str, &str)> = vec![("If-None-Match", &t)];
+        if mode == Mode::Explicit {
+            again.push(("A-IM", "feed"));
+        }
+        let n = get(&s, &again);
+        assert_eq!(n.status, 304, "version {}: {:?}", k + 1, n.headers);
+        assert_eq!(n.header("ETag"), Some(t.as_str()));
+        assert!(n.body.is_empty());
+
+        // A first-time reader gets the whole feed, tagged alike.
+        let first = get(&s, if mode == Mode::Explicit { &[("A-IM", "feed")][..] } else { &[] });
+        assert_eq!((first.status, first.body == *v), (200, true), "version {}: a first-time reader", k + 1);
+        assert_eq!(first.header("ETag"), Some(t.as_str()), "a 226 carries the full feed's tag");
+
+        // Without A-IM, never a 226; with an old tag through a proxy (Via), the whole feed.
+        if let Some(old) = &tag {
+            let plain = get(&s, &[("If-None-Match", old)]);
+            assert_ne!(plain.status, 226);
+            if mode == Mode::Explicit {
+                assert_eq!((plain.status, plain.body == *v), (200, true), "explicit only: no truncation without A-IM");
+            } else {
+                assert_eq!((plain.status, &plain.body), (200, &r.body), "implicit: the same answer again");
+                if r.body != *v {
+                    logged += 1;
+                }
+            }
+            let via = get(&s, &[("If-None-Match", old), ("Via", "1.1 cache")]);
+            if mode == Mode::Implicit {
+                assert_eq!((via.status, via.body == *v), (200, true), "implicit mode through a proxy: whole");
+            }
+            // Several tags (a cache adding its own): whole.
+            let both = format!("{old}, \"other\"");
+            let mut h: Vec<(&str, &str)> = vec![("If-None-Match", &both)];
+            if mode == Mode::Explicit {
+                h.push(("A-IM", "feed"));
+            }
+            let several = get(&s, &h);
+            assert_eq!((several.status, several.body == *v), (200, true), "several tags: the whole feed");
+        }
+
+        polls.push((r.status, r.body));
+        tag = Some(t);
+    }
+
+    // The reader's view, with feedparser.
+    let mut docs: Vec<Vec<u8>> = vs.clone();
+    docs.extend(polls.iter().map(|(_, b)| b.clone()));
+    let parsed = feedparser(&docs);
+    let (of_version, of_poll) = parsed.split_at(vs.len());
+    let mut held: HashSet<Key> = HashSet::new();
+    let mut union: HashSet<Key> = HashSet::new();
+    for (k, (got, version)) in of_poll.iter().zip(of_version).enumerate() {
+        union.extend(version.iter().cloned());
+        for e in got {
+            assert!(!held.contains(e), "version {}: {e:?} received again", k + 1);
+            assert!(version.contains(e), "version {}: {e:?} is not in the feed", k + 1);
+        }
+        let got_ids: HashSet<&Key> = got.iter().collect();
+        assert_eq!(got_ids.len(), got.len(), "version {}: an entry twice in one response", k + 1);
+        held.extend(got.iter().cloned());
+        assert_eq!(held, union, "version {}: the reader's entries are every version's so far", k + 1);
+    }
+    let log = s.access_log_text();
+    assert_eq!(log.matches("coding=feed").count(), truncated + logged, "$hsync_coding says feed for each truncated response:\n{log}");
+    s.finish();
+    truncated
+}
+
+#[test]
+fn explicit_a_im_feed() {
+    let n = poll_every_version(Mode::Explicit);
+    // Most successive versions share entries: the reader gets 226s.
+    assert!(n == 0 || n >= 20, "only {n} truncated responses");
+}
+
+#[test]
+fn implicit_if_none_match() {
+    let n = poll_every_version(Mode::Implicit);
+    assert!(n == 0 || n >= 20, "only {n} truncated responses");
+}
+
+/// Feeds off (the default): nothing changes, the origin's ETag stays.
+#[test]
+fn off_by_default() {
+    let site = Site::new();
+    let v = &versions()[0];
+    site.publish(v);
+    let Some(s) = start(ServerKind::Nginx, &Options::new(&site.dir)) else { return };
+    let r = get(&s, &[("A-IM", "feed")]);
+    assert_eq!((r.status, r.body == *v), (200, true));
+    assert!(!r.header("ETag").unwrap_or_default().contains("hf1."));
+    assert!(r.header("IM").is_none());
+    s.finish();
+}
+
+/// HEAD and ranges pass untouched.
+#[test]
+fn head_and_range_untouched() {
+    let site = Site::new();
+    let v = &versions()[0];
+    site.publish(v);
+    let Some(s) = start(ServerKind::Nginx, &Options { feed: true, feed_implicit: true, ..Options::new(&site.dir) }) else { return };
+    let h = http::request(s.port, "HEAD", FEED, &[("A-IM", "feed")]);
+    assert_eq!(h.status, 200);
+    assert!(!h.header("ETag").unwrap_or_default().contains("hf1."));
+    let r = get(&s, &[("Range", "bytes=0-99")]);
+    assert_eq!((r.status, r.body.len()), (206, 100));
+    s.finish();
+}
