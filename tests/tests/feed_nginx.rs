@@ -287,3 +287,121 @@ fn head_and_range_untouched() {
     assert_eq!((r.status, r.body.len()), (206, 100));
     s.finish();
 }
+
+/// An origin that sends its one feed chunked (no length known to nginx),
+/// in 16 KiB chunks; the feed can be changed.
+struct ChunkedOrigin {
+    addr: std::net::SocketAddr,
+    feed: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl ChunkedOrigin {
+    fn start() -> ChunkedOrigin {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let feed: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+        let f = feed.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().map_while(Result::ok) {
+                let f = f.clone();
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    let mut r = BufReader::new(conn.try_clone()?);
+                    loop {
+                        let mut l = String::new();
+                        if r.read_line(&mut l)? == 0 || l == "\r\n" || l == "\n" {
+                            break;
+                        }
+                    }
+                    let body = f.lock().unwrap().clone();
+                    let mut w = conn;
+                    w.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/atom+xml\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+                    )?;
+                    for c in body.chunks(16 << 10) {
+                        write!(w, "{:x}\r\n", c.len())?;
+                        w.write_all(c)?;
+                        w.write_all(b"\r\n")?;
+                        w.flush()?;
+                    }
+                    w.write_all(b"0\r\n\r\n")?;
+                    w.flush()
+                });
+            }
+        });
+        ChunkedOrigin { addr, feed }
+    }
+
+    fn set(&self, body: &[u8]) {
+        *self.feed.lock().unwrap() = body.to_vec();
+    }
+}
+
+fn core_keys(doc: &[u8]) -> HashSet<(Vec<u8>, Vec<u8>)> {
+    hsync_core::feed::parse(doc).expect("a feed").entries.into_iter().map(|e| (e.id, e.version)).collect()
+}
+
+/// A proxied feed of unknown length, in pieces: truncated as a static one;
+/// one longer than the bound (4 MiB) goes out exactly as the origin sent it.
+#[test]
+fn proxied_chunked_and_over_the_bound() {
+    let site = Site::new();
+    let origin = ChunkedOrigin::start();
+    let vs = versions();
+    let opts = Options { feed: true, upstream: Some(origin.addr), ..Options::new(&site.dir) };
+    let Some(s) = start(ServerKind::Nginx, &opts) else { return };
+    let path = "/proxy/feed.atom";
+
+    origin.set(&vs[0]);
+    let first = http::get(s.port, path, &[("A-IM", "feed")]);
+    assert_eq!((first.status, first.body == vs[0]), (200, true));
+    let tag = etag(&first);
+    assert_eq!(first.header("Content-Length").map(|l| l.parse::<usize>().unwrap()), Some(vs[0].len()), "a held feed gets a length");
+    origin.set(&vs[1]);
+    let next = http::get(s.port, path, &[("A-IM", "feed"), ("If-None-Match", &tag)]);
+    assert_eq!(next.status, 226, "{:?}", next.headers);
+    assert!(!next.chunked);
+    let want: HashSet<_> = core_keys(&vs[1]).difference(&core_keys(&vs[0])).cloned().collect();
+    assert_eq!(core_keys(&next.body), want);
+    let same = http::get(s.port, path, &[("A-IM", "feed"), ("If-None-Match", &etag(&next))]);
+    assert_eq!(same.status, 304);
+
+    // Over the bound: the entries are padded with a comment past 4 MiB.
+    let mut big = vs[1].clone();
+    let at = big.windows(7).rposition(|w| w == b"</feed>").unwrap();
+    let pad = format!("<!--{}-->\n", "x".repeat(hsync_core::limits::FEED_MAX_BYTES + 1000));
+    big.splice(at..at, pad.into_bytes());
+    origin.set(&big);
+    let r = http::get(s.port, path, &[("A-IM", "feed"), ("If-None-Match", &tag)]);
+    assert_eq!(r.status, 200);
+    assert!(r.body == big, "over the bound: the bytes as they came ({} of {})", r.body.len(), big.len());
+    assert!(!r.header("ETag").unwrap_or_default().contains("hf1."), "over the bound: headers unchanged");
+    s.finish();
+}
+
+/// A whole feed (a first-time reader) may still be hsync-coded; a 226 is not.
+#[test]
+fn whole_feed_then_hsync() {
+    use hsync_core::http::encode_signature_header;
+    use hsync_core::Signature;
+    let site = Site::new();
+    let vs = versions();
+    site.publish(&vs[1]);
+    let Some(s) = start(ServerKind::Nginx, &Options { feed: true, ..Options::new(&site.dir) }) else { return };
+    let sig = encode_signature_header(&Signature::compute(&vs[0]).to_bytes());
+    let r = get(&s, &[("A-IM", "feed"), ("Accept-Encoding", "hsync"), ("Hsync-Signature", &sig)]);
+    assert_eq!((r.status, r.content_encoding()), (200, Some("hsync")), "{:?}", r.headers);
+    let out = hsync_core::patch(&vs[0], &r.body, 64 << 20).expect("patch");
+    assert_eq!(out, vs[1]);
+    assert!(r.header("ETag").is_some_and(|t| t.contains("hf1.")), "the ETaglet, weakened or not: {:?}", r.headers);
+
+    // The tag of version 1, as a reader holding it would send.
+    site.publish(&vs[0]);
+    let old = etag(&get(&s, &[]));
+    site.publish(&vs[1]);
+    let t = get(&s, &[("A-IM", "feed"), ("If-None-Match", &old), ("Accept-Encoding", "hsync"), ("Hsync-Signature", &sig)]);
+    assert_eq!((t.status, t.content_encoding()), (226, None), "{:?}", t.headers);
+    let log = s.access_log_text();
+    assert!(log.contains("coding=hsync") && log.contains("coding=feed"), "{log}");
+    s.finish();
+}
