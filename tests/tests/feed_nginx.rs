@@ -405,3 +405,74 @@ fn whole_feed_then_hsync() {
     assert!(log.contains("coding=hsync") && log.contains("coding=feed"), "{log}");
     s.finish();
 }
+
+/// Through a real shared cache (Squid, an accelerator in front of nginx)
+/// on a feed it may keep for an hour (`expires 1h`), both modes on: a
+/// reader with `A-IM: feed` still gets its 226 with only the entries it
+/// lacks; a 226 or a truncated 200 never reaches a request without `A-IM`
+/// or a first-time reader; a reader relying on the implicit mode behind
+/// Squid (which sends `Via`) gets whole feeds.
+#[test]
+fn through_squid() {
+    use hsync_tests::squid::{self, Squid};
+    let site = Site::new();
+    std::fs::create_dir_all(site.dir.join("fresh")).unwrap();
+    let vs = versions();
+    let put = |v: &[u8]| {
+        let tmp = site.dir.join("fresh/.feed.tmp");
+        std::fs::write(&tmp, v).unwrap();
+        std::fs::rename(&tmp, site.dir.join("fresh/feed.atom")).unwrap();
+    };
+    put(&vs[0]);
+    let Some(s) = start(ServerKind::Nginx, &Options { feed: true, feed_implicit: true, ..Options::new(&site.dir) }) else { return };
+    if !squid::available() {
+        return;
+    }
+    let sq = Squid::start(s.addr());
+    let path = "/fresh/feed.atom";
+    let whole = |r: &Response, what: &str| {
+        assert_eq!(r.status, 200, "{what}: {:?}", r.headers);
+        assert!(vs.iter().any(|v| *v == r.body), "{what}: not a whole version ({} bytes)", r.body.len());
+    };
+
+    // A first-time reader: the whole feed, which Squid may store.
+    let first = http::get(sq.port, path, &[]);
+    whole(&first, "first-time reader");
+    let tag1 = etag(&first);
+    let again = http::get(sq.port, path, &[]);
+    whole(&again, "first-time reader again");
+
+    put(&vs[1]);
+    let direct = http::get(s.port, path, &[]);
+    let tag2 = etag(&direct);
+
+    // Explicit reader behind Squid: a 226 with exactly what it lacks.
+    let r = http::get(sq.port, path, &[("A-IM", "feed"), ("If-None-Match", &tag1)]);
+    assert_eq!(r.status, 226, "{:?}", r.headers);
+    let want: HashSet<_> = core_keys(&vs[1]).difference(&core_keys(&vs[0])).cloned().collect();
+    assert_eq!(core_keys(&r.body), want);
+    assert_eq!(r.header("ETag"), Some(tag2.as_str()));
+
+    // Implicit reader behind Squid (Via): whole feeds, never truncated.
+    let r = http::get(sq.port, path, &[("If-None-Match", &tag1)]);
+    whole(&r, "implicit reader behind a proxy");
+    assert!(r.header("IM").is_none());
+
+    // Nobody without A-IM, nor a first-time reader, gets what was truncated.
+    for h in [&[][..], &[("If-None-Match", tag2.as_str())][..], &[("If-None-Match", "\"other\"")][..]] {
+        let r = http::get(sq.port, path, h);
+        assert_ne!(r.status, 226, "{h:?}");
+        if r.status != 304 {
+            whole(&r, &format!("{h:?}"));
+        }
+    }
+    let r = http::get(sq.port, path, &[("A-IM", "feed")]);
+    whole(&r, "A-IM reader without a tag");
+
+    // The explicit reader again, with the tag it now holds: 304.
+    let r = http::get(sq.port, path, &[("A-IM", "feed"), ("If-None-Match", &tag2)]);
+    assert_eq!(r.status, 304, "{:?}", r.headers);
+    eprintln!("Squid's access log:\n{}", sq.access_log().join("\n"));
+    drop(sq);
+    s.finish();
+}
