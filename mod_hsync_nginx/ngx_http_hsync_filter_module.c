@@ -1334,8 +1334,8 @@ ngx_http_hsync_feed_give_up(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx,
 
 /*
  * The whole body is there: the core's status, edits and body go out. A
- * whole 200 (no truncation) then goes through the hsync decision as any
- * response does; a 226, a truncated 200 or a 304 does not.
+ * whole 200 (no truncation) or a 304 then goes through the hsync decision
+ * as any response does; a 226 or a truncated 200 does not.
  */
 
 static ngx_int_t
@@ -1387,7 +1387,14 @@ ngx_http_hsync_feed_send(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx)
     ctx->feed_response = resp;
 
     status = hsync_response_status(resp);
-    whole = (status == NGX_HTTP_OK && hsync_coding(resp)[0] == '\0');
+
+    /*
+     * A whole 200 may be coded as any response; a 304 gets the fields a
+     * coded one would have had (Vary, the ETag as weakened), as every 304
+     * does; a truncated body is never coded.
+     */
+    whole = (hsync_coding(resp)[0] == '\0'
+             && (status == NGX_HTTP_OK || status == NGX_HTTP_NOT_MODIFIED));
 
     n = hsync_response_edits(resp, &edits);
 
