@@ -54,9 +54,9 @@ fn versions() -> Vec<Vec<u8>> {
 /// Debian's python3 with feedparser (where python3-feedparser installs),
 /// else the one on PATH, if it has it.
 fn python() -> Option<&'static str> {
-    ["/usr/bin/python3", "python3"].into_iter().find(|p| {
-        Command::new(p).args(["-c", "import feedparser"]).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
-    })
+    ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|p| Command::new(p).args(["-c", "import feedparser"]).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success()))
 }
 
 /// Every document's entries as feedparser reads them: (id, updated or
@@ -105,11 +105,7 @@ print(json.dumps(out))
         .unwrap()
         .iter()
         .map(|doc| {
-            doc.as_array()
-                .unwrap()
-                .iter()
-                .map(|e| (e[0].as_str().unwrap().to_string(), e[1].as_str().unwrap().to_string()))
-                .collect()
+            doc.as_array().unwrap().iter().map(|e| (e[0].as_str().unwrap().to_string(), e[1].as_str().unwrap().to_string())).collect()
         })
         .collect()
 }
@@ -435,7 +431,7 @@ fn through_squid() {
     let path = "/fresh/feed.atom";
     let whole = |r: &Response, what: &str| {
         assert_eq!(r.status, 200, "{what}: {:?}", r.headers);
-        assert!(vs.iter().any(|v| *v == r.body), "{what}: not a whole version ({} bytes)", r.body.len());
+        assert!(vs.contains(&r.body), "{what}: not a whole version ({} bytes)", r.body.len());
     };
 
     // A first-time reader: the whole feed, which Squid may store.
