@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub mod apache;
 pub mod cdp;
 pub mod chromium;
+pub mod feed;
 pub mod http;
 pub mod nginx;
 pub mod origin;
@@ -100,10 +101,10 @@ pub struct Options {
     /// RFC 9842 dictionaries (`hsync_dictionary on` / `HsyncDictionary On`),
     /// with the version store in `<server dir>/store`; `None`: off.
     pub dictionary: Option<Dictionary>,
-    /// Feeds (docs/protocol.md §8): `hsync_feed on` (`A-IM: feed`, 226).
-    /// nginx only for now.
+    /// Feeds (docs/protocol.md §8): `hsync_feed on` / `HsyncFeed On`
+    /// (`A-IM: feed`, 226).
     pub feed: bool,
-    /// `hsync_feed_implicit on`. nginx only for now.
+    /// `hsync_feed_implicit on` / `HsyncFeedImplicit On`.
     pub feed_implicit: bool,
 }
 
