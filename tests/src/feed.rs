@@ -18,24 +18,24 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-const FEED: &str = "/feed.atom";
+pub const FEED: &str = "/feed.atom";
 
 type Key = (String, String);
 
 /// A document root with `feed.atom`; removed on drop.
-struct Site {
-    dir: PathBuf,
+pub struct Site {
+    pub dir: PathBuf,
 }
 
 impl Site {
-    fn new() -> Site {
+    pub fn new() -> Site {
         let dir = temp_dir("feed-docroot");
         std::fs::create_dir_all(&dir).unwrap();
         Site { dir }
     }
 
     /// Publishes `data` as the feed (whole, by rename).
-    fn publish(&self, data: &[u8]) {
+    pub fn publish(&self, data: &[u8]) {
         let tmp = self.dir.join(".feed.tmp");
         std::fs::write(&tmp, data).unwrap();
         std::fs::rename(&tmp, self.dir.join("feed.atom")).unwrap();
@@ -50,7 +50,8 @@ impl Drop for Site {
     }
 }
 
-fn versions() -> Vec<Vec<u8>> {
+/// The 30 versions of ../shared/corpus/atom-feed, in order.
+pub fn versions() -> Vec<Vec<u8>> {
     let dir = corpus().join("atom-feed");
     (1..=30).map(|i| std::fs::read(dir.join(format!("{i:03}.xml"))).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))).collect()
 }
@@ -118,7 +119,8 @@ fn get(s: &RunningServer, headers: &[(&str, &str)]) -> Response {
     http::get(s.port, FEED, headers)
 }
 
-fn etag(r: &Response) -> String {
+/// The ETaglet of a feed response (panics if it has none).
+pub fn etag(r: &Response) -> String {
     let t = r.header("ETag").unwrap_or_else(|| panic!("{} without an ETag: {:?}", r.status, r.headers)).to_string();
     assert!(t.starts_with("\"hf1."), "not an ETaglet: {t}");
     t
@@ -333,7 +335,8 @@ impl ChunkedOrigin {
     }
 }
 
-fn core_keys(doc: &[u8]) -> HashSet<(Vec<u8>, Vec<u8>)> {
+/// The entries of a feed as hsync-core identifies them (id, version).
+pub fn core_keys(doc: &[u8]) -> HashSet<(Vec<u8>, Vec<u8>)> {
     hsync_core::feed::parse(doc).expect("a feed").entries.into_iter().map(|e| (e.id, e.version)).collect()
 }
 

@@ -170,7 +170,8 @@ fn check_fresh(kind: ServerKind) {
     }
 }
 
-fn skipped(kind: ServerKind) -> bool {
+/// Whether HSYNC_SKIP_SERVER_TESTS skips `kind` (`1`, or a list naming it).
+pub fn skipped(kind: ServerKind) -> bool {
     match std::env::var("HSYNC_SKIP_SERVER_TESTS") {
         Ok(v) => v == "1" || v.split(',').any(|k| k.trim().eq_ignore_ascii_case(kind.name())),
         Err(_) => false,
