@@ -2,7 +2,7 @@
  * mod_hsync.c — Apache httpd 2.4 output filter "HSYNC": sends a response as
  * an hsync delta against the client's cached copy (Content-Encoding: hsync).
  *
- * A thin shim over the hsync core (core/include/hsync.h, ABI 3). It hands
+ * A thin shim over the hsync core (core/include/hsync.h, ABI 4). It hands
  * the core every request header line and every response header line httpd
  * will send, applies the header edits the core returns (whatever it
  * decided), and moves the body through the encoder. Every decision and every
@@ -18,6 +18,9 @@
  *   HsyncDictionary On                         (RFC 9842 dictionaries, dcz)
  *   HsyncDictionaryStore /var/cache/apache2/hsync 64M
  *   HsyncDictionaryMatch PATTERN               (default: the page's own path)
+ *   HsyncFeed On                               (RFC 3229 A-IM: feed, 226 IM Used)
+ *   HsyncFeedImplicit On                       (truncated 200s for If-None-Match)
+ *   HsyncFeedTypes application/atom+xml ...
  *   LogFormat "... %{hsync_ratio}n %{hsync_coding}n" ...
  *
  * Dictionaries (RFC 9842): with HsyncDictionary On the core may engage a
@@ -27,6 +30,15 @@
  * filter moves every engaged body through hsync_encode alike. The module's
  * own URLs (/.well-known/hsync/dictionary/<sha-256 hex>) are answered by a
  * handler that runs first (hsync_dictionary_handler, see there why there).
+ *
+ * Feeds (docs/protocol.md section 8): with HsyncFeed or HsyncFeedImplicit
+ * On, a feed response (hsync_feed_check) is held: its buckets are set
+ * aside and nothing goes downstream, headers included (at most
+ * HSYNC_FEED_MAX_BYTES: past it, everything goes on as it came); at its EOS
+ * the core answers with the status (200, 226 or 304), the header edits and
+ * the body (hsync_feed_process). A whole 200 or a 304 then goes through
+ * the hsync/dcz decision like any response; a 226 or a truncated 200 does
+ * not. mod_deflate, after this filter, sees the feed step's answer.
  *
  * Ordering with mod_deflate: the filter is registered one step before
  * AP_FTYPE_CONTENT_SET (where DEFLATE and BROTLI_COMPRESS sit). When it

@@ -42,6 +42,12 @@ impl Site {
     }
 }
 
+impl Default for Site {
+    fn default() -> Site {
+        Site::new()
+    }
+}
+
 impl Drop for Site {
     fn drop(&mut self) {
         if std::env::var_os("HSYNC_KEEP_TMP").is_none() {
