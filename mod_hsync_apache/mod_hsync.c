@@ -1024,6 +1024,18 @@ static apr_status_t hsync_feed_body(ap_filter_t *f, hsync_ctx *ctx, apr_bucket_b
     apr_bucket *e;
     apr_status_t rv;
 
+    if (f->r->status != HTTP_OK) {
+        /* An error response coming through in place of the one held:
+         * the held bytes are dropped. (A handler that fails midway does
+         * not come here: ap_die sends its page through the protocol
+         * filters only, and what this filter held is never sent.) */
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, f->r, "hsync feed: status %d while held, the held body dropped",
+                      f->r->status);
+        apr_brigade_cleanup(ctx->feed_bb);
+        ctx->feed_hold = 0;
+        f->ctx = NULL;
+        return hsync_body(f, bb);
+    }
     for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = APR_BUCKET_NEXT(e)) {
         if (APR_BUCKET_IS_EOS(e)) {
             apr_bucket_brigade *rest = apr_brigade_split_ex(bb, e, NULL);

@@ -108,3 +108,28 @@ fn directives() {
     assert!(!r.header("ETag").unwrap_or_default().contains("hf1."), "not one of HsyncFeedTypes: {:?}", r.headers);
     s.finish();
 }
+
+/// A handler that fails after part of a feed went into the filter (held):
+/// the client gets httpd's error page alone, none of the held bytes.
+#[test]
+fn handler_failing_midway() {
+    if skipped(ServerKind::Apache) {
+        return;
+    }
+    let site = Site::new();
+    let vs = versions();
+    let lua = site.dir.join("broken.lua");
+    std::fs::write(
+        &lua,
+        "function handle(r)\n  r.content_type = 'application/atom+xml'\n  local f = io.open(r.document_root .. '/feed.atom', 'rb')\n  \
+         local d = f:read('*a')\n  f:close()\n  r:puts(d:sub(1, 20000))\n  r:rflush()\n  return 500\nend\n",
+    )
+    .unwrap();
+    site.publish(&vs[0]);
+    let opts = Options { feed: true, feed_implicit: true, ..Options::new(&site.dir) };
+    let s = start(&opts, &Extra { conf: format!("LuaMapHandler ^/broken \"{}\" handle\n", lua.display()), ..Extra::default() });
+    let r = http::get(s.port, "/broken", &[("A-IM", "feed")]);
+    assert_eq!(r.status, 500, "{:?}", r.headers);
+    assert!(!r.body.windows(5).any(|w| w == b"<feed"), "the held feed bytes are not sent");
+    s.finish();
+}
