@@ -2,7 +2,7 @@
  * mod_hsync.c — Apache httpd 2.4 output filter "HSYNC": sends a response as
  * an hsync delta against the client's cached copy (Content-Encoding: hsync).
  *
- * A thin shim over the hsync core (core/include/hsync.h, ABI 3). It hands
+ * A thin shim over the hsync core (core/include/hsync.h, ABI 4). It hands
  * the core every request header line and every response header line httpd
  * will send, applies the header edits the core returns (whatever it
  * decided), and moves the body through the encoder. Every decision and every
@@ -18,6 +18,9 @@
  *   HsyncDictionary On                         (RFC 9842 dictionaries, dcz)
  *   HsyncDictionaryStore /var/cache/apache2/hsync 64M
  *   HsyncDictionaryMatch PATTERN               (default: the page's own path)
+ *   HsyncFeed On                               (RFC 3229 A-IM: feed, 226 IM Used)
+ *   HsyncFeedImplicit On                       (truncated 200s for If-None-Match)
+ *   HsyncFeedTypes application/atom+xml ...
  *   LogFormat "... %{hsync_ratio}n %{hsync_coding}n" ...
  *
  * Dictionaries (RFC 9842): with HsyncDictionary On the core may engage a
@@ -27,6 +30,15 @@
  * filter moves every engaged body through hsync_encode alike. The module's
  * own URLs (/.well-known/hsync/dictionary/<sha-256 hex>) are answered by a
  * handler that runs first (hsync_dictionary_handler, see there why there).
+ *
+ * Feeds (docs/protocol.md section 8): with HsyncFeed or HsyncFeedImplicit
+ * On, a feed response (hsync_feed_check) is held: its buckets are set
+ * aside and nothing goes downstream, headers included (at most
+ * HSYNC_FEED_MAX_BYTES: past it, everything goes on as it came); at its EOS
+ * the core answers with the status (200, 226 or 304), the header edits and
+ * the body (hsync_feed_process). A whole 200 or a 304 then goes through
+ * the hsync/dcz decision like any response; a 226 or a truncated 200 does
+ * not. mod_deflate, after this filter, sees the feed step's answer.
  *
  * Ordering with mod_deflate: the filter is registered one step before
  * AP_FTYPE_CONTENT_SET (where DEFLATE and BROTLI_COMPRESS sit). When it
@@ -86,6 +98,9 @@ typedef struct {
     int vary;                    /* UNSET_INT = inherit */
     int dictionary;              /* HsyncDictionary; UNSET_INT = inherit */
     const char *dict_match;      /* HsyncDictionaryMatch; NULL = inherit */
+    int feed;                    /* HsyncFeed; UNSET_INT = inherit */
+    int feed_implicit;           /* HsyncFeedImplicit; UNSET_INT = inherit */
+    const char *feed_types;      /* HsyncFeedTypes, words joined by spaces; NULL = inherit */
     /* Server level only (HsyncDictionaryStore): */
     const char *store;           /* absolute directory; NULL = inherit */
     apr_uint64_t store_max;      /* UNSET_U64 = inherit */
@@ -105,6 +120,8 @@ static void *create_hsync_config(apr_pool_t *p, char *dummy)
     c->level = UNSET_INT;
     c->vary = UNSET_INT;
     c->dictionary = UNSET_INT;
+    c->feed = UNSET_INT;
+    c->feed_implicit = UNSET_INT;
     c->store_max = UNSET_U64;
     return c;
 }
@@ -119,6 +136,9 @@ static void *merge_hsync_config(apr_pool_t *p, void *basev, void *addv)
     c->vary = add->vary != UNSET_INT ? add->vary : base->vary;
     c->dictionary = add->dictionary != UNSET_INT ? add->dictionary : base->dictionary;
     c->dict_match = add->dict_match ? add->dict_match : base->dict_match;
+    c->feed = add->feed != UNSET_INT ? add->feed : base->feed;
+    c->feed_implicit = add->feed_implicit != UNSET_INT ? add->feed_implicit : base->feed_implicit;
+    c->feed_types = add->feed_types ? add->feed_types : base->feed_types;
     c->store = add->store ? add->store : base->store;
     c->store_max = add->store_max != UNSET_U64 ? add->store_max : base->store_max;
     /* a <Directory> of the main server applies inside virtual hosts too */
@@ -154,6 +174,13 @@ static void effective_config(const hsync_dir_conf *d, const hsync_dir_conf *s, h
     if (d && d->dict_match)                       out->dict_match = d->dict_match;
     else if (s && s->dict_match)                  out->dict_match = s->dict_match;
     if (out->dict_match)                          out->dict_match_len = strlen(out->dict_match);
+    if (d && d->feed != UNSET_INT)                out->feed = d->feed;
+    else if (s && s->feed != UNSET_INT)           out->feed = s->feed;
+    if (d && d->feed_implicit != UNSET_INT)       out->feed_implicit = d->feed_implicit;
+    else if (s && s->feed_implicit != UNSET_INT)  out->feed_implicit = s->feed_implicit;
+    if (d && d->feed_types)                       out->feed_types = d->feed_types;
+    else if (s && s->feed_types)                  out->feed_types = s->feed_types;
+    if (out->feed_types)                          out->feed_types_len = strlen(out->feed_types);
     /* The store is the server's (one directory shared by its children). */
     if (s && s->store) {
         out->store = s->store;
@@ -194,7 +221,7 @@ static const char *core_check(apr_pool_t *p, const hsync_config *c)
 /* The directives work at server level and in <Directory>/<Location>/.htaccess
  * (FileInfo); server-level values are stored in both configs so that
  * virtual hosts inherit them through the usual merges. */
-enum { SET_MIN_LENGTH, SET_MAX_SIGNATURE, SET_LEVEL, SET_VARY };
+enum { SET_MIN_LENGTH, SET_MAX_SIGNATURE, SET_LEVEL, SET_VARY, SET_FEED, SET_FEED_IMPLICIT };
 
 static void store(hsync_dir_conf *t, int what, apr_int64_t v)
 {
@@ -202,6 +229,8 @@ static void store(hsync_dir_conf *t, int what, apr_int64_t v)
     case SET_MIN_LENGTH:    t->min_length = (apr_uint64_t)v; break;
     case SET_MAX_SIGNATURE: t->max_signature = (apr_uint64_t)v; break;
     case SET_LEVEL:         t->level = (int)v; break;
+    case SET_FEED:          t->feed = (int)v; break;
+    case SET_FEED_IMPLICIT: t->feed_implicit = (int)v; break;
     default:                t->vary = (int)v; break;
     }
 }
@@ -232,7 +261,31 @@ static const char *set_number(cmd_parms *cmd, void *dcfg, const char *arg)
 
 static const char *set_flag(cmd_parms *cmd, void *dcfg, int on)
 {
-    return set_value(cmd, dcfg, SET_VARY, on ? 1 : 0);
+    return set_value(cmd, dcfg, (int)(apr_uintptr_t)cmd->info, on ? 1 : 0);
+}
+
+/* HsyncFeedTypes TYPE...: the media types that are feeds, kept as one
+ * string of the words joined by spaces, which the core reads and checks
+ * (the same words as nginx's hsync_feed_types). */
+static const char *set_feed_types(cmd_parms *cmd, void *dcfg, int argc, char *const argv[])
+{
+    hsync_dir_conf *d = dcfg;
+    hsync_dir_conf *s = cmd->path ? NULL : ap_get_module_config(cmd->server->module_config, &hsync_module);
+    hsync_dir_conf *alone = create_hsync_config(cmd->temp_pool, NULL);
+    const char *types = "", *err;
+    hsync_config c;
+    int i;
+
+    if (argc < 1) return apr_pstrcat(cmd->pool, cmd->cmd->name, " takes at least one media type", NULL);
+    for (i = 0; i < argc; i++) {
+        types = i ? apr_pstrcat(cmd->pool, types, " ", argv[i], NULL) : apr_pstrdup(cmd->pool, argv[i]);
+    }
+    alone->feed_types = types;
+    effective_config(alone, NULL, &c);
+    if ((err = core_check(cmd->pool, &c)) != NULL) return err;
+    d->feed_types = types;
+    if (s) s->feed_types = types;
+    return NULL;
 }
 
 /* HsyncDictionary On|Off: at server level (stored in both configs, as
@@ -317,9 +370,17 @@ static const command_rec hsync_cmds[] = {
                   "Largest decoded Hsync-Signature accepted, in bytes (default 4608; 64 to 65536)"),
     AP_INIT_TAKE1("HsyncCompressionLevel", set_number, (void *)SET_LEVEL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
                   "zstd level for literal bytes, 1-22; 0 = the core's default"),
-    AP_INIT_FLAG("HsyncVary", set_flag, NULL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
+    AP_INIT_FLAG("HsyncVary", set_flag, (void *)SET_VARY, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
                  "On (default): responses hsync could apply to say Vary: Accept-Encoding, Hsync-Signature "
                  "also when it did not"),
+    AP_INIT_FLAG("HsyncFeed", set_flag, (void *)SET_FEED, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
+                 "On: answer A-IM: feed with 226 IM Used and only the entries the reader lacks "
+                 "(RFC 3229; default Off)"),
+    AP_INIT_FLAG("HsyncFeedImplicit", set_flag, (void *)SET_FEED_IMPLICIT, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
+                 "On: a request without A-IM whose If-None-Match names an older version of a feed "
+                 "gets a 200 with the new entries only (default Off)"),
+    AP_INIT_TAKE_ARGV("HsyncFeedTypes", set_feed_types, NULL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
+                      "The media types that are feeds (default application/atom+xml application/rss+xml)"),
     AP_INIT_FLAG("HsyncDictionary", set_dictionary, NULL, RSRC_CONF | ACCESS_CONF,
                  "On: compression dictionaries for browsers (RFC 9842 dcz), with the version store of "
                  "HsyncDictionaryStore (default Off)"),
@@ -427,6 +488,10 @@ typedef struct {
     int done;
     int head;                 /* a HEAD standing for an hsync GET: no body */
     int hold_tail;            /* sent with its length: keep the last bucket until the EOS */
+    /* Feeds: a response held (nothing goes downstream) until its EOS */
+    int feed_hold;
+    apr_bucket_brigade *feed_bb;   /* the body so far, set aside */
+    apr_size_t feed_len;
 } hsync_ctx;
 
 static apr_status_t hsync_ctx_cleanup(void *data)
@@ -550,6 +615,38 @@ static int served_by_hsync(request_rec *r)
     return ap_get_module_config(r->request_config, &hsync_module) != NULL;
 }
 
+/* The exchange the core reads: every request line and every response line
+ * httpd will send (the arrays in the request's pool). */
+static void build_exchange(request_rec *r, hsync_exchange *x)
+{
+    apr_array_header_t *req;
+    response_fields res;
+
+    req = apr_array_make(r->pool, 16, sizeof(hsync_field));
+    apr_table_do(add_request_field, req, r->headers_in, NULL);
+
+    /* The lines in the order ap_http_header_filter sends them:
+     * err_headers_out, then headers_out, then the request_rec's fields. */
+    res.r = r;
+    res.a = apr_array_make(r->pool, 16, sizeof(hsync_field));
+    apr_table_do(add_response_field, &res, r->err_headers_out, NULL);
+    apr_table_do(add_response_field, &res, r->headers_out, NULL);
+    if (r->content_type) push_field(res.a, "Content-Type", r->content_type);
+    if (r->content_encoding) push_field(res.a, "Content-Encoding", r->content_encoding);
+
+    memset(x, 0, sizeof(*x));
+    x->method = r->method;
+    x->method_len = strlen(r->method);
+    x->request = (const hsync_field *)req->elts;
+    x->request_len = (size_t)req->nelts;
+    x->status = (unsigned)r->status;
+    x->uri = request_target(r);
+    x->uri_len = strlen(x->uri);
+    x->response = (const hsync_field *)res.a->elts;
+    x->response_len = (size_t)res.a->nelts;
+    x->content_length = -1;   /* httpd keeps it in the Content-Length line */
+}
+
 /* The one decision, on the first call: every request line and every
  * response line httpd will send go to the core; its edits are applied
  * whatever it decided. HSYNC_OK: engaged, *out holds the encoder. A HEAD
@@ -564,8 +661,6 @@ static int hsync_start(ap_filter_t *f, hsync_ctx **out)
     hsync_exchange x;
     hsync_response *resp = NULL;
     char msg[HSYNC_MSG_CAP];
-    apr_array_header_t *req;
-    response_fields res;
     hsync_ctx *ctx;
     int rc;
 
@@ -579,30 +674,7 @@ static int hsync_start(ap_filter_t *f, hsync_ctx **out)
 
     effective_config(ap_get_module_config(r->per_dir_config, &hsync_module),
                      ap_get_module_config(r->server->module_config, &hsync_module), &cfg);
-
-    req = apr_array_make(r->pool, 16, sizeof(hsync_field));
-    apr_table_do(add_request_field, req, r->headers_in, NULL);
-
-    /* The lines in the order ap_http_header_filter sends them:
-     * err_headers_out, then headers_out, then the request_rec's fields. */
-    res.r = r;
-    res.a = apr_array_make(r->pool, 16, sizeof(hsync_field));
-    apr_table_do(add_response_field, &res, r->err_headers_out, NULL);
-    apr_table_do(add_response_field, &res, r->headers_out, NULL);
-    if (r->content_type) push_field(res.a, "Content-Type", r->content_type);
-    if (r->content_encoding) push_field(res.a, "Content-Encoding", r->content_encoding);
-
-    memset(&x, 0, sizeof(x));
-    x.method = r->method;
-    x.method_len = strlen(r->method);
-    x.request = (const hsync_field *)req->elts;
-    x.request_len = (size_t)req->nelts;
-    x.status = (unsigned)r->status;
-    x.uri = request_target(r);
-    x.uri_len = strlen(x.uri);
-    x.response = (const hsync_field *)res.a->elts;
-    x.response_len = (size_t)res.a->nelts;
-    x.content_length = -1;   /* httpd keeps it in the Content-Length line */
+    build_exchange(r, &x);
 
     msg[0] = '\0';
     rc = hsync_decide(&cfg, &x, &resp, msg, sizeof(msg));
@@ -689,7 +761,8 @@ static apr_status_t hsync_abort(ap_filter_t *f, hsync_ctx *ctx)
     return APR_EGENERAL;
 }
 
-static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+/* The hsync/dcz path: the decision on the first call, then the body. */
+static apr_status_t hsync_body(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     request_rec *r = f->r;
     hsync_ctx *ctx = f->ctx;
@@ -817,6 +890,198 @@ static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     }
 
     return APR_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ feeds */
+
+/* Feeds, step 1, on the first call (docs/protocol.md section 8): a feed
+ * response the core wants whole (hsync_feed_check) is held: nothing goes
+ * downstream, the headers included, until its EOS. */
+static int hsync_feed_start(ap_filter_t *f)
+{
+    request_rec *r = f->r;
+    hsync_config cfg;
+    hsync_exchange x;
+    char msg[HSYNC_MSG_CAP];
+    hsync_ctx *ctx;
+    int rc;
+
+    if (r->main || served_by_hsync(r)) return HSYNC_DECLINED;
+    effective_config(ap_get_module_config(r->per_dir_config, &hsync_module),
+                     ap_get_module_config(r->server->module_config, &hsync_module), &cfg);
+    if (!cfg.feed && !cfg.feed_implicit) return HSYNC_DECLINED;
+    build_exchange(r, &x);
+    msg[0] = '\0';
+    rc = hsync_feed_check(&cfg, &x, msg, sizeof(msg));
+    if (rc != HSYNC_OK) {
+        if (rc < 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "hsync feed: %s", hsync_strerror(rc));
+        }
+        else {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "hsync feed: not held: %s", msg);
+        }
+        return rc;
+    }
+    ctx = apr_pcalloc(r->pool, sizeof(*ctx));
+    ctx->feed_hold = 1;
+    ctx->feed_bb = apr_brigade_create(r->pool, f->c->bucket_alloc);
+    f->ctx = ctx;
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "hsync feed: held");
+    return HSYNC_OK;
+}
+
+/* The held response goes on as it came (through the hsync decision, as any
+ * response's): the bytes held so far, then `bb`. */
+static apr_status_t hsync_feed_give_up(ap_filter_t *f, hsync_ctx *ctx, apr_bucket_brigade *bb)
+{
+    ctx->feed_hold = 0;
+    APR_BRIGADE_PREPEND(bb, ctx->feed_bb);
+    f->ctx = NULL;
+    return hsync_body(f, bb);
+}
+
+/* The whole body is held: the core's status, edits and body go out. A
+ * whole 200 (not truncated) or a 304 then goes through the hsync decision
+ * as any response does (a 304 gets the fields a coded 200 would have had);
+ * a 226 or a truncated 200 does not. */
+static apr_status_t hsync_feed_send(ap_filter_t *f, hsync_ctx *ctx)
+{
+    request_rec *r = f->r;
+    hsync_config cfg;
+    hsync_exchange x;
+    hsync_response *resp = NULL;
+    char msg[HSYNC_MSG_CAP];
+    char *data = NULL;
+    apr_size_t len = 0;
+    const uint8_t *body = NULL;
+    size_t body_len;
+    apr_bucket_brigade *out;
+    unsigned status;
+    int rc, whole;
+    const char *coding;
+    apr_status_t rv;
+
+    rv = apr_brigade_pflatten(ctx->feed_bb, &data, &len, r->pool);
+    if (rv != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, "hsync feed: failed reading the body");
+        return rv;
+    }
+    effective_config(ap_get_module_config(r->per_dir_config, &hsync_module),
+                     ap_get_module_config(r->server->module_config, &hsync_module), &cfg);
+    build_exchange(r, &x);
+    msg[0] = '\0';
+    rc = hsync_feed_process(&cfg, &x, (const uint8_t *)data, len, &resp, msg, sizeof(msg));
+    out = apr_brigade_create(r->pool, f->c->bucket_alloc);
+    if (!resp) {
+        /* a bug on one side of the ABI: send the response as it is */
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "hsync feed: %s", hsync_strerror(rc));
+        APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(f->c->bucket_alloc));
+        return hsync_feed_give_up(f, ctx, out);
+    }
+    apr_brigade_cleanup(ctx->feed_bb);
+    ctx->feed_hold = 0;
+
+    status = hsync_response_status(resp);
+    coding = hsync_coding(resp);
+    whole = coding[0] == '\0' && (status == HTTP_OK || status == HTTP_NOT_MODIFIED);
+    apply_edits(r, resp);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "hsync feed: %u, %u edits, coding \"%s\": %s", status,
+                  (unsigned)hsync_response_edits(resp, &(const hsync_edit *){ NULL }), coding, msg);
+    if (coding[0]) {
+        apr_table_setn(r->notes, hsync_note_coding, apr_pstrdup(r->pool, coding));
+    }
+    r->status = (int)status;
+    /* a proxied "200 OK" would otherwise be the status line */
+    r->status_line = status == 226 ? "226 IM Used" : NULL;
+    body_len = hsync_response_body(resp, &body);
+    if (status == HTTP_NOT_MODIFIED) {
+        apr_table_unset(r->headers_out, "Content-Length");
+        r->clength = 0;
+    }
+    else {
+        if (body_len > 0) {
+            /* copied into the pool: the handle is freed below */
+            char *copy = apr_pmemdup(r->pool, body, body_len);
+            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_pool_create(copy, body_len, r->pool, f->c->bucket_alloc));
+        }
+        ap_set_content_length(r, (apr_off_t)body_len);
+    }
+    hsync_response_free(resp);
+    APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(f->c->bucket_alloc));
+
+    if (whole) {
+        f->ctx = NULL;
+        return hsync_body(f, out);
+    }
+    ap_remove_output_filter(f);
+    return ap_pass_brigade(f->next, out);
+}
+
+/* Feeds, step 2: the body is set aside (at most HSYNC_FEED_MAX_BYTES: past
+ * it, or on an error bucket, it goes on as it came) until its EOS. */
+static apr_status_t hsync_feed_body(ap_filter_t *f, hsync_ctx *ctx, apr_bucket_brigade *bb)
+{
+    apr_bucket *e;
+    apr_status_t rv;
+
+    if (f->r->status != HTTP_OK) {
+        /* An error response coming through in place of the one held:
+         * the held bytes are dropped. (A handler that fails midway does
+         * not come here: ap_die sends its page through the protocol
+         * filters only, and what this filter held is never sent.) */
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, f->r, "hsync feed: status %d while held, the held body dropped",
+                      f->r->status);
+        apr_brigade_cleanup(ctx->feed_bb);
+        ctx->feed_hold = 0;
+        f->ctx = NULL;
+        return hsync_body(f, bb);
+    }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = APR_BUCKET_NEXT(e)) {
+        if (APR_BUCKET_IS_EOS(e)) {
+            apr_bucket_brigade *rest = apr_brigade_split_ex(bb, e, NULL);
+            rv = ap_save_brigade(f, &ctx->feed_bb, &bb, f->r->pool);
+            apr_brigade_cleanup(rest);   /* the EOS and anything after it */
+            if (rv != APR_SUCCESS) return rv;
+            return hsync_feed_send(f, ctx);
+        }
+        if (AP_BUCKET_IS_ERROR(e)) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, f->r, "hsync feed: an error in the body, sent as is");
+            return hsync_feed_give_up(f, ctx, bb);
+        }
+        if (APR_BUCKET_IS_METADATA(e)) continue;
+        if (e->length == (apr_size_t)-1) {
+            /* a pipe or socket: read into memory (the rest follows as the next bucket) */
+            const char *d;
+            apr_size_t l;
+            rv = apr_bucket_read(e, &d, &l, APR_BLOCK_READ);
+            if (rv != APR_SUCCESS) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, f->r, "hsync feed: failed reading the body");
+                return rv;
+            }
+        }
+        if (e->length > HSYNC_FEED_MAX_BYTES - ctx->feed_len) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, f->r, "hsync feed: longer than the bound, sent as is");
+            return hsync_feed_give_up(f, ctx, bb);
+        }
+        ctx->feed_len += e->length;
+    }
+    return ap_save_brigade(f, &ctx->feed_bb, &bb, f->r->pool);
+}
+
+static apr_status_t hsync_out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    hsync_ctx *ctx = f->ctx;
+
+    if (APR_BRIGADE_EMPTY(bb)) {
+        return APR_SUCCESS;
+    }
+    if (!ctx && hsync_feed_start(f) == HSYNC_OK) {
+        ctx = f->ctx;
+    }
+    if (ctx && ctx->feed_hold) {
+        return hsync_feed_body(f, ctx, bb);
+    }
+    return hsync_body(f, bb);
 }
 
 /* ------------------------------------------------------ dictionary URLs */

@@ -3,7 +3,7 @@
  * ngx_http_hsync_filter_module: sends responses as hsync deltas against
  * the client's cached copy (Accept-Encoding: hsync, Hsync-Signature).
  *
- * A thin shim over the hsync core (core/include/hsync.h, ABI 3): the core
+ * A thin shim over the hsync core (core/include/hsync.h, ABI 4): the core
  * makes every decision about the request, the response and the signature,
  * and every header edit, so that nginx and Apache agree. This file keeps
  * nginx's own early outs ("hsync" off, subrequests, "hsync_types"), hands
@@ -16,6 +16,15 @@
  * core sends as dcz, or as they are while it copies them into the version
  * store or inserts a <link> into their head; and a rewrite-phase handler
  * answers the module's own dictionary URLs from the store (hsync_serve).
+ *
+ * With "hsync_feed on" or "hsync_feed_implicit on" (docs/protocol.md
+ * section 8) a feed response (hsync_feed_check) is held: its headers are
+ * not passed on, its body is copied into one pool buffer (at most
+ * HSYNC_FEED_MAX_BYTES: past it, everything goes on as it came), and at
+ * its end the core answers with the status (200, 226 or 304), the header
+ * edits and the body (hsync_feed_process). A whole 200 then goes through
+ * the hsync/dcz decision like any response; a truncated one or a 304
+ * does not.
  */
 
 #include <ngx_config.h>
@@ -44,6 +53,11 @@ typedef struct {
     ngx_flag_t           enable;
     ngx_flag_t           vary;
     ngx_flag_t           dictionary;
+    ngx_flag_t           feed;
+    ngx_flag_t           feed_implicit;
+
+    /* hsync_feed_types, its words joined by spaces (NULL data: unset) */
+    ngx_str_t            feed_types;
 
     ngx_str_t            dict_match;
 
@@ -80,6 +94,16 @@ typedef struct {
     unsigned             failed:1;
     /* a dictionary the module answered itself: no filtering of it */
     unsigned             served:1;
+
+    /* a feed response whose headers are held while its body is buffered */
+    unsigned             feed_hold:1;
+
+    /* the feed step's answer (hsync_feed_process), for $hsync_coding */
+    hsync_response      *feed_response;
+
+    u_char              *feed_data;
+    size_t               feed_len;
+    size_t               feed_cap;
 } ngx_http_hsync_ctx_t;
 
 
@@ -96,9 +120,23 @@ typedef struct {
 
 static ngx_int_t ngx_http_hsync_type_ok(ngx_http_request_t *r,
     ngx_http_hsync_conf_t *conf);
+static ngx_int_t ngx_http_hsync_header(ngx_http_request_t *r,
+    ngx_http_hsync_conf_t *conf);
+static ngx_int_t ngx_http_hsync_exchange(ngx_http_request_t *r,
+    hsync_exchange *x);
+static ngx_int_t ngx_http_hsync_feed_hold(ngx_http_request_t *r,
+    ngx_http_hsync_conf_t *conf);
+static ngx_int_t ngx_http_hsync_feed_body(ngx_http_request_t *r,
+    ngx_http_hsync_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_hsync_feed_give_up(ngx_http_request_t *r,
+    ngx_http_hsync_ctx_t *ctx, ngx_chain_t *rest);
+static ngx_int_t ngx_http_hsync_feed_send(ngx_http_request_t *r,
+    ngx_http_hsync_ctx_t *ctx);
+static ngx_int_t ngx_http_hsync_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static ngx_int_t ngx_http_hsync_fields(ngx_http_request_t *r,
     ngx_list_t *headers, ngx_uint_t live_only, const hsync_field *extra,
-    const hsync_field **fields, size_t *n);
+    size_t nextra, const hsync_field **fields, size_t *n);
 static ngx_int_t ngx_http_hsync_content_type(ngx_http_request_t *r,
     hsync_field *f);
 static ngx_int_t ngx_http_hsync_apply(ngx_http_request_t *r,
@@ -117,6 +155,8 @@ static ngx_int_t ngx_http_hsync_ratio_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_hsync_coding_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static char *ngx_http_hsync_store(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_hsync_feed_types(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
 static ngx_int_t ngx_http_hsync_add_variables(ngx_conf_t *cf);
@@ -230,6 +270,27 @@ static ngx_command_t  ngx_http_hsync_filter_commands[] = {
       offsetof(ngx_http_hsync_conf_t, dict_match),
       NULL },
 
+    { ngx_string("hsync_feed"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hsync_conf_t, feed),
+      NULL },
+
+    { ngx_string("hsync_feed_implicit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hsync_conf_t, feed_implicit),
+      NULL },
+
+    { ngx_string("hsync_feed_types"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_hsync_feed_types,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hsync_conf_t, feed_types),
+      NULL },
+
       ngx_null_command
 };
 
@@ -291,14 +352,7 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 static ngx_int_t
 ngx_http_hsync_header_filter(ngx_http_request_t *r)
 {
-    int                     rc;
-    char                    msg[NGX_HTTP_HSYNC_MSG_LEN];
-    size_t                  i, n;
-    hsync_field             type;
-    hsync_exchange          x;
-    hsync_response         *resp;
-    const hsync_edit       *edits;
-    ngx_pool_cleanup_t     *cln;
+    ngx_int_t               rc;
     ngx_http_hsync_ctx_t   *ctx;
     ngx_http_hsync_conf_t  *conf;
 
@@ -317,6 +371,121 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    if (ctx && ctx->feed_hold) {
+        /*
+         * Headers again while a feed response was held (an error page
+         * after an upstream failed mid-body): the held one is dropped.
+         */
+        ctx->feed_hold = 0;
+        ctx->feed_len = 0;
+
+    } else if (ctx == NULL && r == r->main
+               && (conf->feed || conf->feed_implicit))
+    {
+        rc = ngx_http_hsync_feed_hold(r, conf);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    return ngx_http_hsync_header(r, conf);
+}
+
+
+/*
+ * The request and response header lines as the core reads them (the
+ * strings are nginx's, the arrays in the pool).
+ */
+
+static ngx_int_t
+ngx_http_hsync_exchange(ngx_http_request_t *r, hsync_exchange *x)
+{
+    u_char       *p;
+    size_t        nextra;
+    hsync_field  *extra;
+
+    ngx_memzero(x, sizeof(hsync_exchange));
+
+    extra = ngx_pcalloc(r->pool, 2 * sizeof(hsync_field));
+    if (extra == NULL) {
+        return NGX_ERROR;
+    }
+
+    x->method = (const char *) r->method_name.data;
+    x->method_len = r->method_name.len;
+    x->status = (unsigned int) r->headers_out.status;
+    x->content_length = (int64_t) r->headers_out.content_length_n;
+
+    /*
+     * The target as the client sent it (after a try_files or error_page
+     * redirection too): the key of the page's versions in the store and
+     * the path a dictionary is announced for are the client's URL.
+     */
+    x->uri = (const char *) r->unparsed_uri.data;
+    x->uri_len = r->unparsed_uri.len;
+
+    if (ngx_http_hsync_content_type(r, &extra[0]) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    nextra = extra[0].name ? 1 : 0;
+
+    /*
+     * Last-Modified, which nginx writes from last_modified_time when it
+     * has no line for it (static files): a truncated feed must not have
+     * one, and the core removes only the lines it is shown.
+     */
+
+    if (r->headers_out.last_modified == NULL
+        && r->headers_out.last_modified_time != -1)
+    {
+        p = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT") - 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        extra[nextra].name = "Last-Modified";
+        extra[nextra].name_len = sizeof("Last-Modified") - 1;
+        extra[nextra].value = (const char *) p;
+        extra[nextra].value_len =
+                  ngx_http_time(p, r->headers_out.last_modified_time) - p;
+        nextra++;
+    }
+
+    if (ngx_http_hsync_fields(r, &r->headers_in.headers, 0, NULL, 0,
+                              &x->request, &x->request_len)
+           != NGX_OK
+        || ngx_http_hsync_fields(r, &r->headers_out.headers, 1,
+                                 extra, nextra,
+                                 &x->response, &x->response_len)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The hsync/dcz decision for a response whose headers are ready (from
+ * the header filter, or from the body filter once a held feed response
+ * is complete), then the next header filter.
+ */
+
+static ngx_int_t
+ngx_http_hsync_header(ngx_http_request_t *r, ngx_http_hsync_conf_t *conf)
+{
+    int                     rc;
+    char                    msg[NGX_HTTP_HSYNC_MSG_LEN];
+    size_t                  i, n;
+    hsync_exchange          x;
+    hsync_response         *resp;
+    const hsync_edit       *edits;
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_hsync_ctx_t   *ctx;
+
     if (!conf->enable
         || r != r->main
         || !ngx_http_hsync_type_ok(r, conf))
@@ -324,30 +493,7 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    ngx_memzero(&x, sizeof(hsync_exchange));
-
-    x.method = (const char *) r->method_name.data;
-    x.method_len = r->method_name.len;
-    x.status = (unsigned int) r->headers_out.status;
-    x.content_length = (int64_t) r->headers_out.content_length_n;
-
-    /*
-     * The target as the client sent it (after a try_files or error_page
-     * redirection too): the key of the page's versions in the store and
-     * the path a dictionary is announced for are the client's URL.
-     */
-    x.uri = (const char *) r->unparsed_uri.data;
-    x.uri_len = r->unparsed_uri.len;
-
-    if (ngx_http_hsync_content_type(r, &type) != NGX_OK
-        || ngx_http_hsync_fields(r, &r->headers_in.headers, 0, NULL,
-                                 &x.request, &x.request_len)
-           != NGX_OK
-        || ngx_http_hsync_fields(r, &r->headers_out.headers, 1,
-                                 type.name ? &type : NULL,
-                                 &x.response, &x.response_len)
-           != NGX_OK)
-    {
+    if (ngx_http_hsync_exchange(r, &x) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -393,15 +539,19 @@ ngx_http_hsync_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hsync_ctx_t));
+    ctx = ngx_http_get_module_ctx(r, ngx_http_hsync_filter_module);
+
     if (ctx == NULL) {
-        return NGX_ERROR;
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hsync_ctx_t));
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_hsync_filter_module);
     }
 
     ctx->response = resp;
     ctx->last_out = &ctx->out;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_hsync_filter_module);
 
     r->main_filter_need_in_memory = 1;
 
@@ -491,13 +641,14 @@ ngx_http_hsync_content_type(ngx_http_request_t *r, hsync_field *f)
 
 /*
  * The lines of a header list as hsync_field entries (pool memory; the
- * strings are nginx's): every entry, or with live_only those not removed
- * (hash 0), which are the lines nginx will send; then extra, if any.
+ * strings are nginx's): the nextra lines of extra first, then every
+ * entry, or with live_only those not removed (hash 0), which are the
+ * lines nginx will send.
  */
 
 static ngx_int_t
 ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
-    ngx_uint_t live_only, const hsync_field *extra,
+    ngx_uint_t live_only, const hsync_field *extra, size_t nextra,
     const hsync_field **fields, size_t *n)
 {
     size_t            count;
@@ -521,19 +672,19 @@ ngx_http_hsync_fields(ngx_http_request_t *r, ngx_list_t *headers,
     *fields = NULL;
     *n = 0;
 
-    if (count == 0 && extra == NULL) {
+    if (count == 0 && nextra == 0) {
         return NGX_OK;
     }
 
-    f = ngx_palloc(r->pool, (count + 1) * sizeof(hsync_field));
+    f = ngx_palloc(r->pool, (count + nextra) * sizeof(hsync_field));
     if (f == NULL) {
         return NGX_ERROR;
     }
 
     *fields = f;
 
-    if (extra) {
-        *f++ = *extra;
+    for (i = 0; i < nextra; i++) {
+        *f++ = extra[i];
         (*n)++;
         count++;
     }
@@ -986,6 +1137,332 @@ ngx_http_hsync_serve_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * Feeds, step 1 (headers ready): a feed response the core wants whole is
+ * held. NGX_OK: held (the next header filter is not called now);
+ * NGX_DECLINED: not a feed response, go on as usual.
+ */
+
+static ngx_int_t
+ngx_http_hsync_feed_hold(ngx_http_request_t *r, ngx_http_hsync_conf_t *conf)
+{
+    int                    rc;
+    char                   msg[NGX_HTTP_HSYNC_MSG_LEN];
+    hsync_exchange         x;
+    ngx_http_hsync_ctx_t  *ctx;
+
+    if (ngx_http_hsync_exchange(r, &x) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    msg[0] = '\0';
+
+    rc = hsync_feed_check(&conf->core, &x, msg, sizeof(msg));
+
+    if (rc != HSYNC_OK) {
+        if (rc < 0) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "hsync feed: %s", hsync_strerror(rc));
+
+        } else {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "hsync feed: not held: %s", msg);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hsync_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->feed_hold = 1;
+    ctx->last_out = &ctx->out;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_hsync_filter_module);
+
+    /* the body comes in memory buffers (files read by the copy filter) */
+    r->main_filter_need_in_memory = 1;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "hsync feed: headers held");
+
+    return NGX_OK;
+}
+
+
+/*
+ * Feeds, step 2: the body is copied into one pool buffer (the input
+ * buffers are consumed, as the xslt filter does, so their owners reuse
+ * them); at its end the core answers; past HSYNC_FEED_MAX_BYTES, or on a
+ * buffer that is not in memory, the response goes on as it came.
+ */
+
+static ngx_int_t
+ngx_http_hsync_feed_body(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    size_t        size, cap;
+    u_char       *p;
+    ngx_buf_t    *b;
+    ngx_uint_t    last;
+    ngx_chain_t  *cl;
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!ngx_buf_in_memory(b) && ngx_buf_size(b)) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "hsync feed: buffer not in memory");
+            return ngx_http_hsync_feed_give_up(r, ctx, cl);
+        }
+
+        size = ngx_buf_in_memory(b) ? (size_t) (b->last - b->pos) : 0;
+
+        if (size > HSYNC_FEED_MAX_BYTES - ctx->feed_len) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "hsync feed: longer than the bound, sent as is");
+            return ngx_http_hsync_feed_give_up(r, ctx, cl);
+        }
+
+        if (size > ctx->feed_cap - ctx->feed_len) {
+            cap = ctx->feed_cap ? ctx->feed_cap * 2 : 64 * 1024;
+
+            if (ctx->feed_cap == 0 && r->headers_out.content_length_n > 0) {
+                cap = (size_t) r->headers_out.content_length_n;
+            }
+
+            cap = ngx_max(cap, ctx->feed_len + size);
+            cap = ngx_min(cap, (size_t) HSYNC_FEED_MAX_BYTES);
+
+            p = ngx_palloc(r->pool, cap);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ctx->feed_len) {
+                ngx_memcpy(p, ctx->feed_data, ctx->feed_len);
+            }
+
+            if (ctx->feed_data) {
+                ngx_pfree(r->pool, ctx->feed_data);
+            }
+
+            ctx->feed_data = p;
+            ctx->feed_cap = cap;
+        }
+
+        if (size) {
+            ngx_memcpy(ctx->feed_data + ctx->feed_len, b->pos, size);
+            ctx->feed_len += size;
+        }
+
+        b->pos = b->last;
+
+        if (b->in_file) {
+            b->file_pos = b->file_last;
+        }
+
+        if (b->last_buf) {
+            last = 1;
+        }
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    return ngx_http_hsync_feed_send(r, ctx);
+}
+
+
+/*
+ * The held response goes on as it came: its headers (through the hsync
+ * decision, as any response's), the bytes buffered so far, then rest
+ * (the links of the input not consumed; NULL: the buffered bytes were
+ * the whole body).
+ */
+
+static ngx_int_t
+ngx_http_hsync_feed_give_up(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx,
+    ngx_chain_t *rest)
+{
+    ngx_int_t               rc;
+    ngx_buf_t              *b;
+    ngx_chain_t            *cl;
+    ngx_http_hsync_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_hsync_filter_module);
+
+    ctx->feed_hold = 0;
+
+    rc = ngx_http_hsync_header(r, conf);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    if (ctx->feed_len == 0 && rest) {
+        return ngx_http_hsync_body_filter(r, rest);
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = ctx->feed_data;
+    b->last = ctx->feed_data + ctx->feed_len;
+    b->memory = ctx->feed_len ? 1 : 0;
+    b->last_buf = rest ? 0 : 1;
+    b->last_in_chain = rest ? 0 : 1;
+
+    cl->buf = b;
+    cl->next = rest;
+
+    return ngx_http_hsync_body_filter(r, cl);
+}
+
+
+/*
+ * The whole body is there: the core's status, edits and body go out. A
+ * whole 200 (no truncation) or a 304 then goes through the hsync decision
+ * as any response does; a 226 or a truncated 200 does not.
+ */
+
+static ngx_int_t
+ngx_http_hsync_feed_send(ngx_http_request_t *r, ngx_http_hsync_ctx_t *ctx)
+{
+    int                     rc;
+    char                    msg[NGX_HTTP_HSYNC_MSG_LEN];
+    size_t                  i, n, len;
+    ngx_int_t               nrc;
+    ngx_buf_t              *b;
+    ngx_chain_t             out;
+    ngx_uint_t              status, whole;
+    hsync_exchange          x;
+    hsync_response         *resp;
+    const uint8_t          *body;
+    const hsync_edit       *edits;
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_hsync_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_hsync_filter_module);
+
+    if (ngx_http_hsync_exchange(r, &x) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    msg[0] = '\0';
+    resp = NULL;
+
+    rc = hsync_feed_process(&conf->core, &x, ctx->feed_data, ctx->feed_len,
+                            &resp, msg, sizeof(msg));
+
+    if (resp == NULL) {
+        /* a bug on one side of the ABI: send the response as it is */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "hsync feed: %s", hsync_strerror(rc));
+        return ngx_http_hsync_feed_give_up(r, ctx, NULL);
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        hsync_response_free(resp);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_hsync_cleanup;
+    cln->data = resp;
+
+    ctx->feed_hold = 0;
+    ctx->feed_response = resp;
+
+    status = hsync_response_status(resp);
+
+    /*
+     * A whole 200 may be coded as any response; a 304 gets the fields a
+     * coded one would have had (Vary, the ETag as weakened), as every 304
+     * does; a truncated body is never coded.
+     */
+    whole = (hsync_coding(resp)[0] == '\0'
+             && (status == NGX_HTTP_OK || status == NGX_HTTP_NOT_MODIFIED));
+
+    n = hsync_response_edits(resp, &edits);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "hsync feed: %ui, %uz edits, coding \"%s\": %s",
+                   status, n, hsync_coding(resp), msg);
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_hsync_apply(r, &edits[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    len = hsync_response_body(resp, &body);
+
+    r->headers_out.status = status;
+
+    /* an upstream's "200 OK" would otherwise be the status line */
+    if (status == 226) {
+        ngx_str_set(&r->headers_out.status_line, "226 IM Used");
+
+    } else {
+        r->headers_out.status_line.len = 0;
+    }
+
+    /* nginx writes Content-Length from content_length_n */
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    if (status == NGX_HTTP_NOT_MODIFIED) {
+        r->headers_out.content_length_n = -1;
+        r->header_only = 1;
+
+    } else {
+        r->headers_out.content_length_n = (off_t) len;
+    }
+
+    if (whole) {
+        nrc = ngx_http_hsync_header(r, conf);
+
+    } else {
+        nrc = ngx_http_next_header_filter(r);
+    }
+
+    if (nrc == NGX_ERROR || nrc > NGX_OK || r->header_only) {
+        return nrc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = (u_char *) body;
+    b->last = b->pos + len;
+    b->memory = len ? 1 : 0;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_hsync_body_filter(r, &out);
+}
+
+
 static ngx_int_t
 ngx_http_hsync_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
@@ -995,9 +1472,18 @@ ngx_http_hsync_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_hsync_filter_module);
 
-    /* not engaged, or a dictionary of the module's own (sent as it is) */
+    if (ctx && ctx->feed_hold) {
+        return ngx_http_hsync_feed_body(r, ctx, in);
+    }
 
-    if (ctx == NULL || ctx->served || r->header_only) {
+    /*
+     * not engaged (a feed response only, or nothing), or a dictionary of
+     * the module's own (sent as it is)
+     */
+
+    if (ctx == NULL || ctx->served || ctx->response == NULL
+        || r->header_only)
+    {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -1296,7 +1782,8 @@ ngx_http_hsync_ratio_variable(ngx_http_request_t *r,
 
 /*
  * $hsync_coding: the content coding the core gave the response, "hsync"
- * or "dcz"; empty when it sent the body as it is or left it alone.
+ * or "dcz"; else "feed" when the feed step truncated it; empty when it
+ * sent the body as it is or left it alone.
  */
 
 static ngx_int_t
@@ -1309,6 +1796,10 @@ ngx_http_hsync_coding_variable(ngx_http_request_t *r,
     ctx = ngx_http_get_module_ctx(r, ngx_http_hsync_filter_module);
 
     name = hsync_coding(ctx ? ctx->response : NULL);
+
+    if (name && name[0] == '\0' && ctx && ctx->feed_response) {
+        name = hsync_coding(ctx->feed_response);
+    }
 
     v->data = (u_char *) name;
     v->len = name ? ngx_strlen(name) : 0;
@@ -1435,6 +1926,55 @@ ngx_http_hsync_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * hsync_feed_types TYPE...: the media types that are feeds, kept as one
+ * string of the words joined by spaces, which the core reads and checks
+ * (the same words as Apache's HsyncFeedTypes).
+ */
+
+static char *
+ngx_http_hsync_feed_types(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_hsync_conf_t *hcf = conf;
+
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (hcf->feed_types.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    len = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        len += value[i].len + 1;
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    hcf->feed_types.data = p;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (i > 1) {
+            *p++ = ' ';
+        }
+
+        p = ngx_cpymem(p, value[i].data, value[i].len);
+    }
+
+    hcf->feed_types.len = p - hcf->feed_types.data;
+
+    return NGX_CONF_OK;
+}
+
+
 static void *
 ngx_http_hsync_create_main_conf(ngx_conf_t *cf)
 {
@@ -1488,11 +2028,14 @@ ngx_http_hsync_create_conf(ngx_conf_t *cf)
      *     conf->types_keys = NULL;
      *     conf->core = { 0 };
      *     conf->dict_match = { 0, NULL };
+     *     conf->feed_types = { 0, NULL };
      */
 
     conf->enable = NGX_CONF_UNSET;
     conf->vary = NGX_CONF_UNSET;
     conf->dictionary = NGX_CONF_UNSET;
+    conf->feed = NGX_CONF_UNSET;
+    conf->feed_implicit = NGX_CONF_UNSET;
     conf->min_length = NGX_CONF_UNSET_SIZE;
     conf->max_signature = NGX_CONF_UNSET_SIZE;
     conf->level = NGX_CONF_UNSET;
@@ -1520,6 +2063,13 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->dictionary, prev->dictionary,
                          d.dictionary != 0);
     ngx_conf_merge_str_value(conf->dict_match, prev->dict_match, "");
+    ngx_conf_merge_value(conf->feed, prev->feed, d.feed != 0);
+    ngx_conf_merge_value(conf->feed_implicit, prev->feed_implicit,
+                         d.feed_implicit != 0);
+
+    if (conf->feed_types.data == NULL) {
+        conf->feed_types = prev->feed_types;
+    }
 
     ngx_conf_merge_bufs_value(conf->bufs, prev->bufs,
                               (128 * 1024) / ngx_pagesize, ngx_pagesize);
@@ -1565,6 +2115,16 @@ ngx_http_hsync_merge_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->dict_match.len) {
         conf->core.dict_match = (const char *) conf->dict_match.data;
         conf->core.dict_match_len = conf->dict_match.len;
+    }
+
+    /* feeds: the core's default types unless hsync_feed_types says */
+
+    conf->core.feed = conf->feed ? 1 : 0;
+    conf->core.feed_implicit = conf->feed_implicit ? 1 : 0;
+
+    if (conf->feed_types.len) {
+        conf->core.feed_types = (const char *) conf->feed_types.data;
+        conf->core.feed_types_len = conf->feed_types.len;
     }
 
     /* the limits, and the words, are the core's (the same for Apache) */

@@ -28,7 +28,14 @@
  `HSYNC_ABI_VERSION` its header defined when it was compiled, and refuses
  to start on a mismatch.
  */
-#define HSYNC_ABI_VERSION 3
+#define HSYNC_ABI_VERSION 4
+
+/*
+ The most body bytes a server buffers for `hsync_feed_process`
+ (`FEED_MAX_BYTES`, 4 MiB): past it, it sends the held headers
+ unchanged, the buffered bytes, then the rest as it comes.
+ */
+#define HSYNC_FEED_MAX_BYTES (4 << 20)
 
 /*
  Flags of [`hsync_encode`]: the server is flushing.
@@ -148,6 +155,24 @@ typedef struct hsync_config {
    */
   const char *dict_match;
   size_t dict_match_len;
+  /*
+   Non-zero: answer `A-IM: feed` with `226 IM Used` and only the
+   entries the reader lacks (docs/protocol.md §8; default off).
+   */
+  int feed;
+  /*
+   Non-zero: answer a request without `A-IM` whose `If-None-Match`
+   names an older version of a feed with those entries only, in a
+   `200` (default off).
+   */
+  int feed_implicit;
+  /*
+   The media types that are feeds, space- or comma-separated (not
+   NUL-terminated); NULL or empty: `application/atom+xml
+   application/rss+xml`.
+   */
+  const char *feed_types;
+  size_t feed_types_len;
 } hsync_config;
 
 /*
@@ -300,7 +325,8 @@ size_t hsync_ratio(const struct hsync_response *r, char *buf, size_t cap);
 /*
  The content coding of an engaged response, NUL-terminated: "hsync",
  "dcz", or "" (left alone, or sent as it is: stored, or given a link),
- for the access log (`$hsync_coding`, `%{hsync_coding}n`).
+ for the access log (`$hsync_coding`, `%{hsync_coding}n`); for a handle
+ from `hsync_feed_process`, "feed" when the body was truncated, else "".
 
  # Safety
  `r` is a handle or NULL.
@@ -324,7 +350,8 @@ enum hsync_result hsync_serve(const struct hsync_config *cfg,
                               struct hsync_response **out);
 
 /*
- The status of a response made by `hsync_serve` (0 otherwise).
+ The status of a response made by `hsync_serve` or `hsync_feed_process`
+ (0 otherwise).
 
  # Safety
  `r` is a handle or NULL.
@@ -332,13 +359,55 @@ enum hsync_result hsync_serve(const struct hsync_config *cfg,
 unsigned int hsync_response_status(const struct hsync_response *r);
 
 /*
- The body of a response made by `hsync_serve`: its length, and in
- `*body` its bytes (valid until `hsync_response_free`).
+ The body of a response made by `hsync_serve` or `hsync_feed_process`:
+ its length, and in `*body` its bytes (valid until `hsync_response_free`).
 
  # Safety
  `r` is a handle or NULL; `body` is writable.
  */
 size_t hsync_response_body(const struct hsync_response *r, const uint8_t **body);
+
+/*
+ Feeds, step 1, when the response headers are ready (the same exchange
+ as for `hsync_decide`): `HSYNC_OK`: a feed response to hold: keep the
+ headers, buffer the body (at most `HSYNC_FEED_MAX_BYTES`; past it, send
+ the headers unchanged, the buffered bytes, then the rest) and call
+ `hsync_feed_process` at its end; `HSYNC_DECLINED`: not one (feeds off,
+ not a GET, a range, not 200, not a feed type, coded, known too long):
+ go on as usual. `msg` (NULL or `msg_cap` bytes) receives why, for a
+ debug-level log line.
+
+ # Safety
+ As `hsync_decide`.
+ */
+enum hsync_result hsync_feed_check(const struct hsync_config *cfg,
+                                   const struct hsync_exchange *x,
+                                   char *msg,
+                                   size_t msg_cap);
+
+/*
+ Feeds, step 2, with the whole body (`body_len` bytes, at most
+ `HSYNC_FEED_MAX_BYTES`) and the same exchange as for `hsync_feed_check`.
+ `HSYNC_OK`: `*out` is a new handle (free it with `hsync_response_free`):
+ send `hsync_response_status` (200, 226 or 304: a 304 has no body) with
+ the edits of `hsync_response_edits` applied and `hsync_response_body`
+ as the body, its length as `Content-Length`; `hsync_coding` says "feed"
+ when the body was truncated. A whole 200 (coding "") may then be coded
+ by `hsync_decide` as any response; a truncated one or a 304 must not.
+ `msg` receives what was decided, for a debug-level log line. On a
+ negative result `*out` is NULL: send the response as it was.
+
+ # Safety
+ As `hsync_decide`; `body` points to `body_len` readable bytes (NULL
+ when 0).
+ */
+enum hsync_result hsync_feed_process(const struct hsync_config *cfg,
+                                     const struct hsync_exchange *x,
+                                     const uint8_t *body,
+                                     size_t body_len,
+                                     struct hsync_response **out,
+                                     char *msg,
+                                     size_t msg_cap);
 
 /*
  Frees a handle (NULL is fine).

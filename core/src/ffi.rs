@@ -15,6 +15,12 @@
 //!    only, send the body through `hsync_encode`;
 //! 3. `hsync_ratio` for the access log, `hsync_response_free` at the end.
 //!
+//! Feeds (docs/protocol.md §8) come first, when the headers are ready:
+//! `hsync_feed_check`; on `HSYNC_OK` hold the headers, buffer the body (at
+//! most `HSYNC_FEED_MAX_BYTES`; past it send everything unchanged), then
+//! `hsync_feed_process` and send its status, edits and body. A whole 200
+//! may then go through `hsync_decide` as usual (with the edits applied).
+//!
 //! Opaque handles, one result enum for every function that can fail, and a
 //! panic boundary on every exported function with a typed fallback per
 //! return type: a bug here degrades to "serve the response as usual", never
@@ -24,6 +30,7 @@
 
 use crate::codec::dcz::DczEncoder;
 use crate::delta::{EncodeOptions, Encoder};
+use crate::feed::FeedConfig;
 use crate::http::insert::Inserter;
 use crate::http::{self, Coding, Decision, Decline, DictConfig, Edit, Exchange, Field, Outcome, ServerConfig};
 use crate::store;
@@ -33,7 +40,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// Version of this ABI. A shim compares `hsync_abi_version()` with the
 /// `HSYNC_ABI_VERSION` its header defined when it was compiled, and refuses
 /// to start on a mismatch.
-pub const HSYNC_ABI_VERSION: u32 = 3;
+pub const HSYNC_ABI_VERSION: u32 = 4;
+
+/// The most body bytes a server buffers for `hsync_feed_process`
+/// (`FEED_MAX_BYTES`, 4 MiB): past it, it sends the held headers
+/// unchanged, the buffered bytes, then the rest as it comes.
+pub const HSYNC_FEED_MAX_BYTES: usize = 4 << 20;
+const _: () = assert!(HSYNC_FEED_MAX_BYTES == crate::limits::FEED_MAX_BYTES);
 
 /// Flags of [`hsync_encode`]: the server is flushing.
 pub const HSYNC_FLUSH: c_uint = 1;
@@ -111,6 +124,18 @@ pub struct hsync_config {
     /// NULL: the page's own path.
     pub dict_match: *const c_char,
     pub dict_match_len: usize,
+    /// Non-zero: answer `A-IM: feed` with `226 IM Used` and only the
+    /// entries the reader lacks (docs/protocol.md §8; default off).
+    pub feed: c_int,
+    /// Non-zero: answer a request without `A-IM` whose `If-None-Match`
+    /// names an older version of a feed with those entries only, in a
+    /// `200` (default off).
+    pub feed_implicit: c_int,
+    /// The media types that are feeds, space- or comma-separated (not
+    /// NUL-terminated); NULL or empty: `application/atom+xml
+    /// application/rss+xml`.
+    pub feed_types: *const c_char,
+    pub feed_types_len: usize,
 }
 
 /// One header line: name and value, not NUL-terminated.
@@ -181,6 +206,9 @@ pub struct hsync_response {
     /// A response made by the core (`hsync_serve`): its status and body.
     status: c_uint,
     served: Vec<u8>,
+    /// The coding note of a feed response (`hsync_feed_process`): "feed"
+    /// when truncated; `None` for the others.
+    note: Option<&'static [u8]>,
 }
 
 /// The body of an engaged response on its way through the core.
@@ -265,7 +293,7 @@ impl Body {
 
 /// A new handle with its edits' C view.
 fn handle(edits: Vec<Edit>, body: Option<Body>, status: c_uint, served: Vec<u8>) -> Box<hsync_response> {
-    let mut r = Box::new(hsync_response { edits, view: Vec::new(), body, out: Vec::new(), done: false, status, served });
+    let mut r = Box::new(hsync_response { edits, view: Vec::new(), body, out: Vec::new(), done: false, status, served, note: None });
     r.view = r
         .edits
         .iter()
@@ -352,7 +380,16 @@ impl hsync_config {
                 return Err(format!("the version store must hold at least 1 MiB, not {} bytes", self.store_max));
             }
         }
+        self.feeds()?;
         http::ServerConfig::from_settings(self.min_length, self.max_signature, self.level, self.vary != 0)
+    }
+
+    /// The feed settings, checked.
+    fn feeds(&self) -> std::result::Result<FeedConfig, String> {
+        // SAFETY: the caller's promise on the config's strings.
+        let types = unsafe { bytes(self.feed_types, self.feed_types_len) }.unwrap_or(b"");
+        let types = std::str::from_utf8(types).map_err(|_| "feed types must be ASCII media types".to_string())?;
+        FeedConfig::from_settings(self.feed != 0, self.feed_implicit != 0, types)
     }
 
     /// The dictionary settings, with the store opened for this process;
@@ -373,6 +410,45 @@ impl hsync_config {
                 SAID.call_once(|| eprintln!("hsync: the version store {} cannot be opened ({e}): dictionaries off", dir.display()));
                 None
             }
+        }
+    }
+}
+
+/// An exchange's strings and fields, read from the C structure.
+struct Parts<'a> {
+    method: &'a [u8],
+    uri: &'a [u8],
+    request: Vec<Field<'a>>,
+    response: Vec<Field<'a>>,
+    status: c_uint,
+    content_length: Option<u64>,
+}
+
+impl<'a> Parts<'a> {
+    /// # Safety
+    /// `x`'s strings and fields are readable for `'a`.
+    unsafe fn of(x: &hsync_exchange) -> Option<Parts<'a>> {
+        // SAFETY: the caller's promise on the exchange's strings.
+        unsafe {
+            Some(Parts {
+                method: bytes(x.method, x.method_len)?,
+                uri: bytes(x.uri, x.uri_len).unwrap_or(b"/"),
+                request: fields(x.request, x.request_len)?,
+                response: fields(x.response, x.response_len)?,
+                status: x.status,
+                content_length: u64::try_from(x.content_length).ok(),
+            })
+        }
+    }
+
+    fn exchange(&self) -> Exchange<'_> {
+        Exchange {
+            method: self.method,
+            uri: self.uri,
+            request: &self.request,
+            status: self.status,
+            response: &self.response,
+            content_length: self.content_length,
         }
     }
 }
@@ -401,6 +477,10 @@ pub unsafe extern "C" fn hsync_config_default(cfg: *mut hsync_config) -> hsync_r
                 store_max: HSYNC_STORE_MAX_DEFAULT,
                 dict_match: std::ptr::null(),
                 dict_match_len: 0,
+                feed: 0,
+                feed_implicit: 0,
+                feed_types: std::ptr::null(),
+                feed_types_len: 0,
             }
         };
         hsync_result::HSYNC_OK
@@ -467,21 +547,8 @@ pub unsafe extern "C" fn hsync_decide(
         };
         let Ok(scfg) = c.server() else { return hsync_result::HSYNC_E_INVALID_ARG };
         // SAFETY: the caller's promise on the exchange's strings.
-        let (method, request, response) =
-            unsafe { (bytes(x.method, x.method_len), fields(x.request, x.request_len), fields(x.response, x.response_len)) };
-        let (Some(method), Some(request), Some(response)) = (method, request, response) else {
-            return hsync_result::HSYNC_E_INVALID_ARG;
-        };
-        // SAFETY: the caller's promise on the exchange's strings.
-        let uri = unsafe { bytes(x.uri, x.uri_len) }.unwrap_or(b"/");
-        let exchange = Exchange {
-            method,
-            uri,
-            request: &request,
-            status: x.status,
-            response: &response,
-            content_length: u64::try_from(x.content_length).ok(),
-        };
+        let Some(parts) = (unsafe { Parts::of(x) }) else { return hsync_result::HSYNC_E_INVALID_ARG };
+        let exchange = parts.exchange();
         let dict = c.dictionaries();
         let Decision { outcome, edits } = http::decide(&scfg, dict.as_ref(), &exchange);
         let (rc, body) = match outcome {
@@ -633,7 +700,8 @@ pub unsafe extern "C" fn hsync_ratio(r: *const hsync_response, buf: *mut c_char,
 
 /// The content coding of an engaged response, NUL-terminated: "hsync",
 /// "dcz", or "" (left alone, or sent as it is: stored, or given a link),
-/// for the access log (`$hsync_coding`, `%{hsync_coding}n`).
+/// for the access log (`$hsync_coding`, `%{hsync_coding}n`); for a handle
+/// from `hsync_feed_process`, "feed" when the body was truncated, else "".
 ///
 /// # Safety
 /// `r` is a handle or NULL.
@@ -641,7 +709,11 @@ pub unsafe extern "C" fn hsync_ratio(r: *const hsync_response, buf: *mut c_char,
 pub unsafe extern "C" fn hsync_coding(r: *const hsync_response) -> *const c_char {
     guard(c"".as_ptr(), || {
         // SAFETY: the caller's promise.
-        let name = unsafe { r.as_ref() }.and_then(|r| r.body.as_ref()).map_or(&b"\0"[..], |b| b.coder.name());
+        let r = unsafe { r.as_ref() };
+        if let Some(note) = r.and_then(|r| r.note) {
+            return note.as_ptr() as *const c_char;
+        }
+        let name = r.and_then(|r| r.body.as_ref()).map_or(&b"\0"[..], |b| b.coder.name());
         name.as_ptr() as *const c_char
     })
 }
@@ -682,7 +754,8 @@ pub unsafe extern "C" fn hsync_serve(cfg: *const hsync_config, x: *const hsync_e
     })
 }
 
-/// The status of a response made by `hsync_serve` (0 otherwise).
+/// The status of a response made by `hsync_serve` or `hsync_feed_process`
+/// (0 otherwise).
 ///
 /// # Safety
 /// `r` is a handle or NULL.
@@ -692,8 +765,8 @@ pub unsafe extern "C" fn hsync_response_status(r: *const hsync_response) -> c_ui
     guard(0, || unsafe { r.as_ref() }.map_or(0, |r| r.status))
 }
 
-/// The body of a response made by `hsync_serve`: its length, and in
-/// `*body` its bytes (valid until `hsync_response_free`).
+/// The body of a response made by `hsync_serve` or `hsync_feed_process`:
+/// its length, and in `*body` its bytes (valid until `hsync_response_free`).
 ///
 /// # Safety
 /// `r` is a handle or NULL; `body` is writable.
@@ -708,6 +781,100 @@ pub unsafe extern "C" fn hsync_response_body(r: *const hsync_response, body: *mu
         // SAFETY: checked non-NULL.
         unsafe { *body = r.served.as_ptr() };
         r.served.len()
+    })
+}
+
+/// Feeds, step 1, when the response headers are ready (the same exchange
+/// as for `hsync_decide`): `HSYNC_OK`: a feed response to hold: keep the
+/// headers, buffer the body (at most `HSYNC_FEED_MAX_BYTES`; past it, send
+/// the headers unchanged, the buffered bytes, then the rest) and call
+/// `hsync_feed_process` at its end; `HSYNC_DECLINED`: not one (feeds off,
+/// not a GET, a range, not 200, not a feed type, coded, known too long):
+/// go on as usual. `msg` (NULL or `msg_cap` bytes) receives why, for a
+/// debug-level log line.
+///
+/// # Safety
+/// As `hsync_decide`.
+#[no_mangle]
+pub unsafe extern "C" fn hsync_feed_check(
+    cfg: *const hsync_config,
+    x: *const hsync_exchange,
+    msg: *mut c_char,
+    msg_cap: usize,
+) -> hsync_result {
+    guard(hsync_result::HSYNC_E_PANIC, || {
+        // SAFETY: the caller's promise.
+        let (Some(c), Some(x)) = (unsafe { cfg.as_ref() }, unsafe { x.as_ref() }) else {
+            return hsync_result::HSYNC_E_INVALID_ARG;
+        };
+        let Ok(fc) = c.feeds() else { return hsync_result::HSYNC_E_INVALID_ARG };
+        if !fc.explicit && !fc.implicit {
+            return hsync_result::HSYNC_DECLINED;
+        }
+        // SAFETY: the caller's promise on the exchange's strings.
+        let Some(parts) = (unsafe { Parts::of(x) }) else { return hsync_result::HSYNC_E_INVALID_ARG };
+        match crate::feed::check(&fc, &parts.exchange()) {
+            Ok(()) => hsync_result::HSYNC_OK,
+            Err(s) => {
+                // SAFETY: the caller's promise.
+                unsafe { put_msg(msg, msg_cap, &s.to_string()) };
+                hsync_result::HSYNC_DECLINED
+            }
+        }
+    })
+}
+
+/// Feeds, step 2, with the whole body (`body_len` bytes, at most
+/// `HSYNC_FEED_MAX_BYTES`) and the same exchange as for `hsync_feed_check`.
+/// `HSYNC_OK`: `*out` is a new handle (free it with `hsync_response_free`):
+/// send `hsync_response_status` (200, 226 or 304: a 304 has no body) with
+/// the edits of `hsync_response_edits` applied and `hsync_response_body`
+/// as the body, its length as `Content-Length`; `hsync_coding` says "feed"
+/// when the body was truncated. A whole 200 (coding "") may then be coded
+/// by `hsync_decide` as any response; a truncated one or a 304 must not.
+/// `msg` receives what was decided, for a debug-level log line. On a
+/// negative result `*out` is NULL: send the response as it was.
+///
+/// # Safety
+/// As `hsync_decide`; `body` points to `body_len` readable bytes (NULL
+/// when 0).
+#[no_mangle]
+pub unsafe extern "C" fn hsync_feed_process(
+    cfg: *const hsync_config,
+    x: *const hsync_exchange,
+    body: *const u8,
+    body_len: usize,
+    out: *mut *mut hsync_response,
+    msg: *mut c_char,
+    msg_cap: usize,
+) -> hsync_result {
+    guard(hsync_result::HSYNC_E_PANIC, || {
+        if out.is_null() {
+            return hsync_result::HSYNC_E_INVALID_ARG;
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the caller's promise.
+        let (Some(c), Some(x)) = (unsafe { cfg.as_ref() }, unsafe { x.as_ref() }) else {
+            return hsync_result::HSYNC_E_INVALID_ARG;
+        };
+        if body.is_null() && body_len > 0 {
+            return hsync_result::HSYNC_E_INVALID_ARG;
+        }
+        let Ok(fc) = c.feeds() else { return hsync_result::HSYNC_E_INVALID_ARG };
+        // SAFETY: the caller's promise on the exchange's strings.
+        let Some(parts) = (unsafe { Parts::of(x) }) else { return hsync_result::HSYNC_E_INVALID_ARG };
+        // SAFETY: the caller's promise.
+        let data = if body_len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(body, body_len) } };
+        let o = crate::feed::process(&fc, &parts.exchange(), data);
+        // SAFETY: the caller's promise.
+        unsafe { put_msg(msg, msg_cap, &o.kind.to_string()) };
+        let note: &'static [u8] = if o.coding.is_empty() { b"\0" } else { b"feed\0" };
+        let mut r = handle(o.edits, None, o.status, o.body.into_owned());
+        r.note = Some(note);
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(r) };
+        hsync_result::HSYNC_OK
     })
 }
 

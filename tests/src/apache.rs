@@ -10,8 +10,11 @@
 //! `HsyncDictionary On` and its store in `<instance dir>/store`; the access
 //! log ends with ` coding=%{hsync_coding}n`):
 //!
-//! * `/`       the docroot; `AddOutputFilterByType HSYNC text/html`
-//!   (and `DEFLATE` with `gzip`);
+//! * `/`       the docroot; `AddOutputFilterByType HSYNC text/html
+//!   application/atom+xml` (and `DEFLATE` for text/html with `gzip`;
+//!   `.atom` files are application/atom+xml; `HsyncFeed On` and
+//!   `HsyncFeedImplicit On` with `Options.feed` / `feed_implicit`);
+//! * `/fresh/` an hour of freshness (mod_expires), as nginx's `expires 1h`;
 //! * `/pre/`   `Content-Encoding: gzip` added, `/nt/` `Cache-Control:
 //!   no-transform` added, both by a mod_lua fixup hook, i.e. before the
 //!   handler, as nginx's add_header is seen by its filters. (mod_headers'
@@ -215,9 +218,9 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     let _ = writeln!(c, "ServerTokens Prod\nFileETag MTime Size");
     // A crashed child leaves its core beside the logs (kept with HSYNC_KEEP_TMP).
     let _ = writeln!(c, "CoreDumpDirectory {}", q(dir));
-    // MIME types as in the shared contract: .html, .txt, else octet-stream.
+    // MIME types as in the shared contract: .html, .txt (and .atom, feeds), else octet-stream.
     let types = dir.join("mime.types");
-    let _ = std::fs::write(&types, "text/html html\ntext/plain txt\n");
+    let _ = std::fs::write(&types, "text/html html\ntext/plain txt\napplication/atom+xml atom\n");
     let _ = writeln!(c, "TypesConfig {}", q(&types));
     // The ratio, then (with the module) the coding: `coding=dcz`, `coding=hsync`, `coding=-`.
     let coding = if opts.module { " coding=%{hsync_coding}n" } else { "" };
@@ -228,7 +231,7 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     let _ = writeln!(
         c,
         "<Directory {}>\n    Require all granted\n    AllowOverride None\n    Options None\n\
-         \x20   <FilesMatch \"^(?!.*\\.(html|txt)$)\">\n        ForceType application/octet-stream\n    </FilesMatch>\n</Directory>",
+         \x20   <FilesMatch \"^(?!.*\\.(html|txt|atom)$)\">\n        ForceType application/octet-stream\n    </FilesMatch>\n</Directory>",
         q(&docroot)
     );
     let _ = writeln!(c, "<Location />\n    Require all granted\n</Location>");
@@ -242,6 +245,8 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     );
     let _ = writeln!(c, "<Location /pre/>\n    LuaHookFixups {} pre\n</Location>", q(&lua));
     let _ = writeln!(c, "<Location /nt/>\n    LuaHookFixups {} nt\n</Location>", q(&lua));
+    // /fresh/: an hour of freshness (mod_expires, a fixup: HSYNC sees it), as nginx's `expires 1h`.
+    let _ = writeln!(c, "<Location /fresh/>\n    ExpiresActive On\n    ExpiresDefault \"access plus 1 hour\"\n</Location>");
 
     if let Some(up) = opts.upstream {
         let _ = writeln!(c, "ProxyPass /proxy/ http://{up}/\nProxyPassReverse /proxy/ http://{up}/");
@@ -253,7 +258,7 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
                 let _ = writeln!(c, "{lines}");
             }
             None => {
-                let _ = writeln!(c, "AddOutputFilterByType HSYNC text/html");
+                let _ = writeln!(c, "AddOutputFilterByType HSYNC text/html application/atom+xml");
                 if opts.gzip {
                     let _ = writeln!(c, "AddOutputFilterByType DEFLATE text/html");
                 }
@@ -264,6 +269,12 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
         }
         if !opts.vary {
             let _ = writeln!(c, "HsyncVary Off");
+        }
+        if opts.feed {
+            let _ = writeln!(c, "HsyncFeed On");
+        }
+        if opts.feed_implicit {
+            let _ = writeln!(c, "HsyncFeedImplicit On");
         }
         if let Some(v) = extra.min_length {
             let _ = writeln!(c, "HsyncMinLength {v}");

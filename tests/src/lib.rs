@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub mod apache;
 pub mod cdp;
 pub mod chromium;
+pub mod feed;
 pub mod http;
 pub mod nginx;
 pub mod origin;
@@ -100,6 +101,11 @@ pub struct Options {
     /// RFC 9842 dictionaries (`hsync_dictionary on` / `HsyncDictionary On`),
     /// with the version store in `<server dir>/store`; `None`: off.
     pub dictionary: Option<Dictionary>,
+    /// Feeds (docs/protocol.md §8): `hsync_feed on` / `HsyncFeed On`
+    /// (`A-IM: feed`, 226).
+    pub feed: bool,
+    /// `hsync_feed_implicit on` / `HsyncFeedImplicit On`.
+    pub feed_implicit: bool,
 }
 
 /// The dictionary settings of [`Options`].
@@ -122,6 +128,8 @@ impl Options {
             module: true,
             vary: true,
             dictionary: None,
+            feed: false,
+            feed_implicit: false,
         }
     }
 }
@@ -162,7 +170,8 @@ fn check_fresh(kind: ServerKind) {
     }
 }
 
-fn skipped(kind: ServerKind) -> bool {
+/// Whether HSYNC_SKIP_SERVER_TESTS skips `kind` (`1`, or a list naming it).
+pub fn skipped(kind: ServerKind) -> bool {
     match std::env::var("HSYNC_SKIP_SERVER_TESTS") {
         Ok(v) => v == "1" || v.split(',').any(|k| k.trim().eq_ignore_ascii_case(kind.name())),
         Err(_) => false,

@@ -37,6 +37,7 @@ http {{
     types {{
         text/html html;
         text/plain txt;
+        application/atom+xml atom;
     }}
     default_type application/octet-stream;
 
@@ -76,6 +77,12 @@ http {{
                 writeln!(c, "    hsync_dictionary_match \"{}\";", p.replace('\\', "\\\\").replace('"', "\\\"")).unwrap();
             }
         }
+    }
+    if opts.module && opts.feed {
+        c.push_str("    hsync_feed on;\n");
+    }
+    if opts.module && opts.feed_implicit {
+        c.push_str("    hsync_feed_implicit on;\n");
     }
     if opts.gzip {
         c.push_str("    gzip on;\n");
