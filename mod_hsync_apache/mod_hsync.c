@@ -380,7 +380,7 @@ static const command_rec hsync_cmds[] = {
                  "On: a request without A-IM whose If-None-Match names an older version of a feed "
                  "gets a 200 with the new entries only (default Off)"),
     AP_INIT_TAKE_ARGV("HsyncFeedTypes", set_feed_types, NULL, RSRC_CONF | ACCESS_CONF | OR_FILEINFO,
-                      "The media types that are feeds (default application/atom+xml application/rss+xml)"),
+                      "The media types that are feeds (default application/atom+xml application/rss+xml application/x-rss+xml)"),
     AP_INIT_FLAG("HsyncDictionary", set_dictionary, NULL, RSRC_CONF | ACCESS_CONF,
                  "On: compression dictionaries for browsers (RFC 9842 dcz), with the version store of "
                  "HsyncDictionaryStore (default Off)"),

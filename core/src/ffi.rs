@@ -133,7 +133,7 @@ pub struct hsync_config {
     pub feed_implicit: c_int,
     /// The media types that are feeds, space- or comma-separated (not
     /// NUL-terminated); NULL or empty: `application/atom+xml
-    /// application/rss+xml`.
+    /// application/rss+xml application/x-rss+xml`.
     pub feed_types: *const c_char,
     pub feed_types_len: usize,
 }

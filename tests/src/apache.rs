@@ -11,8 +11,9 @@
 //! log ends with ` coding=%{hsync_coding}n`):
 //!
 //! * `/`       the docroot; `AddOutputFilterByType HSYNC text/html
-//!   application/atom+xml` (and `DEFLATE` for text/html with `gzip`;
-//!   `.atom` files are application/atom+xml; `HsyncFeed On` and
+//!   application/atom+xml application/x-rss+xml` (and `DEFLATE` for
+//!   text/html with `gzip`; `.atom` files are application/atom+xml, `.rss`
+//!   application/x-rss+xml as Debian types them; `HsyncFeed On` and
 //!   `HsyncFeedImplicit On` with `Options.feed` / `feed_implicit`);
 //! * `/fresh/` an hour of freshness (mod_expires), as nginx's `expires 1h`;
 //! * `/pre/`   `Content-Encoding: gzip` added, `/nt/` `Cache-Control:
@@ -218,9 +219,10 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     let _ = writeln!(c, "ServerTokens Prod\nFileETag MTime Size");
     // A crashed child leaves its core beside the logs (kept with HSYNC_KEEP_TMP).
     let _ = writeln!(c, "CoreDumpDirectory {}", q(dir));
-    // MIME types as in the shared contract: .html, .txt (and .atom, feeds), else octet-stream.
+    // MIME types as in the shared contract: .html, .txt (and .atom, .rss: feeds, .rss as
+    // Debian's /etc/mime.types types it), else octet-stream.
     let types = dir.join("mime.types");
-    let _ = std::fs::write(&types, "text/html html\ntext/plain txt\napplication/atom+xml atom\n");
+    let _ = std::fs::write(&types, "text/html html\ntext/plain txt\napplication/atom+xml atom\napplication/x-rss+xml rss\n");
     let _ = writeln!(c, "TypesConfig {}", q(&types));
     // The ratio, then (with the module) the coding: `coding=dcz`, `coding=hsync`, `coding=-`.
     let coding = if opts.module { " coding=%{hsync_coding}n" } else { "" };
@@ -231,7 +233,7 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
     let _ = writeln!(
         c,
         "<Directory {}>\n    Require all granted\n    AllowOverride None\n    Options None\n\
-         \x20   <FilesMatch \"^(?!.*\\.(html|txt|atom)$)\">\n        ForceType application/octet-stream\n    </FilesMatch>\n</Directory>",
+         \x20   <FilesMatch \"^(?!.*\\.(html|txt|atom|rss)$)\">\n        ForceType application/octet-stream\n    </FilesMatch>\n</Directory>",
         q(&docroot)
     );
     let _ = writeln!(c, "<Location />\n    Require all granted\n</Location>");
@@ -258,7 +260,7 @@ pub fn config(opts: &Options, extra: &Extra, dir: &Path, port: u16) -> String {
                 let _ = writeln!(c, "{lines}");
             }
             None => {
-                let _ = writeln!(c, "AddOutputFilterByType HSYNC text/html application/atom+xml");
+                let _ = writeln!(c, "AddOutputFilterByType HSYNC text/html application/atom+xml application/x-rss+xml");
                 if opts.gzip {
                     let _ = writeln!(c, "AddOutputFilterByType DEFLATE text/html");
                 }

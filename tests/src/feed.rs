@@ -8,9 +8,11 @@
 //! `updated`, read with Python's feedparser, the reader feed readers use)
 //! are exactly those of every version it has seen: nothing lost, nothing
 //! received twice. First-time readers always get the whole feed, and a
-//! request without `A-IM` never gets a 226. Also: off by default, HEAD and
-//! Range untouched, a proxied chunked feed and one over the bound, a whole
-//! feed still hsync-coded, and Squid in front.
+//! request without `A-IM` never gets a 226. The same with an RSS 2.0 feed
+//! made from the same real entries (`feed.rss`). Also: off by default, HEAD
+//! and Range untouched, a proxied chunked feed and one over the bound, a
+//! whole feed still hsync-coded, and Squid in front (a reader polling every
+//! version through it loses nothing).
 
 use crate::http::{self, Response};
 use crate::{corpus, start, temp_dir, Options, RunningServer, ServerKind};
@@ -19,6 +21,44 @@ use std::path::PathBuf;
 use std::process::Command;
 
 pub const FEED: &str = "/feed.atom";
+
+#[path = "../../core/tests/common/rss.rs"]
+mod rss;
+
+/// A feed's format: the corpus's Atom, or RSS 2.0 made from its entries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Format {
+    Atom,
+    Rss,
+}
+
+impl Format {
+    /// The file name in the document root (the servers type `.atom` as
+    /// application/atom+xml, `.rss` as nginx's application/rss+xml or
+    /// Debian's application/x-rss+xml for Apache).
+    pub fn file(self) -> &'static str {
+        match self {
+            Format::Atom => "feed.atom",
+            Format::Rss => "feed.rss",
+        }
+    }
+
+    /// The 30 versions in this format.
+    pub fn versions(self) -> Vec<Vec<u8>> {
+        match self {
+            Format::Atom => versions(),
+            Format::Rss => versions().iter().map(|a| rss::to_rss(a)).collect(),
+        }
+    }
+
+    /// feedparser's name for it.
+    fn feedparser_version(self) -> &'static str {
+        match self {
+            Format::Atom => "atom10",
+            Format::Rss => "rss20",
+        }
+    }
+}
 
 type Key = (String, String);
 
@@ -36,9 +76,14 @@ impl Site {
 
     /// Publishes `data` as the feed (whole, by rename).
     pub fn publish(&self, data: &[u8]) {
+        self.publish_as("feed.atom", data)
+    }
+
+    /// Publishes `data` as `name` (whole, by rename).
+    pub fn publish_as(&self, name: &str, data: &[u8]) {
         let tmp = self.dir.join(".feed.tmp");
         std::fs::write(&tmp, data).unwrap();
-        std::fs::rename(&tmp, self.dir.join("feed.atom")).unwrap();
+        std::fs::rename(&tmp, self.dir.join(name)).unwrap();
     }
 }
 
@@ -71,10 +116,11 @@ fn python() -> Option<&'static str> {
 }
 
 /// Every document's entries as feedparser reads them: (id, updated or
-/// published), one list per document; panics if one does not parse.
+/// published), one list per document; panics if one does not parse or is
+/// not of `format`.
 /// Without feedparser (a notice; a failure with HSYNC_REQUIRE_FEEDPARSER),
 /// as hsync-core's own parser reads them.
-fn feedparser(docs: &[Vec<u8>]) -> Vec<Vec<Key>> {
+fn feedparser(format: Format, docs: &[Vec<u8>]) -> Vec<Vec<Key>> {
     let Some(python) = python() else {
         eprintln!("feedparser missing (python3-feedparser): entries read with hsync-core's parser");
         assert!(std::env::var_os("HSYNC_REQUIRE_FEEDPARSER").is_none(), "HSYNC_REQUIRE_FEEDPARSER is set");
@@ -98,17 +144,18 @@ fn feedparser(docs: &[Vec<u8>]) -> Vec<Vec<Key>> {
     let script = r#"
 import json, sys, feedparser
 out = []
-for p in sys.argv[1:]:
+want = sys.argv[1]
+for p in sys.argv[2:]:
     with open(p, 'rb') as f:
         d = feedparser.parse(f.read())
     if d.bozo:
         sys.exit("%s does not parse: %r" % (p, d.bozo_exception))
-    if d.version != 'atom10':
-        sys.exit("%s is not Atom 1.0: %r" % (p, d.version))
+    if d.version != want:
+        sys.exit("%s is not %s: %r" % (p, want, d.version))
     out.append([[e.get('id', ''), e.get('updated', e.get('published', ''))] for e in d.entries])
 print(json.dumps(out))
 "#;
-    let o = Command::new(python).arg("-c").arg(script).args(&paths).output().expect("python3");
+    let o = Command::new(python).arg("-c").arg(script).arg(format.feedparser_version()).args(&paths).output().expect("python3");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(o.status.success(), "feedparser: {}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -125,6 +172,31 @@ fn get(s: &RunningServer, headers: &[(&str, &str)]) -> Response {
     http::get(s.port, FEED, headers)
 }
 
+/// Checks a reader's view, read with feedparser: after each poll the
+/// entries it has accumulated are exactly those of every version so far,
+/// and (unless `whole_ok`, for responses that may be whole feeds) no entry
+/// came twice. A poll answered 304 is `None`: no entries.
+fn check_reader(format: Format, vs: &[Vec<u8>], polls: &[Option<Vec<u8>>], whole_ok: bool) {
+    let mut docs: Vec<Vec<u8>> = vs.to_vec();
+    docs.extend(polls.iter().flatten().cloned());
+    let mut parsed = feedparser(format, &docs).into_iter();
+    let of_version: Vec<Vec<Key>> = parsed.by_ref().take(vs.len()).collect();
+    let of_poll: Vec<Vec<Key>> = polls.iter().map(|p| if p.is_some() { parsed.next().unwrap() } else { Vec::new() }).collect();
+    let mut held: HashSet<Key> = HashSet::new();
+    let mut union: HashSet<Key> = HashSet::new();
+    for (k, (got, version)) in of_poll.iter().zip(of_version).enumerate() {
+        union.extend(version.iter().cloned());
+        for e in got {
+            assert!(whole_ok || !held.contains(e), "version {}: {e:?} received again", k + 1);
+            assert!(version.contains(e), "version {}: {e:?} is not in the feed", k + 1);
+        }
+        let got_ids: HashSet<&Key> = got.iter().collect();
+        assert_eq!(got_ids.len(), got.len(), "version {}: an entry twice in one response", k + 1);
+        held.extend(got.iter().cloned());
+        assert_eq!(held, union, "version {}: the reader's entries are every version's so far", k + 1);
+    }
+}
+
 /// The ETaglet of a feed response (panics if it has none).
 pub fn etag(r: &Response) -> String {
     let t = r.header("ETag").unwrap_or_else(|| panic!("{} without an ETag: {:?}", r.status, r.headers)).to_string();
@@ -138,23 +210,25 @@ enum Mode {
     Implicit,
 }
 
-/// One reader polling every version; returns the bodies of its responses
-/// and how many were truncated.
-fn poll_every_version(kind: ServerKind, mode: Mode) -> usize {
+/// One reader polling every version; returns how many responses were
+/// truncated.
+fn poll_every_version(kind: ServerKind, mode: Mode, format: Format) -> usize {
     let site = Site::new();
-    let vs = versions();
-    site.publish(&vs[0]);
+    let vs = format.versions();
+    let path = format!("/{}", format.file());
+    let get = |s: &RunningServer, h: &[(&str, &str)]| http::get(s.port, &path, h);
+    site.publish_as(format.file(), &vs[0]);
     let opts = Options { feed: mode == Mode::Explicit, feed_implicit: mode == Mode::Implicit, ..Options::new(&site.dir) };
     let Some(s) = start(kind, &opts) else { return 0 };
 
     // The responses a reader gets, and what a first-time reader gets.
-    let mut polls: Vec<(u16, Vec<u8>)> = Vec::new();
+    let mut polls: Vec<Option<Vec<u8>>> = Vec::new();
     let mut tag: Option<String> = None;
     let mut truncated = 0;
     // Truncated responses in the access log (the implicit mode's extra requests too).
     let mut logged = 0;
     for (k, v) in vs.iter().enumerate() {
-        site.publish(v);
+        site.publish_as(format.file(), v);
         let mut h: Vec<(&str, &str)> = Vec::new();
         if mode == Mode::Explicit {
             h.push(("A-IM", "feed"));
@@ -226,28 +300,12 @@ fn poll_every_version(kind: ServerKind, mode: Mode) -> usize {
             assert_eq!((several.status, several.body == *v), (200, true), "several tags: the whole feed");
         }
 
-        polls.push((r.status, r.body));
+        polls.push(Some(r.body));
         tag = Some(t);
     }
 
     // The reader's view, with feedparser.
-    let mut docs: Vec<Vec<u8>> = vs.clone();
-    docs.extend(polls.iter().map(|(_, b)| b.clone()));
-    let parsed = feedparser(&docs);
-    let (of_version, of_poll) = parsed.split_at(vs.len());
-    let mut held: HashSet<Key> = HashSet::new();
-    let mut union: HashSet<Key> = HashSet::new();
-    for (k, (got, version)) in of_poll.iter().zip(of_version).enumerate() {
-        union.extend(version.iter().cloned());
-        for e in got {
-            assert!(!held.contains(e), "version {}: {e:?} received again", k + 1);
-            assert!(version.contains(e), "version {}: {e:?} is not in the feed", k + 1);
-        }
-        let got_ids: HashSet<&Key> = got.iter().collect();
-        assert_eq!(got_ids.len(), got.len(), "version {}: an entry twice in one response", k + 1);
-        held.extend(got.iter().cloned());
-        assert_eq!(held, union, "version {}: the reader's entries are every version's so far", k + 1);
-    }
+    check_reader(format, &vs, &polls, false);
     let log = s.access_log_text();
     assert_eq!(log.matches("coding=feed").count(), truncated + logged, "$hsync_coding says feed for each truncated response:\n{log}");
     s.finish();
@@ -255,13 +313,24 @@ fn poll_every_version(kind: ServerKind, mode: Mode) -> usize {
 }
 
 pub fn explicit_a_im_feed(kind: ServerKind) {
-    let n = poll_every_version(kind, Mode::Explicit);
+    let n = poll_every_version(kind, Mode::Explicit, Format::Atom);
     // Most successive versions share entries: the reader gets 226s.
     assert!(n == 0 || n >= 20, "only {n} truncated responses");
 }
 
 pub fn implicit_if_none_match(kind: ServerKind) {
-    let n = poll_every_version(kind, Mode::Implicit);
+    let n = poll_every_version(kind, Mode::Implicit, Format::Atom);
+    assert!(n == 0 || n >= 20, "only {n} truncated responses");
+}
+
+/// The same reader on an RSS 2.0 feed of the same entries.
+pub fn rss_explicit_a_im_feed(kind: ServerKind) {
+    let n = poll_every_version(kind, Mode::Explicit, Format::Rss);
+    assert!(n == 0 || n >= 20, "only {n} truncated responses");
+}
+
+pub fn rss_implicit_if_none_match(kind: ServerKind) {
+    let n = poll_every_version(kind, Mode::Implicit, Format::Rss);
     assert!(n == 0 || n >= 20, "only {n} truncated responses");
 }
 
@@ -482,12 +551,80 @@ pub fn through_squid(kind: ServerKind) {
     s.finish();
 }
 
+/// Readers polling every version through Squid (a shared cache in front
+/// of the server, both modes on, the feed without freshness of its own so
+/// that Squid revalidates): one with `A-IM: feed` gets 226s with only the
+/// entries it lacks; one relying on the implicit mode gets whole feeds or
+/// 304s (Squid sends `Via`, and adds the tags it holds); a first-time
+/// reader after each poll gets the whole current feed. Neither loses an
+/// entry (feedparser); the explicit one receives none twice.
+pub fn squid_readers_poll_every_version(kind: ServerKind) {
+    use crate::squid::{self, Squid};
+    let site = Site::new();
+    let vs = versions();
+    site.publish(&vs[0]);
+    let Some(s) = start(kind, &Options { feed: true, feed_implicit: true, ..Options::new(&site.dir) }) else { return };
+    if !squid::available() {
+        return;
+    }
+    let sq = Squid::start(s.addr());
+    let (mut explicit, mut implicit): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) = (Vec::new(), Vec::new());
+    let (mut tag_e, mut tag_i): (Option<String>, Option<String>) = (None, None);
+    let mut ims = 0;
+    for (k, v) in vs.iter().enumerate() {
+        site.publish(v);
+        let mut h = vec![("A-IM", "feed")];
+        if let Some(t) = &tag_e {
+            h.push(("If-None-Match", t));
+        }
+        let r = http::get(sq.port, FEED, &h);
+        match r.status {
+            226 => {
+                assert_eq!(r.header("IM"), Some("feed"));
+                ims += 1;
+                explicit.push(Some(r.body.clone()));
+            }
+            200 => {
+                assert_eq!(r.body, *v, "version {}: a 200 to the explicit reader is the whole feed", k + 1);
+                explicit.push(Some(r.body.clone()));
+            }
+            304 => explicit.push(None),
+            st => panic!("version {}: {st} {:?}", k + 1, r.headers),
+        }
+        if r.status != 304 {
+            tag_e = Some(etag(&r));
+        }
+
+        let h: Vec<(&str, &str)> = tag_i.iter().map(|t| ("If-None-Match", t.as_str())).collect();
+        let r = http::get(sq.port, FEED, &h);
+        match r.status {
+            200 => {
+                assert_eq!(r.body, *v, "version {}: behind Squid, the implicit reader gets whole feeds", k + 1);
+                tag_i = Some(etag(&r));
+                implicit.push(Some(r.body));
+            }
+            304 => implicit.push(None),
+            st => panic!("version {}: {st} {:?}", k + 1, r.headers),
+        }
+
+        let first = http::get(sq.port, FEED, &[]);
+        assert_eq!((first.status, first.body == *v), (200, true), "version {}: a first-time reader behind Squid", k + 1);
+    }
+    check_reader(Format::Atom, &vs, &explicit, false);
+    check_reader(Format::Atom, &vs, &implicit, true);
+    assert!(ims >= 20, "only {ims} 226s through Squid");
+    eprintln!("Squid's access log:\n{}", sq.access_log().join("\n"));
+    drop(sq);
+    s.finish();
+}
+
 /// The feed cases as `#[test]`s for one server kind (`Nginx` or `Apache`).
 #[macro_export]
 macro_rules! feed_cases {
     ($kind:ident) => {
-        $crate::feed_cases!(@ $kind, explicit_a_im_feed, implicit_if_none_match, off_by_default, head_and_range_untouched,
-            proxied_chunked_and_over_the_bound, whole_feed_then_hsync, through_squid);
+        $crate::feed_cases!(@ $kind, explicit_a_im_feed, implicit_if_none_match, rss_explicit_a_im_feed, rss_implicit_if_none_match,
+            off_by_default, head_and_range_untouched, proxied_chunked_and_over_the_bound, whole_feed_then_hsync, through_squid,
+            squid_readers_poll_every_version);
     };
     (@ $kind:ident, $($case:ident),*) => {
         $( #[test] fn $case() { $crate::feed::$case($crate::ServerKind::$kind) } )*

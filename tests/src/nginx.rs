@@ -38,6 +38,7 @@ http {{
         text/html html;
         text/plain txt;
         application/atom+xml atom;
+        application/rss+xml rss;
     }}
     default_type application/octet-stream;
 

@@ -43,8 +43,9 @@ pub use decide::{accepts_feed, check, process, FeedKind, FeedOutcome, Skip, Whol
 pub use etag::{Etaglet, IfNoneMatch};
 pub use parse::{parse, Entry, Feed, Kind, Source};
 
-/// The media types a feed is recognized by, unless configured.
-pub const DEFAULT_TYPES: [&str; 2] = ["application/atom+xml", "application/rss+xml"];
+/// The media types a feed is recognized by, unless configured: Atom, RSS,
+/// and RSS as Debian's /etc/mime.types names `.rss` (Apache's static files).
+pub const DEFAULT_TYPES: [&str; 3] = ["application/atom+xml", "application/rss+xml", "application/x-rss+xml"];
 
 /// A server's feed settings (nginx `hsync_feed`, `hsync_feed_implicit`,
 /// `hsync_feed_types`; Apache `HsyncFeed`, `HsyncFeedImplicit`,
