@@ -568,7 +568,8 @@ pub fn squid_readers_poll_every_version(kind: ServerKind) {
         return;
     }
     let sq = Squid::start(s.addr());
-    let (mut explicit, mut implicit): (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>) = (Vec::new(), Vec::new());
+    let mut explicit: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut implicit: Vec<Option<Vec<u8>>> = Vec::new();
     let (mut tag_e, mut tag_i): (Option<String>, Option<String>) = (None, None);
     let mut ims = 0;
     for (k, v) in vs.iter().enumerate() {
