@@ -169,7 +169,7 @@ typedef struct hsync_config {
   /*
    The media types that are feeds, space- or comma-separated (not
    NUL-terminated); NULL or empty: `application/atom+xml
-   application/rss+xml`.
+   application/rss+xml application/x-rss+xml`.
    */
   const char *feed_types;
   size_t feed_types_len;

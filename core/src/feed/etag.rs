@@ -14,6 +14,11 @@
 //! (32) 193. A tag that does not start with `hf1.`, does not decode, or
 //! whose length is not 12 plus a multiple of 4 is not an ETaglet: the
 //! request is answered with the whole feed.
+//!
+//! Apache's compression filters append `-gzip` (mod_deflate's default
+//! `DeflateAlterETag AddSuffix`) or `-br` (mod_brotli) inside the quotes of
+//! the tag of a response they compress; such a tag names the same version
+//! and entries, and is read as the tag without the suffix.
 
 use super::parse::Feed;
 use crate::http::fields;
@@ -28,6 +33,20 @@ pub const DIGEST_LEN: usize = 12;
 pub const MAX_LEN: usize = 2 + PREFIX.len() + (DIGEST_LEN + 4 * FEED_ETAG_MAX_ENTRIES).div_ceil(3) * 4;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Suffixes compression filters append to a tag (see the module's comment).
+const CODING_SUFFIXES: [&[u8]; 2] = [b"-gzip", b"-br"];
+
+/// An ETaglet's opaque-tag (quotes kept) without a compression filter's
+/// suffix, when it has one; `None` otherwise.
+fn unsuffixed(opaque: &[u8]) -> Option<Vec<u8>> {
+    let inner = opaque.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if !inner.starts_with(PREFIX.as_bytes()) {
+        return None;
+    }
+    let bare = CODING_SUFFIXES.iter().find_map(|s| inner.strip_suffix(*s))?;
+    Some([&b"\""[..], bare, b"\""].concat())
+}
 
 /// A decoded ETaglet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +80,11 @@ impl Etaglet {
     /// `None` when it is not an ETaglet.
     pub fn parse(tag: &[u8]) -> Option<Etaglet> {
         let opaque = opaque(tag)?;
+        Self::decode(opaque).or_else(|| Self::decode(&unsuffixed(opaque)?))
+    }
+
+    /// Decodes an opaque-tag, quotes included.
+    fn decode(opaque: &[u8]) -> Option<Etaglet> {
         if opaque.len() > MAX_LEN {
             return None;
         }
@@ -124,7 +148,7 @@ impl<'a> IfNoneMatch<'a> {
             IfNoneMatch::Any => true,
             IfNoneMatch::Tags(tags) => {
                 let Some(ours) = opaque(etag.as_bytes()) else { return false };
-                tags.iter().any(|t| opaque(t) == Some(ours))
+                tags.iter().filter_map(|t| opaque(t)).any(|t| t == ours || unsuffixed(t).is_some_and(|u| u == ours))
             }
         }
     }
@@ -178,6 +202,17 @@ mod tests {
             assert_eq!(inm.matches(t), m, "{t}");
         }
         assert!(IfNoneMatch::of(&[Field::new("If-None-Match", "*")]).matches("\"x\""));
+        // A compression filter's suffix on one of ours: the same tag; on
+        // another tag: no.
+        let ours = Etaglet { digest: [7; DIGEST_LEN], hashes: vec![1, 2, 3] }.to_header();
+        let inner = &ours[1..ours.len() - 1];
+        for (t, m) in [(format!("\"{inner}-gzip\""), true), (format!("W/\"{inner}-br\""), true), (format!("\"{inner}-zstd\""), false)] {
+            let f = [Field::new("If-None-Match", &t)];
+            assert_eq!(IfNoneMatch::of(&f).matches(&ours), m, "{t}");
+            assert_eq!(Etaglet::parse(t.as_bytes()).is_some(), m, "{t}");
+        }
+        let f = [Field::new("If-None-Match", "\"a-gzip\"")];
+        assert!(!IfNoneMatch::of(&f).matches("\"a\""), "not ours: compared as it is");
         assert_eq!(IfNoneMatch::of(&[]), IfNoneMatch::Absent);
     }
 }
