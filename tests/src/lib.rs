@@ -20,6 +20,7 @@ pub mod feed;
 pub mod http;
 pub mod nginx;
 pub mod origin;
+pub mod pyspec;
 pub mod squid;
 pub mod upstream;
 
