@@ -117,7 +117,21 @@ pub fn decompress(dctx: &mut DCtx<'static>, prefix: &[u8], src: &[u8], raw_len: 
     if n != raw_len {
         return Err(Error::Malformed("literal chunk length differs from its header"));
     }
+    // Exactly one frame (docs/protocol.md §4.2): zstd decodes frames that
+    // follow one another as one output, which another decoder need not.
+    if one_frame_len(src) != Some(src.len()) {
+        return Err(Error::Malformed("literal chunk: bytes after its zstd frame"));
+    }
     Ok(())
+}
+
+/// The length of the magicless frame `src` starts with, found by walking
+/// its block headers (zstd's own walk, on the frame with its magic put back).
+fn one_frame_len(src: &[u8]) -> Option<usize> {
+    let mut framed = Vec::with_capacity(src.len() + 4);
+    framed.extend_from_slice(&0xFD2F_B528u32.to_le_bytes()); // ZSTD_MAGICNUMBER
+    framed.extend_from_slice(src);
+    zstd_safe::find_frame_compressed_size(&framed).ok().map(|n| n - 4)
 }
 
 /// A decompression context for [`decompress`].
@@ -129,6 +143,24 @@ pub fn dctx() -> DCtx<'static> {
 mod tests {
     use super::*;
     use crate::limits::{MAX_LIT_CHUNK, SERVER_MAX_BLOCK_LEN, ZSTD_TABLES_BOUND};
+
+    /// Two frames one after the other decode as one output in zstd; the
+    /// format allows one frame per chunk.
+    #[test]
+    fn one_frame_only() {
+        let (a, b) = (b"hello, hello, hello".repeat(20), b"world, world".repeat(20));
+        let (mut fa, mut fb) = (Vec::new(), Vec::new());
+        compress(3, 20, &[], &a, &mut fa).unwrap();
+        compress(3, 20, &[], &b, &mut fb).unwrap();
+        let mut out = Vec::new();
+        decompress(&mut dctx(), &[], &fa, a.len(), &mut out).unwrap();
+        assert_eq!(out, a);
+        let both = [fa.clone(), fb].concat();
+        let e = decompress(&mut dctx(), &[], &both, a.len() + b.len(), &mut out).unwrap_err();
+        assert!(matches!(e, Error::Malformed(m) if m.contains("after its zstd frame")), "{e:?}");
+        let e = decompress(&mut dctx(), &[], &[&fa[..], b"x"].concat(), a.len(), &mut out).unwrap_err();
+        assert!(matches!(e, Error::Malformed(_) | Error::Compression(_)), "{e:?}");
+    }
 
     /// A context's memory after the largest chunk an encoder with the
     /// default options compresses: a 32 KiB batch against two windows of
