@@ -33,16 +33,11 @@ pub const DECODE: Requirement = req(
     Level::Must,
     "the dcz body is RFC 9842's header naming the offered dictionary, then a zstd frame that decodes with it (checksum verified) to exactly the page",
 );
-pub const VARY: Requirement =
-    req("dcz.vary", "7.3", Level::Must, "the dcz response's Vary names Accept-Encoding and Available-Dictionary");
+pub const VARY: Requirement = req("dcz.vary", "7.3", Level::Must, "the dcz response's Vary names Accept-Encoding and Available-Dictionary");
 pub const ETAG: Requirement =
     req("dcz.etag", "7.3", Level::Must, "the dcz response does not carry the identity response's strong ETag (RFC 9110 §8.8.3)");
-pub const UNKNOWN: Requirement = req(
-    "dcz.unknown-dictionary",
-    "7.3",
-    Level::Must,
-    "a request naming a dictionary the server does not hold is never answered with dcz",
-);
+pub const UNKNOWN: Requirement =
+    req("dcz.unknown-dictionary", "7.3", Level::Must, "a request naming a dictionary the server does not hold is never answered with dcz");
 pub const NOT_ACCEPTED: Requirement =
     req("dcz.not-accepted", "7.3", Level::Must, "Available-Dictionary without dcz in Accept-Encoding is never answered with dcz");
 pub const PLAIN_VARY: Requirement = req(
@@ -158,7 +153,13 @@ pub async fn check(cx: &mut Ctx<'_>) {
     if b.len() < DCZ_HEADER_LEN || b[..8] != DCZ_MAGIC {
         cx.fail(&DECODE, format!("the body does not start with the dcz magic ({} bytes)", b.len()));
     } else if b[8..40] != sha256(&dict_body) {
-        cx.fail(&DECODE, format!("the dcz header names dictionary {}…, not the one offered", hex(b[8..40].try_into().expect("32 bytes")).get(..16).unwrap_or("")));
+        cx.fail(
+            &DECODE,
+            format!(
+                "the dcz header names dictionary {}…, not the one offered",
+                hex(b[8..40].try_into().expect("32 bytes")).get(..16).unwrap_or("")
+            ),
+        );
     } else {
         match codec::decode(&dict_body, b, cx.opts.max_body) {
             Err(e) => cx.fail(&DECODE, format!("the frame does not decode: {e}")),

@@ -164,7 +164,13 @@ pub async fn check(cx: &mut Ctx<'_>) {
             Answer::ImUsed(h) => {
                 let one = h == [tag.hashes[0]];
                 let im = r.list_has("im", "feed");
-                let detail = format!("226, {}, {} of {} entries: {}", r.show("im"), h.len(), feed.entries.len(), if one { "the newest alone" } else { "NOT the newest alone" });
+                let detail = format!(
+                    "226, {}, {} of {} entries: {}",
+                    r.show("im"),
+                    h.len(),
+                    feed.entries.len(),
+                    if one { "the newest alone" } else { "NOT the newest alone" }
+                );
                 cx.verdict(&IM_USED, one && im, detail);
                 im_used_fields(cx, &r, &etag);
                 true
@@ -175,7 +181,10 @@ pub async fn check(cx: &mut Ctx<'_>) {
                 false
             }
             Answer::Truncated(h) => {
-                cx.fail(&IM_USED, format!("a 200 with {} of {} entries to A-IM: feed (a truncated feed must be 226)", h.len(), feed.entries.len()));
+                cx.fail(
+                    &IM_USED,
+                    format!("a 200 with {} of {} entries to A-IM: feed (a truncated feed must be 226)", h.len(), feed.entries.len()),
+                );
                 cx.skip(&IM_USED_FIELDS, "no 226");
                 false
             }
@@ -202,7 +211,9 @@ pub async fn check(cx: &mut Ctx<'_>) {
             Err(e) => cx.fail(r, e),
             Ok(x) => match answer(&x, &feed) {
                 Answer::Whole if r.id == WHOLE_PRIVATE.id => {
-                    let private = x.list_has("cache-control", "private") && !x.list_has("cache-control", "public") && !x.list_has("cache-control", "s-maxage");
+                    let private = x.list_has("cache-control", "private")
+                        && !x.list_has("cache-control", "public")
+                        && !x.list_has("cache-control", "s-maxage");
                     cx.verdict(r, private, format!("the whole feed, {}", x.show("cache-control")));
                 }
                 Answer::Whole => cx.pass(r, format!("the whole feed ({})", x.brief())),
@@ -267,7 +278,9 @@ pub async fn check(cx: &mut Ctx<'_>) {
             Err(e) => cx.fail(&VIA, e),
             Ok(r) => match answer(&r, &feed) {
                 Answer::Whole => cx.pass(&VIA, "Via: 1.1 hsync-check: the whole feed"),
-                Answer::Truncated(h) => cx.fail(&VIA, format!("Via: 1.1 hsync-check: a 200 with {} of {} entries", h.len(), feed.entries.len())),
+                Answer::Truncated(h) => {
+                    cx.fail(&VIA, format!("Via: 1.1 hsync-check: a 200 with {} of {} entries", h.len(), feed.entries.len()))
+                }
                 Answer::ImUsed(_) => cx.fail(&VIA, "Via: 1.1 hsync-check: 226 without A-IM"),
                 Answer::Other(o) => cx.fail(&VIA, o),
             },

@@ -336,7 +336,7 @@ fn bad_signatures(page: &[u8]) -> [Vec<(String, String)>; 3] {
     ];
     let p = good_sig.params;
     let bits = good_sig.block_count() * p.entry_bits() + good_sig.sub.len() * p.sub_bits as usize;
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         let mut b = good.clone();
         *b.last_mut().expect("a signature has bytes") |= 1;
         malformed.push(("padding bits set".into(), b64(&b)));
@@ -597,7 +597,7 @@ async fn check_padding(cx: &mut Ctx<'_>, page: &[u8], ed: &[u8], digests: &mut D
     let Some((old, sig)) = [page, ed, &page[..page.len().saturating_sub(1)]]
         .into_iter()
         .filter_map(|o| Some((o, signature_for(o)?)))
-        .find(|(_, s)| s.encoded_len() % 3 != 0)
+        .find(|(_, s)| !s.encoded_len().is_multiple_of(3))
     else {
         return cx.na(&PADDING, "no signature of the page needs padding");
     };

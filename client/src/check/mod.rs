@@ -335,7 +335,11 @@ impl Resp {
 
     /// The members of a list field over all its lines, trimmed.
     pub fn list(&self, name: &str) -> Vec<String> {
-        self.lines(name).iter().flat_map(|l| l.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>()).filter(|s| !s.is_empty()).collect()
+        self.lines(name)
+            .iter()
+            .flat_map(|l| l.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 
     /// Does a list field hold `token` (case-insensitive; parameters ignored)?
@@ -652,7 +656,8 @@ mod tests {
     fn verdicts_and_exit_codes() {
         let info = PageInfo { status: 200, content_type: None, bytes: 0, etag: None, stable: true };
         let f = |level, outcome| Finding { id: "x.y", section: "2", level, outcome, requirement: "r", detail: String::new() };
-        let r = Report::finish("u".into(), info.clone(), true, vec![], vec![f(Level::Must, Outcome::Pass), f(Level::Should, Outcome::Fail)], 1);
+        let r =
+            Report::finish("u".into(), info.clone(), true, vec![], vec![f(Level::Must, Outcome::Pass), f(Level::Should, Outcome::Fail)], 1);
         assert_eq!((r.verdict, r.exit_code), (Verdict::Conforms, EXIT_PASS));
         let r = Report::finish("u".into(), info.clone(), true, vec![], vec![f(Level::Must, Outcome::Fail)], 1);
         assert_eq!((r.verdict, r.exit_code), (Verdict::Fails, EXIT_FAIL));

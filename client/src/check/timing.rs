@@ -5,8 +5,8 @@
 
 use super::{noise, Ctx, Level, Requirement};
 use hsync_core::http::signature_for;
-use hsync_core::signature::{SigLimits, SigParams, Signature, MAX_SIGNATURE_LEN};
 use hsync_core::limits;
+use hsync_core::signature::{SigLimits, SigParams, Signature, MAX_SIGNATURE_LEN};
 use std::time::Duration;
 
 /// Requests of each kind by default.
@@ -76,7 +76,14 @@ pub async fn check(cx: &mut Ctx<'_>) {
         (_, Err(e)) => return cx.fail(&HOSTILE, format!("hostile request: {e}")),
     };
     if !first.is_coded("hsync") {
-        return cx.pass(&HOSTILE, format!("the hostile signature ({} blocks of 64 bytes, 12+4 bits) is refused: the ordinary response ({})", hostile.block_count(), first.brief()));
+        return cx.pass(
+            &HOSTILE,
+            format!(
+                "the hostile signature ({} blocks of 64 bytes, 12+4 bits) is refused: the ordinary response ({})",
+                hostile.block_count(),
+                first.brief()
+            ),
+        );
     }
     let (mut th, mut tx) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
