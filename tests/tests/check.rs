@@ -148,7 +148,7 @@ fn modules_conform(kind: ServerKind) {
         "signature.version",
         "signature.truncated",
         "signature.limits",
-        "range",
+        "range.signed",
         "head.signed",
         "head.plain",
         "conditional.signed",
@@ -163,7 +163,7 @@ fn modules_conform(kind: ServerKind) {
     ] {
         c.assert_outcome(id, "pass");
     }
-    c.assert_outcome("no-transform", "not_applicable");
+    c.assert_outcome("hsync.no-transform", "not_applicable");
     c.assert_outcome("feed.im-used", "not_applicable");
 
     // A fresh page is its own dictionary.
@@ -196,7 +196,7 @@ fn modules_conform(kind: ServerKind) {
     // no-transform: never coded, so "not supported" here, and said why.
     let c = check(&url(&s, "/nt/page.html"), &["--timing", "0"]);
     assert_eq!(c.code, 2, "{}", c.text);
-    c.assert_outcome("no-transform", "pass");
+    c.assert_outcome("hsync.no-transform", "pass");
     assert!(c.ids("fail", Some("MUST")).is_empty(), "{}", c.text);
     assert!(c.text.contains("no-transform"), "{}", c.text);
     s.finish();
@@ -445,7 +445,7 @@ fn broken_servers_are_caught() {
             &["signature.malformed", "signature.oversized", "signature.version", "signature.truncated", "signature.limits"],
             1,
         ),
-        (Fault::CodesRanges, &["range"], 1),
+        (Fault::CodesRanges, &["range.signed"], 1),
         (Fault::StrongEtag, &["hsync.etag", "hsync.etag-weak"], 1),
         (Fault::NoVary, &["hsync.vary", "plain.vary", "head.signed", "conditional.signed"], 1),
         (Fault::PlainHead, &["head.signed"], 0),

@@ -96,7 +96,7 @@ pub const LIMITS: Requirement = req(
 );
 pub const PADDING: Requirement = req("signature.padding", "2.2", Level::Should, "a signature with base64 padding is used as without it");
 pub const RANGE: Requirement =
-    req("range", "2.2", Level::Must, "a Range request with a signature gets the ordinary response (206 with the range, or 200)");
+    req("range.signed", "2.2", Level::Must, "a Range request with a signature gets the ordinary response (206 with the range, or 200)");
 pub const HEAD_SIGNED: Requirement = req(
     "head.signed",
     "2.2",
@@ -114,7 +114,7 @@ pub const COND_SIGNED: Requirement = req(
 pub const COND_PLAIN: Requirement =
     req("conditional.plain", "2.2", Level::Must, "If-None-Match with the identity ETag, without a signature, gets 304 with that ETag");
 pub const NO_TRANSFORM: Requirement =
-    req("no-transform", "2.2", Level::Must, "a response with Cache-Control: no-transform is never hsync-coded");
+    req("hsync.no-transform", "2.2", Level::Must, "a response with Cache-Control: no-transform is never hsync-coded");
 
 /// In report order.
 pub const REQUIREMENTS: &[&Requirement] = &[

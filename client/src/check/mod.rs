@@ -148,6 +148,8 @@ pub struct Counts {
     pub fail: usize,
     pub fail_must: usize,
     pub fail_should: usize,
+    /// Optional behaviour not offered (hsync, dcz): failed, counted apart.
+    pub fail_may: usize,
     pub not_applicable: usize,
     pub skipped: usize,
 }
@@ -191,7 +193,7 @@ impl Report {
                     match f.level {
                         Level::Must => c.fail_must += 1,
                         Level::Should => c.fail_should += 1,
-                        Level::May => {}
+                        Level::May => c.fail_may += 1,
                     }
                 }
                 Outcome::NotApplicable => c.not_applicable += 1,
@@ -226,8 +228,9 @@ impl Report {
             Verdict::Fails => format!("does not conform: {} MUST failed", c.fail_must),
             Verdict::NotSupported => "hsync not supported at this URL".to_string(),
         };
+        let may = if c.fail_may > 0 { format!(", {} MAY", c.fail_may) } else { String::new() };
         format!(
-            "{} passed, {} failed ({} MUST, {} SHOULD), {} not applicable, {} skipped; {} requests: {verdict} (exit status {})",
+            "{} passed, {} failed ({} MUST, {} SHOULD{may}), {} not applicable, {} skipped; {} requests: {verdict} (exit status {})",
             c.pass, c.fail, c.fail_must, c.fail_should, c.not_applicable, c.skipped, self.requests, self.exit_code
         )
     }
@@ -246,7 +249,7 @@ impl Report {
         ));
         for f in &self.findings {
             s.push_str(&format!(
-                "{:<4} {:<6} §{:<8} {:<24} {}: {}\n",
+                "{:<4} {:<6} §{:<4} {:<28} {}: {}\n",
                 f.outcome.as_str(),
                 f.level.as_str(),
                 f.section,
