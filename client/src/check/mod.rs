@@ -247,16 +247,22 @@ impl Report {
             p.etag.as_deref().unwrap_or("none"),
             if p.stable { "the same bytes on every request" } else { "changes between requests (compared by digest only)" }
         ));
-        for f in &self.findings {
-            s.push_str(&format!(
-                "{:<4} {:<6} §{:<4} {:<28} {}: {}\n",
-                f.outcome.as_str(),
-                f.level.as_str(),
-                f.section,
-                f.id,
-                f.requirement,
-                f.detail
-            ));
+        // A failure says the requirement too; requirements skipped or not
+        // applicable for the same reason share one line.
+        let mut i = 0;
+        while i < self.findings.len() {
+            let f = &self.findings[i];
+            let same = |g: &Finding| g.outcome == f.outcome && g.detail == f.detail;
+            let run = self.findings[i..].iter().take_while(|g| same(g)).count();
+            if run > 1 && matches!(f.outcome, Outcome::NotApplicable | Outcome::Skipped) {
+                let ids: Vec<&str> = self.findings[i..i + run].iter().map(|g| g.id).collect();
+                s.push_str(&format!("{:<4} {run} requirements ({}): {}\n", f.outcome.as_str(), ids.join(", "), f.detail));
+                i += run;
+                continue;
+            }
+            let what = if f.outcome == Outcome::Fail { format!("{}: ", f.requirement) } else { String::new() };
+            s.push_str(&format!("{:<4} {:<6} §{:<4} {:<28} {what}{}\n", f.outcome.as_str(), f.level.as_str(), f.section, f.id, f.detail));
+            i += 1;
         }
         if !self.hsync_supported {
             s.push_str("hsync was not offered for a valid signature of the page");
