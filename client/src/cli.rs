@@ -85,13 +85,11 @@ pub struct ProxyArgs {
 /// What `hsync check` exits with, for `--help` and the man page.
 pub const CHECK_EXIT_STATUS: &str = "\
 Exit status:
-  0  every MUST requirement that applies passed (SHOULDs may have failed)
-  1  at least one MUST requirement failed
-  2  hsync not supported: the server never answered a valid signature of the
-     page with Content-Encoding: hsync (and no MUST failed)
+  0  every MUST that applies passed (SHOULDs may have failed)
+  1  at least one MUST failed
+  2  hsync not supported: no valid signature got hsync (no MUST failed)
   3  usage error: bad arguments or URL
-  4  nothing to check: the server could not be reached, or a plain GET of
-     the URL was not answered 200 with the identity page";
+  4  nothing to check: no connection, or a plain GET not answered 200";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = CHECK_EXIT_STATUS)]
