@@ -249,10 +249,19 @@ fn apache_header_filter_drops_vary() {
     }
     let site = Site::new();
     let extra = hsync_tests::apache::Extra { conf: "Header unset Vary\n".into(), ..Default::default() };
-    let s = hsync_tests::apache::start_with(&Options::new(&site.dir), &extra).unwrap_or_else(|e| panic!("{e}"));
+    let opts = Options { dictionary: Some(Default::default()), feed: true, ..Options::new(&site.dir) };
+    let s = hsync_tests::apache::start_with(&opts, &extra).unwrap_or_else(|e| panic!("{e}"));
     let c = check(&url(&s, "/page.html"), &["--timing", "0"]);
     assert_eq!(c.code, 1, "{}", c.text);
-    assert_eq!(failed(&c), set(&["hsync.vary", "plain.vary", "head.signed", "conditional.signed"]), "{}", c.text);
+    let want = ["hsync.vary", "plain.vary", "head.signed", "conditional.signed", "dcz.vary", "dcz.plain-vary"];
+    assert_eq!(failed(&c), set(&want), "{}", c.text);
+    // The feed's 226 and whole responses lose theirs too.
+    let c = check(&url(&s, "/feed.atom"), &["--timing", "0"]);
+    assert_eq!(c.code, 1, "{}", c.text);
+    for id in ["hsync.vary", "feed.im-used-fields", "feed.vary"] {
+        c.assert_outcome(id, "fail");
+    }
+    c.assert_outcome("feed.im-used", "pass");
     s.finish();
 }
 
