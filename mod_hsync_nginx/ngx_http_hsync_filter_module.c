@@ -601,18 +601,32 @@ static ngx_int_t
 ngx_http_hsync_content_type(ngx_http_request_t *r, hsync_field *f)
 {
     u_char                  *p;
-    size_t                   len;
+    size_t                   len, base;
     ngx_http_headers_out_t  *ho;
 
     ngx_memzero(f, sizeof(hsync_field));
 
     ho = &r->headers_out;
 
-    if (ho->content_type.len == 0) {
+    base = ho->content_type.len;
+
+    if (base == 0 && ho->status == NGX_HTTP_NOT_MODIFIED
+        && ho->content_type.data != NULL)
+    {
+        /*
+         * A 304 of the not_modified filter (see ngx_http_hsync_type_ok):
+         * the 200's type, without its parameters, so that the core gives
+         * the 304 the ETag the 200 has (weak when a dictionary's element
+         * goes into an HTML page).
+         */
+        base = ho->content_type_len;
+    }
+
+    if (base == 0) {
         return NGX_OK;
     }
 
-    len = ho->content_type.len;
+    len = base;
 
     if (ho->content_type_len == ho->content_type.len && ho->charset.len) {
         len += sizeof("; charset=") - 1 + ho->charset.len;
@@ -628,7 +642,7 @@ ngx_http_hsync_content_type(ngx_http_request_t *r, hsync_field *f)
     f->value = (const char *) p;
     f->value_len = len;
 
-    p = ngx_cpymem(p, ho->content_type.data, ho->content_type.len);
+    p = ngx_cpymem(p, ho->content_type.data, base);
 
     if (ho->content_type_len == ho->content_type.len && ho->charset.len) {
         p = ngx_cpymem(p, "; charset=", sizeof("; charset=") - 1);

@@ -28,6 +28,8 @@ pub enum Cmd {
     Get(hsync_client::cli::GetArgs),
     /// Run the caching forward proxy that decodes hsync for browsers and other clients
     Proxy(hsync_client::cli::ProxyArgs),
+    /// Check a server's conformance to the protocol at URL: one line per requirement, a summary, an exit status
+    Check(hsync_client::cli::CheckArgs),
 }
 
 #[derive(Subcommand)]

@@ -324,10 +324,21 @@ fn main() -> ExitCode {
     let cmd = if codec {
         CodecCli::parse().cmd
     } else {
-        match Cli::parse().cmd {
+        let cli = match Cli::try_parse() {
+            Ok(c) => c,
+            Err(e) => {
+                // `hsync check` exits 2 for "not supported": its usage errors exit 3.
+                let check = std::env::args_os().nth(1).is_some_and(|a| a == "check");
+                let code = if check && e.use_stderr() { hsync_client::check::EXIT_USAGE as i32 } else { e.exit_code() };
+                let _ = e.print();
+                return ExitCode::from(code as u8);
+            }
+        };
+        match cli.cmd {
             Cmd::Codec(c) => c,
             Cmd::Get(args) => return hsync_client::cli::get(args),
             Cmd::Proxy(args) => return hsync_client::cli::proxy(args),
+            Cmd::Check(args) => return hsync_client::cli::check(args),
         }
     };
     let r = match cmd {

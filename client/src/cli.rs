@@ -82,6 +82,114 @@ pub struct ProxyArgs {
     pub log_level: Option<crate::log::Level>,
 }
 
+/// What `hsync check` exits with, for `--help` and the man page.
+pub const CHECK_EXIT_STATUS: &str = "\
+Exit status:
+  0  every MUST that applies passed (SHOULDs may have failed)
+  1  at least one MUST failed
+  2  hsync not supported: no valid signature got hsync (no MUST failed)
+  3  usage error: bad arguments or URL
+  4  nothing to check: no connection, or a plain GET not answered 200";
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = CHECK_EXIT_STATUS)]
+pub struct CheckArgs {
+    /// URL of a page (or feed) the server should code with hsync (http:// or https://)
+    #[arg(required_unless_present = "list")]
+    pub url: Option<String>,
+    /// Print the report as JSON (one object: page, findings, counts, verdict, exit_code)
+    #[arg(long)]
+    pub json: bool,
+    /// Extra request header sent with every request, 'Name: value' (repeatable)
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// Seconds to wait for each response
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub timeout: f64,
+    /// Requests of each kind (honest, hostile signature) for the timing check; 0 skips it
+    #[arg(long = "timing", default_value_t = crate::check::timing::DEFAULT_REQUESTS, value_name = "N")]
+    pub timing_requests: usize,
+    /// The timing check fails when the hostile requests' median time exceeds
+    /// the honest ones' by more than this factor (and by 2 ms)
+    #[arg(long, default_value_t = crate::check::timing::DEFAULT_BOUND, value_name = "RATIO")]
+    pub timing_bound: f64,
+    /// List the requirements checked (id, section of docs/protocol.md, level) and exit
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// `hsync check`: drives the server at URL through the protocol and
+/// prints one line per requirement, then a summary (see [`CHECK_EXIT_STATUS`]).
+pub fn check(args: CheckArgs) -> ExitCode {
+    use crate::check::{self, CheckOptions, EXIT_UNREACHABLE, EXIT_USAGE};
+    let usage = |m: String| {
+        eprintln!("hsync check: {m}");
+        ExitCode::from(EXIT_USAGE)
+    };
+    if args.list {
+        let all = check::requirements();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        } else {
+            for r in all {
+                println!("{:<6} §{:<4} {:<28} {}", r.level.as_str(), r.section, r.id, r.text);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut headers = HeaderMap::new();
+    for h in &args.headers {
+        match parse_header(h) {
+            Ok((n, v)) => {
+                headers.append(n, v);
+            }
+            Err(e) => return usage(e),
+        }
+    }
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        return usage(format!("--timeout {}: must be a positive number of seconds", args.timeout));
+    }
+    if !(args.timing_bound >= 1.0 && args.timing_bound.is_finite()) {
+        return usage(format!("--timing-bound {}: must be a ratio of at least 1", args.timing_bound));
+    }
+    let url = args.url.clone().unwrap_or_default();
+    if let Err(e) = check::parse_url(&url) {
+        return usage(e.message);
+    }
+    let opts = CheckOptions {
+        headers,
+        timeout: Duration::from_secs_f64(args.timeout),
+        timing_requests: args.timing_requests,
+        timing_bound: args.timing_bound,
+        ..Default::default()
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hsync check: {e}");
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+    };
+    match rt.block_on(check::run(&url, &opts)) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print!("{}", report.to_text());
+            }
+            ExitCode::from(report.exit_code)
+        }
+        Err(e) => {
+            if args.json {
+                let v = serde_json::json!({ "url": url, "error": e.message, "exit_code": e.exit_code });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            eprintln!("hsync check: {}", e.message);
+            ExitCode::from(e.exit_code)
+        }
+    }
+}
+
 /// `$XDG_CACHE_HOME/hsync` or `~/.cache/hsync`.
 pub fn default_cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {

@@ -1,6 +1,7 @@
 //! hsync client library: fetch URLs through an on-disk cache, using hsync
 //! deltas when the origin offers them, and the caching forward proxy.
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod dict;
 pub mod fetch;

@@ -134,12 +134,19 @@ http {{
 
 /// Starts nginx for `opts` (see [`crate::start`]).
 pub fn start(opts: &Options) -> RunningServer {
+    start_edited(opts, |c| c)
+}
+
+/// Starts nginx with the configuration for `opts` passed through `edit`
+/// (e.g. a directive added to a location, to make a deliberately broken
+/// server for tests/check.rs).
+pub fn start_edited(opts: &Options, edit: impl Fn(String) -> String) -> RunningServer {
     let mut last = String::new();
     for _ in 0..3 {
         let dir = temp_dir("nginx");
         let port = free_port();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(opts, &dir, port)).unwrap();
+        std::fs::write(&conf, edit(config(opts, &dir, port))).unwrap();
         let error_log = dir.join("error.log");
         let mut cmd = Command::new(binary());
         cmd.arg("-p")

@@ -231,8 +231,9 @@ pub fn decide(cfg: &ServerConfig, dc: Option<&DictConfig>, x: &Exchange<'_>) -> 
     };
     let weak_etag = weakened_etag(x.response);
     if x.status == 304 {
-        // The validators and Vary the coded 200 would have carried.
-        if coding.is_ok() {
+        // The validators and Vary the 200 would have carried: a coded one,
+        // or one whose body gets a dictionary's element, has the weak tag.
+        if coding.is_ok() || links_in_body(dc, x, range) {
             if !cfg.vary {
                 edits.extend(vary);
             }
@@ -273,6 +274,22 @@ pub fn decide(cfg: &ServerConfig, dc: Option<&DictConfig>, x: &Exchange<'_>) -> 
         return leave(Decline::Method, edits);
     }
     Decision { outcome: Outcome::Engage(Plan { coding, insert, store }), edits }
+}
+
+/// Would a 200 to this request have the element of §7.2 inserted into its
+/// body (and so its ETag made weak)? Decided from the 304's fields as the
+/// 200's are: an HTML page that is not fresh and may be stored, with a
+/// version to link. A 304 must carry the ETag the 200 would have had
+/// (RFC 9110 §15.4.5): the origin's strong tag would name the body
+/// without the element, and a cache that refreshed its stored page with
+/// it could then combine that page with ranges of the other.
+fn links_in_body(dc: Option<&DictConfig>, x: &Exchange<'_>, range: bool) -> bool {
+    let Some(dc) = dc else { return false };
+    if range || !dict::is_html(x.response) || dict::fresh(x.response) || !dict::storable(x.request, x.response) {
+        return false;
+    }
+    let key = String::from_utf8_lossy(x.uri).into_owned();
+    kept_dictionary(dc, x).or_else(|| dc.store.latest(&key)).is_some()
 }
 
 /// Whether the response (not the request) allows hsync: 200 or 304, no
@@ -538,6 +555,14 @@ mod dictionary_tests {
         // The body changes: its length goes, its tag is weakened.
         assert!(d.edits.contains(&Edit::Remove("Content-Length")) || !d.edits.iter().any(|e| e.name() == "Content-Length"));
         assert_eq!(value(&d, "ETag"), Some("W/\"e1\""));
+        // A 304 carries the weak tag the 200 (with the element) has; not
+        // before a version is stored, nor for a page that is fresh.
+        let d = run(&dc, "GET", "/app/page", &[], 304, &[HTML, ("Cache-Control", "no-cache"), ("ETag", "\"e1\"")]);
+        assert_eq!(value(&d, "ETag"), Some("W/\"e1\""));
+        let d = run(&dc, "GET", "/app/other", &[], 304, &[HTML, ("Cache-Control", "no-cache"), ("ETag", "\"e1\"")]);
+        assert_eq!(value(&d, "ETag"), None);
+        let d = run(&dc, "GET", "/app/page", &[], 304, &[HTML, ("Cache-Control", "max-age=60"), ("ETag", "\"e1\"")]);
+        assert_eq!(value(&d, "ETag"), None);
         // Not HTML: the header only, no insertion.
         let d = run(&dc, "GET", "/app/page", &[], 200, &[("Content-Type", "application/atom+xml")]);
         assert!(value(&d, "Link").is_some());
