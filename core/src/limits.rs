@@ -165,3 +165,7 @@ pub const FEED_MAX_ENTRY_BYTES: usize = 1 << 20;
 /// characters. A reader holding a feed with more entries is sent the
 /// entries past these again (never fewer than it lacks).
 pub const FEED_ETAG_MAX_ENTRIES: usize = 32;
+/// Feed versions a process remembers (their entry hashes and ETag, by the
+/// BLAKE3 hash of their bytes), so that polls of an unchanged feed are not
+/// parsed again: at most about 260 KiB per process (`feed::seen`).
+pub const FEED_SEEN_VERSIONS: usize = 64;

@@ -7,7 +7,8 @@
 //!    edits and the body to send.
 
 use super::etag::{Etaglet, IfNoneMatch};
-use super::parse::{parse, Feed};
+use super::parse::parse;
+use super::seen;
 use super::FeedConfig;
 use crate::error::Error;
 use crate::http::fields::{self, Field};
@@ -289,10 +290,11 @@ pub fn process<'b>(cfg: &FeedConfig, x: &Exchange<'_>, body: &'b [u8]) -> FeedOu
             sent: 0,
         };
     }
-    let parsed = parse(body);
-    let feed: Option<&Feed> = parsed.as_ref().ok();
-    let n = feed.map_or(0, |f| f.entries.len());
-    let etag = Etaglet::of(body, feed).to_header();
+    // The tag and entry hashes of these bytes: remembered (polls of an
+    // unchanged feed), else parsed here.
+    let (version, parsed) = seen::version(body, parse);
+    let n = version.hashes.len();
+    let etag = version.etag.clone();
     let mut vary_names: Vec<&str> = Vec::new();
     if cfg.explicit {
         vary_names.push("A-IM");
@@ -331,19 +333,23 @@ pub fn process<'b>(cfg: &FeedConfig, x: &Exchange<'_>, body: &'b [u8]) -> FeedOu
         return whole(edits, Whole::Proxied);
     }
     let Some(held) = Etaglet::parse(tags[0]) else { return whole(edits, Whole::Foreign) };
-    let feed = match &parsed {
-        Ok(f) => f,
-        Err(e) => return whole(edits, Whole::Unparsable(e.clone())),
-    };
+    if let Some(e) = &version.error {
+        return whole(edits, Whole::Unparsable(e.clone()));
+    }
     if fields::list_has(x.response, "Cache-Control", "no-transform")
         || (!explicit && fields::list_has(x.request, "Cache-Control", "no-transform"))
     {
         return whole(edits, Whole::NoTransform);
     }
-    let sent = feed.entries.iter().filter(|e| !held.names(e.hash)).count();
+    let sent = version.hashes.iter().filter(|&&h| !held.names(h)).count();
     if sent == n {
         return whole(edits, Whole::NothingHeld);
     }
+    // Truncating needs the entries' places: the parse made above, or one now.
+    let feed = match parsed.unwrap_or_else(|| parse(body)) {
+        Ok(f) => f,
+        Err(e) => return whole(edits, Whole::Unparsable(e)),
+    };
     let truncated = feed.truncate(body, |_, e| !held.names(e.hash));
     let mut edits = vec![Edit::Set("ETag", etag)];
     let mut truncated = Cow::Owned(truncated);

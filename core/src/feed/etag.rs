@@ -66,6 +66,13 @@ impl Etaglet {
         Etaglet { digest, hashes }
     }
 
+    /// The ETaglet of a body whose BLAKE3 hash is `digest`, naming `hashes`.
+    pub fn from_parts(digest: &blake3::Hash, hashes: Vec<u32>) -> Etaglet {
+        let mut d = [0; DIGEST_LEN];
+        d.copy_from_slice(&digest.as_bytes()[..DIGEST_LEN]);
+        Etaglet { digest: d, hashes }
+    }
+
     /// The quoted entity-tag, as sent in `ETag`.
     pub fn to_header(&self) -> String {
         let mut raw = Vec::with_capacity(DIGEST_LEN + 4 * self.hashes.len());

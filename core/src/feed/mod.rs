@@ -38,6 +38,7 @@
 pub mod decide;
 pub mod etag;
 pub mod parse;
+pub mod seen;
 
 pub use decide::{accepts_feed, check, process, FeedKind, FeedOutcome, Skip, Whole};
 pub use etag::{Etaglet, IfNoneMatch};
