@@ -36,10 +36,27 @@ impl Response {
     }
 }
 
+/// Connects to 127.0.0.1:`port`. A refused connection is tried again for
+/// up to a second: a server that said it listens can still be a moment from
+/// accepting on a loaded machine (Squid was seen so); every server here is
+/// expected up, so anything longer is a failure.
+fn connect(port: u16) -> TcpStream {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("connect to 127.0.0.1:{port}: {e}"),
+        }
+    }
+}
+
 /// Sends `method path` with `headers` to 127.0.0.1:`port` and reads the
 /// whole response. Panics on a malformed or truncated response.
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut s = connect(port);
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
