@@ -2,6 +2,7 @@
 CLI first): one nginx worker with the module, a reader polling every
 version of the corpus's Atom feed in five ways, then wrk for the CPU."""
 
+import atexit
 import base64
 import hashlib
 import os
@@ -65,6 +66,8 @@ http {{
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # Stopped whatever happens (a failed check raises).
+        atexit.register(self.proc.terminate)
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
