@@ -629,14 +629,17 @@ impl Proxy {
         let copy = format!("{}?u={}", optimistic::COPY_PATH, notice::query_escape(&e.meta.url));
         let snippet = notice::html(Notice::Removed { copy: &copy, fetched_at: e.meta.fetched_at });
         let mut h = o.headers.clone();
-        let body = if is_html(&o.headers) {
+        // A coded body (gzip, ...) cannot take the notice, nor be shown as text.
+        let coded = h.get_all(header::CONTENT_ENCODING).iter().any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let body = if is_html(&o.headers) && !coded {
             mark_html(&mut h, &o.body, &snippet)
         } else {
             // Not a page the notice fits in: a page of our own around the origin's text.
+            let text = if coded { String::new() } else { String::from_utf8_lossy(&o.body[..o.body.len().min(64 << 10)]).into_owned() };
             let page = format!(
                 "<!doctype html><html><head><meta charset=utf-8><title>{}</title></head><body>{snippet}<pre style=\"margin-top:4em\">{}</pre></body></html>",
                 o.status,
-                esc(&String::from_utf8_lossy(&o.body[..o.body.len().min(64 << 10)]))
+                esc(&text)
             );
             h.remove(header::CONTENT_ENCODING);
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
