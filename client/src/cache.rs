@@ -54,6 +54,11 @@ pub struct Meta {
     /// For an entry of the dictionary memory ([`crate::dict`]): what the dictionary is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dictionary: Option<crate::dict::DictMeta>,
+    /// Unix seconds when the origin first answered 404 or 410 for this
+    /// stored page: the copy is kept (until evicted) for the proxy's
+    /// "removed by its author" link, and no longer served for the URL itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<u64>,
 }
 
 impl Meta {
@@ -235,6 +240,31 @@ impl DiskCache {
         w.write(body)?;
         meta.url = w.url.clone();
         w.commit(meta)
+    }
+
+    /// The metadata of the entry for `url`, from its trailer only (the body
+    /// is neither read nor checked: use [`DiskCache::get`] before serving it).
+    pub fn get_meta(&self, url: &str) -> Option<Meta> {
+        match read_meta_only(&self.path_for(url)) {
+            Ok((meta, _, _)) if meta.url == url => Some(meta),
+            _ => None,
+        }
+    }
+
+    /// Marks the stored page as removed by its origin (404/410), once:
+    /// see [`Meta::removed_at`]. Returns whether an entry is so marked.
+    pub fn mark_removed(&self, url: &str, at: u64) -> bool {
+        let Some(e) = self.get(url) else { return false };
+        if e.meta.removed_at.is_some() {
+            return true;
+        }
+        if e.meta.status != 200 {
+            self.remove(url);
+            return false;
+        }
+        let mut meta = e.meta.clone();
+        meta.removed_at = Some(at);
+        self.update_meta(&e, meta).is_ok()
     }
 
     /// Replaces the metadata of an entry, keeping its body (after a 304).

@@ -60,6 +60,20 @@ pub struct ProxyArgs {
     /// Do not inject the "may be out of date" banner into stale HTML pages
     #[arg(long)]
     pub no_stale_notice: bool,
+    /// When the origin has not answered within MS milliseconds, serve the
+    /// stored copy at once (if it may be served stale: Warning 110, Age, a
+    /// notice in HTML) and finish the revalidation in the background
+    #[arg(long, value_name = "MS")]
+    pub optimistic: Option<u64>,
+    /// Put a small script in stale HTML copies served at once that swaps in
+    /// the current version when the proxy has it (blocked by a
+    /// Content-Security-Policy without 'unsafe-inline')
+    #[arg(long)]
+    pub optimistic_swap: bool,
+    /// Do not revalidate the stored images, scripts and style sheets of an
+    /// HTML page when the page is fetched or revalidated
+    #[arg(long)]
+    pub no_parts: bool,
     /// Be a cache for one user: also store responses marked Cache-Control:
     /// private, and responses that set cookies (without their Set-Cookie).
     /// Never use it when the proxy serves several people
@@ -416,7 +430,15 @@ pub fn proxy(args: ProxyArgs) -> ExitCode {
         ..Default::default()
     };
     let fetcher = Arc::new(Fetcher::new(cache, opts));
-    let cfg = ProxyConfig { stale_notice: !args.no_stale_notice, timeout, connect_ports: args.connect_ports.clone(), log };
+    let cfg = ProxyConfig {
+        stale_notice: !args.no_stale_notice,
+        timeout,
+        connect_ports: args.connect_ports.clone(),
+        log,
+        optimistic: args.optimistic.map(Duration::from_millis),
+        optimistic_swap: args.optimistic_swap,
+        parts: !args.no_parts,
+    };
     let rt = match runtime() {
         Ok(r) => r,
         Err(e) => return fail(e),

@@ -298,6 +298,7 @@ impl DictStore {
             wire_bytes: 0,
             shared: Some(meta.shared),
             dictionary: Some(meta.clone()),
+            removed_at: None,
         };
         self.cache()?.put(m, body)?;
         let t = self.tick();
@@ -756,6 +757,12 @@ fn parse_attrs(b: &[u8]) -> Vec<(String, String)> {
 /// Resolves a link target against the page's URL; `None` unless it is an
 /// http(s) URL of the same origin.
 pub fn resolve_same_origin(base: &Uri, href: &str) -> Option<Uri> {
+    let u = resolve(base, href)?;
+    (origin_of(&u)? == origin_of(base)?).then_some(u)
+}
+
+/// `href` resolved against `base` (RFC 3986 §5.2, for http(s) URLs; the fragment dropped), any origin.
+pub fn resolve(base: &Uri, href: &str) -> Option<Uri> {
     let href = href.trim();
     let href = href.split('#').next().unwrap_or("");
     let abs = if href.contains("://") {
@@ -771,9 +778,6 @@ pub fn resolve_same_origin(base: &Uri, href: &str) -> Option<Uri> {
         format!("{}://{}{dir}/{href}", base.scheme_str()?, base.authority()?)
     };
     let u: Uri = abs.parse().ok()?;
-    if origin_of(&u)? != origin_of(base)? {
-        return None;
-    }
     // RFC 3986 §5.2.4: remove the dot segments of the path.
     let mut segs: Vec<&str> = Vec::new();
     let raw: Vec<&str> = u.path().split('/').skip(1).collect();

@@ -193,6 +193,10 @@ impl FetchError {
     fn timeout(m: impl Into<String>) -> Self {
         FetchError { message: m.into(), timeout: true, unreachable: false }
     }
+    /// A timeout (answered 504 by the proxy).
+    pub fn timeout_error(m: impl Into<String>) -> Self {
+        FetchError { message: m.into(), timeout: true, unreachable: true }
+    }
 }
 
 /// Byte counters (since start).
@@ -267,6 +271,9 @@ pub struct Fetcher {
     pub dicts: Option<Arc<DictStore>>,
     /// Announced dictionary URLs already tried (each is fetched once); bounded.
     tried: Mutex<HashSet<String>>,
+    /// Copies of pages that moved (301/308), by their new URL: the delta
+    /// base of the first fetch there (see [`Fetcher::seed`]); bounded.
+    seeds: Mutex<HashMap<String, Entry>>,
 }
 
 /// Request headers that describe the connection, not the request.
@@ -630,6 +637,7 @@ impl Fetcher {
         Fetcher {
             dicts,
             tried: Mutex::new(HashSet::new()),
+            seeds: Mutex::new(HashMap::new()),
             client: build_client(opts.timeout),
             cache,
             opts,
@@ -638,6 +646,61 @@ impl Fetcher {
             per_url: Mutex::new(HashMap::new()),
             upstream_requests: AtomicU64::new(0),
         }
+    }
+
+    /// The stored entry's metadata for this request (its trailer only), if
+    /// the fetcher would use the entry for it: stored under this cache's
+    /// rules (a shared cache: as shared), not marked removed, and matching
+    /// the request on every field its Vary names. With whether it is fresh
+    /// for the request (RFC 9111 §4.2, request directives included).
+    pub fn stored_meta_for(&self, uri: &Uri, user: &HeaderMap) -> Option<(Meta, bool)> {
+        let meta = self.cache.get_meta(&uri.to_string())?;
+        if meta.removed_at.is_some() {
+            return None;
+        }
+        let fresh = self.matching(&meta, uri, user)?;
+        Some((meta, fresh))
+    }
+
+    /// Does `meta` serve this request (this cache's rules, Vary)? `Some(fresh)`.
+    fn matching(&self, meta: &Meta, uri: &Uri, user: &HeaderMap) -> Option<bool> {
+        if self.opts.shared && meta.shared != Some(true) {
+            return None;
+        }
+        let logical = Self::logical_request(uri, user);
+        let headers = without_cookies(&from_pairs(&meta.headers));
+        let keyed = policy_request(&logical, &vary_names(&headers)?);
+        match meta.policy.before_request(&keyed, SystemTime::now()) {
+            BeforeRequest::Fresh(_) => Some(true),
+            BeforeRequest::Stale { matches: true, .. } => Some(false),
+            BeforeRequest::Stale { matches: false, .. } => None,
+        }
+    }
+
+    /// The whole verified entry for this request, as [`Fetcher::stored_meta_for`]
+    /// decides (`removed`: only an entry the origin removed, else only one it did not).
+    pub fn stored_for(&self, uri: &Uri, user: &HeaderMap, removed: bool) -> Option<Entry> {
+        let e = self.cache.get(&uri.to_string())?;
+        if e.meta.removed_at.is_some() != removed || e.meta.status != 200 {
+            return None;
+        }
+        self.matching(&e.meta, uri, user)?;
+        Some(e)
+    }
+
+    /// The headers a stored entry is served with (never a Set-Cookie).
+    pub fn served_from(e: &Entry) -> HeaderMap {
+        Self::from_entry(e)
+    }
+
+    /// Offers `e` (the copy of a page that moved) as the delta base of the
+    /// next fetch of `new_url`, if nothing is stored there by then.
+    pub fn seed(&self, new_url: &str, e: Entry) {
+        let mut m = self.seeds.lock().unwrap();
+        if m.len() >= 64 {
+            m.clear();
+        }
+        m.insert(new_url.to_string(), e);
     }
 
     /// The shared client (the proxy uses it for requests it does not cache).
@@ -982,6 +1045,10 @@ impl Fetcher {
             // Stored by a one-user proxy (or a version that did not say): not for a shared cache.
             entry = None;
         }
+        if entry.as_ref().is_some_and(|e| e.meta.removed_at.is_some()) {
+            // The origin said 404/410: the copy is kept for the proxy's link only.
+            entry = None;
+        }
         // The stored validators, sent when the entry is the base.
         let mut validators = HeaderMap::new();
         if let Some(e) = entry.take() {
@@ -1023,7 +1090,9 @@ impl Fetcher {
 
         let mut trace = Vec::new();
         let mut wire = 0u64;
-        let mut base = entry.clone();
+        // Nothing usable stored: perhaps the copy of the page that moved here (a delta base only).
+        let seed = if entry.is_none() { self.seeds.lock().unwrap().remove(&url) } else { None };
+        let mut base = entry.clone().or(seed);
         let mut delta_failed = None;
         let mut dict_off = false;
         loop {
@@ -1155,7 +1224,9 @@ impl Fetcher {
             return self.not_modified(&mut r, parts);
         }
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
-            self.cache.remove(url);
+            // The copy stays (until evicted), marked: no longer served for
+            // this URL, but the proxy links to it ("removed by its author").
+            self.cache.mark_removed(url, now_secs());
         }
         if status != StatusCode::OK {
             return self.passed(&mut r, parts, body).await;
@@ -1248,6 +1319,7 @@ impl Fetcher {
                 wire_bytes: *r.wire,
                 shared: Some(self.opts.shared),
                 dictionary: None,
+                removed_at: None,
             };
             if let Err(err) = self.cache.update_meta(e, meta) {
                 eprintln!("hsync: cache write failed for {url}: {err}");
@@ -1373,6 +1445,7 @@ impl Fetcher {
                     wire_bytes: *r.wire,
                     shared: Some(self.opts.shared),
                     dictionary: None,
+                    removed_at: None,
                 };
                 if let Err(err) = w.commit(meta) {
                     eprintln!("hsync: cache write failed for {url}: {err}");
@@ -1449,6 +1522,7 @@ impl Fetcher {
                 wire_bytes: wire,
                 shared: Some(self.opts.shared),
                 dictionary: None,
+                removed_at: None,
             };
             if let Err(err) = self.cache.put(meta, &body) {
                 eprintln!("hsync: cache write failed for {url}: {err}");

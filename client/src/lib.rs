@@ -6,6 +6,9 @@ pub mod cli;
 pub mod dict;
 pub mod fetch;
 pub mod log;
+pub mod notice;
+pub mod optimistic;
+pub mod parts;
 pub mod proxy;
 
 pub use cache::DiskCache;

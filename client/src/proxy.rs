@@ -10,8 +10,12 @@
 //! [`crate::log`] and the README); origins that cannot be reached, and the
 //! stale copies served because of it, a warning.
 
-use crate::fetch::{empty_body, strip_hop_by_hop, BoxError, Fetcher, Outcome, Source};
+use crate::cache::now_secs;
+use crate::fetch::{empty_body, strip_hop_by_hop, BoxError, FetchError, Fetcher, Outcome, Source};
 use crate::log::{Level, Logger};
+use crate::notice::{self, esc, Notice};
+use crate::optimistic::{self, Background, Mode};
+use crate::parts;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
@@ -20,11 +24,12 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,11 +47,28 @@ pub struct ProxyConfig {
     pub connect_ports: Vec<u16>,
     /// Where access lines and warnings go (by default nowhere).
     pub log: Arc<Logger>,
+    /// `--optimistic MS`: when the origin has not answered in this time, serve
+    /// the stored copy (if it may be served stale) and revalidate behind it.
+    pub optimistic: Option<Duration>,
+    /// `--optimistic-swap`: stale HTML copies served at once carry a small
+    /// script that swaps in the current version when the proxy has it.
+    pub optimistic_swap: bool,
+    /// Revalidate the stored parts (images, scripts, style sheets) of an HTML
+    /// page when the page is fetched or revalidated (`--no-parts`: off).
+    pub parts: bool,
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        ProxyConfig { stale_notice: true, timeout: Duration::from_secs(5), connect_ports: vec![443], log: Arc::new(Logger::default()) }
+        ProxyConfig {
+            stale_notice: true,
+            timeout: Duration::from_secs(5),
+            connect_ports: vec![443],
+            log: Arc::new(Logger::default()),
+            optimistic: None,
+            optimistic_swap: false,
+            parts: true,
+        }
     }
 }
 
@@ -57,7 +79,18 @@ pub struct Proxy {
     pub delivered: AtomicU64,
     pub started: SystemTime,
     local: SocketAddr,
+    /// Background revalidations (optimistic answers, stale-while-revalidate).
+    bg: Arc<Background>,
+    /// Pages that moved (301/308) and whose notice is still to be shown: new URL → old URL.
+    moved: Mutex<HashMap<String, String>>,
+    /// Per HTML page, its last parts revalidation (see [`crate::parts`]).
+    parts: Mutex<HashMap<String, parts::Report>>,
+    /// Pages whose parts are being revalidated.
+    parts_running: Mutex<HashSet<String>>,
 }
+
+/// What a fetch gives (see [`Fetcher::fetch_joined`]).
+type Shared = Result<Arc<Outcome>, Arc<FetchError>>;
 
 /// Response bodies: whole (pages the proxy made or cached) or streamed (forwarded).
 type RespBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -217,7 +250,18 @@ fn log_url(u: &Uri) -> String {
 pub async fn spawn(addr: &str, fetcher: Arc<Fetcher>, cfg: ProxyConfig) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let proxy = Arc::new(Proxy { fetcher, cfg, delivered: AtomicU64::new(0), started: SystemTime::now(), local });
+    let bg = Background::new(fetcher.opts.timeout * 4);
+    let proxy = Arc::new(Proxy {
+        fetcher,
+        cfg,
+        delivered: AtomicU64::new(0),
+        started: SystemTime::now(),
+        local,
+        bg,
+        moved: Mutex::new(HashMap::new()),
+        parts: Mutex::new(HashMap::new()),
+        parts_running: Mutex::new(HashSet::new()),
+    });
     let h = tokio::spawn(async move { proxy.serve(listener).await });
     Ok((local, h))
 }
@@ -327,8 +371,27 @@ impl Proxy {
         }
         let uri = req.uri().clone();
         let headers = req.headers().clone();
+        if matches!(uri.path(), optimistic::FRESH_PATH | optimistic::COPY_PATH) {
+            return self.internal(&uri, &headers).await;
+        }
         let log = &self.cfg.log;
-        let (res, joined) = self.fetcher.fetch_joined(&uri, &headers, None).await;
+        // A stored copy that may be served at once while it is revalidated (--optimistic, stale-while-revalidate)?
+        let mode = self
+            .fetcher
+            .stored_meta_for(&uri, &headers)
+            .and_then(|(meta, fresh)| optimistic::mode(&meta, fresh, &headers, self.fetcher.opts.shared, self.cfg.optimistic, now_secs()));
+        let (res, joined) = match mode {
+            None => self.fetcher.fetch_joined(&uri, &headers, None).await,
+            Some(m) => match self.optimistic_fetch(&uri, &headers, m).await {
+                Ok(r) => r,
+                Err(served) => return served,
+            },
+        };
+        if let Ok(o) = &res {
+            if !joined {
+                self.after_fetch(&uri, o);
+            }
+        }
         match res {
             Ok(o) => {
                 if !joined {
@@ -354,7 +417,18 @@ impl Proxy {
                     });
                 }
                 // A request that took another's result received nothing itself: its bytes are on that line.
-                let note = Note { result: o.source.as_str(), wire: Some(if joined { 0 } else { o.wire_bytes }) };
+                let wire = Some(if joined { 0 } else { o.wire_bytes });
+                if matches!(o.status, StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT) {
+                    if let Some(r) = self.moved(&uri, &headers, &o) {
+                        return (r, Note { result: MOVED, wire });
+                    }
+                }
+                if matches!(o.status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+                    if let Some(r) = self.removed(&uri, &headers, &o) {
+                        return (r, Note { result: REMOVED, wire });
+                    }
+                }
+                let note = Note { result: o.source.as_str(), wire };
                 (self.respond(&headers, &o), note)
             }
             Err(e) => {
@@ -364,6 +438,257 @@ impl Proxy {
                 (text(status, format!("hsync proxy: {uri}: {e}\n")), Note { result: Source::Full.as_str(), wire: Some(0) })
             }
         }
+    }
+
+    /// The fetch of a request whose stored copy may be served at once (`m`):
+    /// the revalidation runs in the background (one per URL); if it ends
+    /// within `m.wait`, its result is the answer (`Ok`), else the stored copy
+    /// is served stale (`Err`, the response) and the result stored for the
+    /// next request.
+    async fn optimistic_fetch(self: &Arc<Self>, uri: &Uri, headers: &HeaderMap, m: Mode) -> Result<(Shared, bool), (Resp, Note)> {
+        let url = uri.to_string();
+        let running = match self.bg.begin(&url) {
+            Ok(r) => r,
+            Err(mut done) => {
+                // One already runs: wait for it as long as we would for the origin, else the copy.
+                if !m.wait.is_zero() && tokio::time::timeout(m.wait, done.wait_for(|d| *d)).await.is_ok() {
+                    return Ok(self.fetcher.fetch_joined(uri, headers, None).await);
+                }
+                return match self.serve_stale(uri, headers, m) {
+                    Some(r) => Err(r),
+                    None => Ok(self.fetcher.fetch_joined(uri, headers, None).await),
+                };
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let (u, h) = (uri.clone(), headers.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            let (at, start) = (SystemTime::now(), Instant::now());
+            let Ok((res, joined)) = tokio::time::timeout(this.bg.timeout, this.fetcher.fetch_joined(&u, &h, None)).await else {
+                this.cfg.log.warn(format!("background revalidation timed out: {}", log_url(&u)));
+                return;
+            };
+            if let Ok(o) = &res {
+                if !joined {
+                    this.after_fetch(&u, o);
+                }
+            }
+            // Nobody waits any more (the copy was served): the exchange gets its own line.
+            if let Err((res, joined)) = tx.send((res, joined)) {
+                let (status, wire) = match &res {
+                    Ok(o) => (o.status.as_u16(), if joined { 0 } else { o.wire_bytes }),
+                    Err(e) => (if e.timeout { 504 } else { 502 }, 0),
+                };
+                this.cfg.log.access(at, &format!("- GET {} {status} {BACKGROUND} {wire} 0 {}", log_url(&u), start.elapsed().as_millis()));
+            }
+        });
+        tokio::pin!(rx);
+        if !m.wait.is_zero() {
+            tokio::select! {
+                r = &mut rx => match r {
+                    Ok(r) => return Ok(r),
+                    Err(_) => return Ok((Err(Arc::new(FetchError::timeout_error("background revalidation timed out"))), false)),
+                },
+                _ = tokio::time::sleep(m.wait) => {}
+            }
+        }
+        match self.serve_stale(uri, headers, m) {
+            Some(r) => Err(r),
+            // The copy went away meanwhile: wait for the origin after all.
+            None => match rx.await {
+                Ok(r) => Ok(r),
+                Err(_) => Ok((Err(Arc::new(FetchError::timeout_error("background revalidation timed out"))), false)),
+            },
+        }
+    }
+
+    /// The stored copy for this request, served stale while it is revalidated:
+    /// `Age`, `Warning: 110`, and for HTML the notice (and the swap script).
+    fn serve_stale(&self, uri: &Uri, req_headers: &HeaderMap, m: Mode) -> Option<(Resp, Note)> {
+        let e = self.fetcher.stored_for(uri, req_headers, false)?;
+        let mut headers = Fetcher::served_from(&e);
+        headers.insert(header::AGE, HeaderValue::from(e.meta.policy.age(SystemTime::now()).as_secs()));
+        headers.insert(HeaderName::from_static("warning"), HeaderValue::from_static(optimistic::WARNING_STALE));
+        let mut body = e.body.clone();
+        if is_html(&headers) {
+            let mut snippet = String::new();
+            if self.cfg.stale_notice {
+                snippet.push_str(&notice::html(Notice::Updating { fetched_at: e.meta.fetched_at }));
+            }
+            if self.cfg.optimistic_swap {
+                snippet.push_str(&optimistic::swap_script(&e.meta.url, e.meta.body_xxh3));
+            }
+            if !snippet.is_empty() {
+                body = mark_html(&mut headers, &body, &snippet);
+            }
+        }
+        headers.insert(HeaderName::from_static("x-hsync-cache"), HeaderValue::from_static(m.result));
+        headers.append(header::VIA, HeaderValue::from_static("1.1 hsync"));
+        self.count(&e.meta.url, body.len() as u64, true);
+        self.cfg.log.debug(format!("{}: the copy from {} served at once, revalidating", log_url(uri), fmt_time(e.meta.fetched_at)));
+        let mut r = Response::new(full(body));
+        *r.headers_mut() = headers;
+        Some((r, Note { result: m.result, wire: Some(0) }))
+    }
+
+    /// Counts a response delivered for `url` (status page).
+    fn count(&self, url: &str, delivered: u64, hit: bool) {
+        self.delivered.fetch_add(delivered, Ordering::Relaxed);
+        let mut m = self.fetcher.per_url.lock().unwrap();
+        let s = m.entry(url.to_string()).or_default();
+        s.requests += 1;
+        s.delivered += delivered;
+        if hit {
+            s.hits += 1;
+        }
+    }
+
+    /// After a page came from the origin (fetched, revalidated): its stored
+    /// parts are revalidated in the background, one run per page at a time.
+    fn after_fetch(self: &Arc<Self>, uri: &Uri, o: &Outcome) {
+        if !self.cfg.parts
+            || o.status != StatusCode::OK
+            || !matches!(o.source, Source::Full | Source::Delta | Source::Dcz | Source::Revalidated)
+            || !is_html(&o.headers)
+        {
+            return;
+        }
+        if !self.parts_running.lock().unwrap().insert(o.url.clone()) {
+            return;
+        }
+        let (this, page, body) = (self.clone(), uri.clone(), o.body.clone());
+        tokio::spawn(async move {
+            let report = parts::revalidate(this.fetcher.clone(), &page, &body, this.cfg.log.clone()).await;
+            let url = page.to_string();
+            {
+                let mut m = this.parts.lock().unwrap();
+                if m.len() >= 1024 {
+                    m.clear();
+                }
+                m.insert(url.clone(), report);
+            }
+            this.parts_running.lock().unwrap().remove(&url);
+        });
+    }
+
+    /// A 301/308 for a page we hold: the copy moves to the new address (the
+    /// delta base of its first fetch there, which starts now, without the
+    /// user's cookies or credentials), the first page delivered there says
+    /// it moved, and the client gets the redirect as the origin sent it.
+    fn moved(self: &Arc<Self>, uri: &Uri, headers: &HeaderMap, o: &Outcome) -> Option<Resp> {
+        let loc = o.headers.get(header::LOCATION)?.to_str().ok()?;
+        let new = crate::dict::resolve(uri, loc)?;
+        if new == *uri || new.scheme_str() != Some("http") {
+            return None;
+        }
+        let e = self.fetcher.stored_for(uri, headers, false)?;
+        let (old_url, new_url) = (uri.to_string(), new.to_string());
+        self.fetcher.cache.remove(&old_url);
+        if self.fetcher.cache.get_meta(&new_url).is_none() {
+            self.fetcher.seed(&new_url, e);
+        }
+        {
+            let mut m = self.moved.lock().unwrap();
+            if m.len() >= 256 {
+                m.clear();
+            }
+            m.insert(new_url, old_url);
+        }
+        let mut h = headers.clone();
+        h.remove(header::COOKIE);
+        h.remove(header::AUTHORIZATION);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (at, start) = (SystemTime::now(), Instant::now());
+            let (res, joined) = this.fetcher.fetch_joined(&new, &h, None).await;
+            if let Ok(o) = &res {
+                if !joined {
+                    this.after_fetch(&new, o);
+                }
+                let wire = if joined { 0 } else { o.wire_bytes };
+                this.cfg.log.access(
+                    at,
+                    &format!("- GET {} {} {BACKGROUND} {wire} 0 {}", log_url(&new), o.status.as_u16(), start.elapsed().as_millis()),
+                );
+            }
+        });
+        let mut r = self.respond(headers, o);
+        r.headers_mut().insert(HeaderName::from_static("x-hsync-cache"), HeaderValue::from_static(MOVED));
+        Some(r)
+    }
+
+    /// A 404/410 for an HTML page the user had: the origin's answer with a
+    /// notice linking to the kept copy (`/.hsync/copy?u=URL`, on the page's origin).
+    fn removed(&self, uri: &Uri, headers: &HeaderMap, o: &Outcome) -> Option<Resp> {
+        let e = self.fetcher.stored_for(uri, headers, true)?;
+        if !is_html(&Fetcher::served_from(&e)) {
+            return None;
+        }
+        let copy = format!("{}?u={}", optimistic::COPY_PATH, notice::query_escape(&e.meta.url));
+        let snippet = notice::html(Notice::Removed { copy: &copy, fetched_at: e.meta.fetched_at });
+        let mut h = o.headers.clone();
+        // A coded body (gzip, ...) cannot take the notice, nor be shown as text.
+        let coded = h.get_all(header::CONTENT_ENCODING).iter().any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let body = if is_html(&o.headers) && !coded {
+            mark_html(&mut h, &o.body, &snippet)
+        } else {
+            // Not a page the notice fits in: a page of our own around the origin's text.
+            let text = if coded { String::new() } else { String::from_utf8_lossy(&o.body[..o.body.len().min(64 << 10)]).into_owned() };
+            let page = format!(
+                "<!doctype html><html><head><meta charset=utf-8><title>{}</title></head><body>{snippet}<pre style=\"margin-top:4em\">{}</pre></body></html>",
+                o.status,
+                esc(&text)
+            );
+            h.remove(header::CONTENT_ENCODING);
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            mark_html(&mut h, page.as_bytes(), "")
+        };
+        h.insert(HeaderName::from_static("x-hsync-cache"), HeaderValue::from_static(REMOVED));
+        h.append(header::VIA, HeaderValue::from_static("1.1 hsync"));
+        self.count(&e.meta.url, body.len() as u64, false);
+        let mut r = Response::new(full(body));
+        *r.status_mut() = o.status;
+        *r.headers_mut() = h;
+        Some(r)
+    }
+
+    /// `/.hsync/fresh` and `/.hsync/copy` on any origin (see [`crate::optimistic`]):
+    /// only about a URL of that same origin, only entries the fetcher would
+    /// use for this request (shared rules, Vary).
+    async fn internal(&self, uri: &Uri, headers: &HeaderMap) -> (Resp, Note) {
+        let q = uri.query().unwrap_or("");
+        let Some(target) = notice::query_param(q, "u").and_then(|u| u.parse::<Uri>().ok()) else {
+            return (text(StatusCode::BAD_REQUEST, "hsync proxy: u=URL expected\n"), Note::own());
+        };
+        if !optimistic::same_origin(&target, Some(uri)) {
+            return (text(StatusCode::FORBIDDEN, "hsync proxy: only a URL of this origin\n"), Note::own());
+        }
+        if uri.path() == optimistic::FRESH_PATH {
+            let v = notice::query_param(q, "v").unwrap_or_default();
+            let (status, h, body) = optimistic::fresh(&self.fetcher, &self.bg, &target, &v, headers).await;
+            let mut r = Response::new(full(body));
+            *r.status_mut() = status;
+            *r.headers_mut() = h;
+            return (r, Note::own());
+        }
+        let Some(e) = self.fetcher.stored_for(&target, headers, true) else {
+            return (text(StatusCode::NOT_FOUND, "hsync proxy: no copy of that page is kept\n"), Note::own());
+        };
+        let mut h = Fetcher::served_from(&e);
+        let mut body = e.body.clone();
+        if is_html(&h) {
+            body = mark_html(&mut h, &body, &notice::html(Notice::RemovedCopy { url: &e.meta.url, fetched_at: e.meta.fetched_at }));
+        } else {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        h.insert(HeaderName::from_static("x-hsync-cache"), HeaderValue::from_static(COPY));
+        h.append(header::VIA, HeaderValue::from_static("1.1 hsync"));
+        self.count(&e.meta.url, body.len() as u64, true);
+        let mut r = Response::new(full(body));
+        *r.headers_mut() = h;
+        (r, Note { result: COPY, wire: Some(0) })
     }
 
     fn respond(&self, req_headers: &HeaderMap, o: &Outcome) -> Resp {
@@ -384,6 +709,13 @@ impl Proxy {
             headers.remove(header::LAST_MODIFIED);
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+        }
+        if o.status == StatusCode::OK && is_html(&headers) {
+            // The first page delivered at the new address of a page that moved says so.
+            let from = self.moved.lock().unwrap().remove(&o.url);
+            if let Some(from) = from {
+                body = mark_html(&mut headers, &body, &notice::html(Notice::Moved { from: &from, to: &o.url }));
+            }
         }
         headers.insert(HeaderName::from_static("x-hsync-cache"), HeaderValue::from_static(o.source.as_str()));
         headers.append(header::VIA, HeaderValue::from_static("1.1 hsync"));
@@ -534,6 +866,8 @@ impl Proxy {
             "dictionaries_damaged": self.fetcher.dicts.as_ref().map(|d| d.damaged.load(Ordering::Relaxed)).unwrap_or(0),
             "dictionaries_enabled": self.fetcher.dicts.is_some(),
             "entries": entries,
+            "background_revalidations": self.bg.running(),
+            "parts": if urls { serde_json::to_value(&*self.parts.lock().unwrap()).unwrap_or_default() } else { serde_json::json!({}) },
         });
         let mut r = Response::new(full(v.to_string()));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -634,10 +968,53 @@ impl Proxy {
                 human(s.delivered)
             ));
         }
-        html.push_str("</table></body></html>");
+        html.push_str("</table>");
+        let reports = self.parts.lock().unwrap().clone();
+        if !reports.is_empty() {
+            let mut pages: Vec<(&String, &parts::Report)> = reports.iter().collect();
+            pages.sort_by_key(|(_, r)| std::cmp::Reverse(r.at));
+            html.push_str(
+                "<h2>Parts revalidated with their pages</h2><table><tr><th>page</th><th>when</th><th>referenced</th>\
+                 <th>revalidated</th><th>changed</th></tr>",
+            );
+            for (page, r) in pages {
+                let changed: Vec<String> =
+                    r.changed().map(|p| format!("<a href=\"{0}\">{1}</a>", esc(&p.url), esc(&shorten(&p.url, 60)))).collect();
+                html.push_str(&format!(
+                    "<tr><td class=u><a href=\"{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td class=u>{4}</td></tr>",
+                    esc(page),
+                    fmt_time(r.at),
+                    r.referenced,
+                    r.parts.len(),
+                    if changed.is_empty() { "none".to_string() } else { changed.join("<br>") }
+                ));
+            }
+            html.push_str("</table>");
+        }
+        html.push_str("</body></html>");
         html_response(html)
     }
 }
+
+/// `body` (HTML) with `snippet` inserted after `<body>`; the headers say it
+/// is no longer the origin's page (no validators) and not to be stored.
+fn mark_html(headers: &mut HeaderMap, body: &[u8], snippet: &str) -> Bytes {
+    let out = Bytes::from(notice::inject(body, snippet));
+    headers.remove(header::ETAG);
+    headers.remove(header::LAST_MODIFIED);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len() as u64));
+    out
+}
+
+/// The access-log result of a 301/308 for a stored page (see `Proxy::moved`).
+pub const MOVED: &str = "MOVED";
+/// Of a 404/410 for a stored page, answered with the notice linking to the copy.
+pub const REMOVED: &str = "REMOVED";
+/// Of the kept copy of a removed page (`/.hsync/copy`).
+pub const COPY: &str = "COPY";
+/// Of a revalidation finished in the background (client `-`).
+pub const BACKGROUND: &str = "BACKGROUND";
 
 /// A page of the proxy's own, never stored by a cache.
 fn html_response(html: String) -> Resp {
@@ -668,31 +1045,11 @@ fn not_modified_for(req: &HeaderMap, resp: &HeaderMap) -> bool {
 
 /// The banner put right after `<body ...>` (or at the start) of a stale HTML page.
 pub fn notice_html(fetched_at: u64) -> String {
-    format!(
-        "<div id=\"hsync-stale-notice\" style=\"position:fixed;top:0;left:0;right:0;z-index:2147483647;\
-         background:#fff3cd;color:#664d03;border-bottom:1px solid #e0c060;font:14px/1.5 system-ui,sans-serif;\
-         padding:6px 12px;text-align:center\">hsync: the site could not be reached; this copy from {} may be out of date.</div>",
-        fmt_time(fetched_at)
-    )
+    notice::html(Notice::Unreachable { fetched_at })
 }
 
 pub fn inject_notice(body: &[u8], fetched_at: u64) -> Vec<u8> {
-    let notice = notice_html(fetched_at);
-    let lower: Vec<u8> = body.iter().take(1 << 20).map(|b| b.to_ascii_lowercase()).collect();
-    let at = find(&lower, b"<body").and_then(|i| lower[i..].iter().position(|&b| b == b'>').map(|j| i + j + 1)).unwrap_or(0);
-    let mut out = Vec::with_capacity(body.len() + notice.len());
-    out.extend_from_slice(&body[..at]);
-    out.extend_from_slice(notice.as_bytes());
-    out.extend_from_slice(&body[at..]);
-    out
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    notice::inject(body, &notice_html(fetched_at))
 }
 
 fn shorten(s: &str, n: usize) -> String {

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use hsync_client::proxy::{self, ProxyConfig};
 use hsync_client::{DiskCache, FetchOptions, Fetcher};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,4 +59,48 @@ fn chromium_browses_changing_pages_through_the_proxy() {
     let dom = dump_dom(addr, &url);
     assert!(dom.contains("hsync-stale-notice"), "notice shown");
     assert!(dom.contains(&title(&vs[3])));
+}
+
+/// `--optimistic 200 --optimistic-swap` on a slow origin: Chromium gets the
+/// stale copy at once, and its swap script writes the current version over
+/// it once the proxy has revalidated the page (the DOM ends up current,
+/// without the notice).
+#[test]
+fn chromium_swaps_in_the_current_version() {
+    if !hsync_tests::chromium::available() {
+        return;
+    }
+    let origin = Origin::start_local(true);
+    origin.set_cache_control("max-age=0");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(DiskCache::open(dir.path(), 1 << 30).unwrap());
+    let fetcher = Arc::new(Fetcher::new(cache, FetchOptions { shared: true, timeout: Duration::from_secs(10), ..Default::default() }));
+    let log = Arc::new(hsync_client::log::Logger::memory(hsync_client::log::Level::Info));
+    let cfg = ProxyConfig { optimistic: Some(Duration::from_millis(200)), optimistic_swap: true, log: log.clone(), ..Default::default() };
+    let (addr, _h) = rt().block_on(proxy::spawn("127.0.0.1:0", fetcher.clone(), cfg)).unwrap();
+    // Two versions told apart by a marker in the body.
+    let marked = |n: usize| -> (Vec<u8>, String) {
+        let tag = format!("hsync-test-version-{n}");
+        let page = String::from_utf8_lossy(&versions("blog-home")[n]).replacen("</body>", &format!("<p>{tag}</p></body>"), 1);
+        (page.into_bytes(), tag)
+    };
+    let ((v1, old), (v2, new)) = (marked(10), marked(12));
+    let url = origin.url("/index.html");
+    origin.set_page("/index.html", &v1);
+    assert!(dump_dom(addr, &url).contains(&old));
+    origin.set_page("/index.html", &v2);
+    origin.state().modes.delay_ms.store(1500, Ordering::SeqCst);
+    let profile = tempfile::tempdir().unwrap();
+    let out = hsync_tests::chromium::dump_dom_command(profile.path(), addr)
+        .arg("--virtual-time-budget=8000")
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains(&new) && !dom.contains(&old), "the current version swapped in");
+    assert!(!dom.contains("hsync-stale-notice"), "without the notice");
+    // The browser got the stale copy first, then asked for the current one.
+    let lines = log.lines();
+    assert!(lines.iter().any(|l| l.contains(" 200 STALE_OPTIMISTIC ")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("/.hsync/fresh?u=") && l.contains(" 200 NONE ")), "{lines:?}");
 }

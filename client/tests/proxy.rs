@@ -127,10 +127,10 @@ fn stale_copy_with_warning_and_notice_when_origin_is_down() {
 }
 
 #[test]
-fn not_found_is_passed_and_entry_dropped() {
-    let origin = Origin::start();
+fn not_found_is_passed_and_the_copy_no_longer_served() {
+    let mut origin = Origin::start();
     let dir = tempfile::tempdir().unwrap();
-    let p = in_process(dir.path(), 1 << 30, Duration::from_secs(5));
+    let p = in_process(dir.path(), 1 << 30, Duration::from_secs(1));
     origin.set_page("/gone.html", &versions("blog-home")[0]);
     let url = origin.url("/gone.html");
     assert_eq!(raw_get(p.addr, &url, &[]).unwrap().status, 200);
@@ -138,7 +138,12 @@ fn not_found_is_passed_and_entry_dropped() {
     origin.remove_page("/gone.html");
     let r = raw_get(p.addr, &url, &[]).unwrap();
     assert_eq!(r.status, 404);
-    assert!(p.fetcher.cache.get(&url).is_none());
+    assert_eq!(r.header("x-hsync-cache"), Some("REMOVED"), "with a link to the copy (client/tests/web.rs)");
+    // The copy is kept for that link (until evicted), marked removed: never served for the URL again.
+    assert!(p.fetcher.cache.get(&url).is_some_and(|e| e.meta.removed_at.is_some()));
+    origin.stop();
+    let r = raw_get(p.addr, &url, &[]).unwrap();
+    assert!(r.status == 502 || r.status == 504, "{}", r.status);
 }
 
 #[test]

@@ -615,13 +615,15 @@ fn proxy_passes_not_found(kind: ServerKind) {
     std::thread::sleep(SETTLE);
     let r = p.get(&u);
     assert_eq!(r.status, 404, "{r:?}");
-    assert_eq!(r.header("x-hsync-cache"), Some("PASS"));
+    // The server's error page, with a notice linking to the copy (client/README.md, "Moved and removed pages").
+    assert_eq!(r.header("x-hsync-cache"), Some("REMOVED"));
     assert_eq!(r.header("warning"), None);
-    assert!(r.body.len() < 2000, "the server's error page, not the copy ({} bytes)", r.body.len());
+    assert!(r.body.len() < 4000, "the server's error page, not the copy ({} bytes)", r.body.len());
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains("removed by its author") && text.contains("/.hsync/copy?u="), "{text}");
     assert_logged_status(&s, "/gone.html", 2, 404);
-    assert!(cached_urls(&p).is_empty(), "the copy is dropped");
 
-    // Really dropped: with the server down there is nothing to serve.
+    // The copy is kept for that link only: with the server down it is not served for the URL.
     s.stop();
     let r = p.get(&u);
     assert!(r.status == 502 || r.status == 504, "{r:?}");

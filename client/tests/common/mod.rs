@@ -102,6 +102,10 @@ pub struct OriginState {
     /// Response header lines added to every 200 and 304 (e.g. `Vary: Cookie`).
     pub extra_headers: Mutex<Vec<(String, String)>>,
     pub log: Mutex<Vec<Logged>>,
+    /// Paths answered with a redirect: (status, Location).
+    pub redirects: Mutex<HashMap<String, (u16, String)>>,
+    /// Paths answered 410 Gone.
+    pub gone: Mutex<Vec<String>>,
     conns: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -132,6 +136,8 @@ impl Origin {
             cache_control: Mutex::new("no-cache".into()),
             extra_headers: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            redirects: Mutex::new(HashMap::new()),
+            gone: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
         });
         state.modes.hsync.store(hsync, Ordering::SeqCst);
@@ -308,6 +314,23 @@ async fn serve(st: Arc<OriginState>, req: Request<Incoming>) -> Response<ChanBod
     let delay = st.modes.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let redirect = st.redirects.lock().unwrap().get(&path).cloned();
+    if let Some((status, location)) = redirect {
+        log.status = status;
+        st.log.lock().unwrap().push(log);
+        let h = vec![("location", location), ("content-type", "text/html".into())];
+        return respond(StatusCode::from_u16(status).unwrap(), h, b"<p>moved</p>".to_vec(), 0);
+    }
+    if st.gone.lock().unwrap().contains(&path) {
+        log.status = 410;
+        st.log.lock().unwrap().push(log);
+        return respond(
+            StatusCode::GONE,
+            vec![("content-type", "text/html".into())],
+            b"<html><body><h1>Gone</h1></body></html>".to_vec(),
+            0,
+        );
     }
     let file = st.docroot.join(path.trim_start_matches('/'));
     let file = if path.ends_with('/') { file.join("index.html") } else { file };
