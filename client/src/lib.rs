@@ -6,7 +6,9 @@ pub mod cli;
 pub mod dict;
 pub mod fetch;
 pub mod log;
+pub mod mitm;
 pub mod proxy;
+pub mod tls;
 
 pub use cache::DiskCache;
 pub use fetch::{FetchOptions, Fetcher, Outcome, Source};
