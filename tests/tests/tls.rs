@@ -81,19 +81,24 @@ struct Site {
 }
 
 impl Site {
-    fn start() -> Option<Site> {
+    /// `dictionary`: with `hsync_dictionary on` (dcz; pages then carry an inserted `<link>`).
+    fn start(dictionary: bool) -> Option<Site> {
         let dir = temp_dir("tls-site");
         let docroot = dir.join("www");
         std::fs::create_dir_all(&docroot).unwrap();
         let pki = make_pki(&dir);
         let tls = Tls { cert: pki.cert.clone(), key: pki.key.clone(), http2: true };
-        let server = start(ServerKind::Nginx, &Options { tls: Some(tls), ..Options::new(&docroot) })?;
+        let server =
+            start(ServerKind::Nginx, &Options { tls: Some(tls), dictionary: dictionary.then(Default::default), ..Options::new(&docroot) })?;
         Some(Site { dir, pki, server })
     }
     fn put(&self, name: &str, body: &[u8]) {
         let p = self.dir.join("www").join(name);
         let tmp = p.with_extension("tmp");
         std::fs::write(&tmp, body).unwrap();
+        // Dated in the past, as in client_dictionary.rs, so that versions differ in Last-Modified.
+        let f = std::fs::OpenOptions::new().write(true).open(&tmp).unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3)).unwrap();
         std::fs::rename(&tmp, &p).unwrap();
     }
     fn url(&self, host: &str, path: &str) -> String {
@@ -144,7 +149,7 @@ fn get(args: &[&str], url: &str, out: &Path, cache: &Path) -> Output {
 
 #[test]
 fn get_with_cacert_gets_a_delta_over_h2() {
-    let Some(site) = Site::start() else { return };
+    let Some(site) = Site::start(false) else { return };
     let v = versions();
     site.put("page.html", &v[0]);
     let (cache, out) = (site.dir.join("cache"), site.dir.join("out.html"));
@@ -168,9 +173,45 @@ fn get_with_cacert_gets_a_delta_over_h2() {
     site.server.finish();
 }
 
+/// The page without the `<link rel="compression-dictionary" ...>` element nginx inserted.
+fn without_inserted_link(body: &[u8]) -> Vec<u8> {
+    let lower = body.to_ascii_lowercase();
+    let needle = b"<link rel=\"compression-dictionary\"";
+    let Some(at) = lower.windows(needle.len()).position(|w| w == needle) else { return body.to_vec() };
+    let end = at + lower[at..].iter().position(|&b| b == b'>').unwrap() + 1;
+    let mut out = body[..at].to_vec();
+    out.extend_from_slice(&body[end..]);
+    out
+}
+
+#[test]
+fn get_gets_dcz_over_h2() {
+    let Some(site) = Site::start(true) else { return };
+    let v = versions();
+    let (cache, out) = (site.dir.join("cache"), site.dir.join("out.html"));
+    let ca = site.pki.ca.to_str().unwrap().to_string();
+    let url = site.url("localhost", "/page.html");
+    let mut last = String::new();
+    for (i, page) in v.iter().enumerate() {
+        // Past the heuristic freshness of the copy held.
+        std::thread::sleep(Duration::from_millis(1200));
+        site.put("page.html", page);
+        let o = get(&["--cacert", &ca], &url, &out, &cache);
+        assert!(o.status.success());
+        assert!(without_inserted_link(&std::fs::read(&out).unwrap()) == *page, "version {i}");
+        last = String::from_utf8_lossy(&o.stderr).to_string();
+    }
+    assert!(last.contains("< content-encoding: dcz") && last.contains("[DCZ]"), "{last}");
+    let l = site.server.access_log_text();
+    let dcz: Vec<&str> = l.lines().filter(|l| l.contains("coding=dcz")).collect();
+    assert_eq!(dcz.len(), 1, "{l}");
+    assert!(dcz[0].ends_with("h2=h2"), "{l}");
+    site.server.finish();
+}
+
 #[test]
 fn get_without_the_ca_refuses_the_certificate() {
-    let Some(site) = Site::start() else { return };
+    let Some(site) = Site::start(false) else { return };
     site.put("page.html", b"<html><body>hello</body></html>");
     let (cache, out) = (site.dir.join("cache"), site.dir.join("out.html"));
     let o = get(&[], &site.url("localhost", "/page.html"), &out, &cache);
@@ -259,9 +300,19 @@ impl Proxy {
 
     /// The SPKI hash printed at start (for Chromium's --ignore-certificate-errors-spki-list).
     fn spki(&self) -> String {
-        let s = self.stderr.lock().unwrap();
-        let l = s.lines().find_map(|l| l.split("--ignore-certificate-errors-spki-list=").nth(1)).expect("the SPKI hash in the start lines");
-        l.trim().to_string()
+        // Printed right after the "listening on" line: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = {
+                let s = self.stderr.lock().unwrap();
+                s.lines().find_map(|l| l.split("--ignore-certificate-errors-spki-list=").nth(1)).map(|h| h.trim().to_string())
+            };
+            match found {
+                Some(h) => return h,
+                None if Instant::now() > deadline => panic!("no SPKI hash in the start lines"),
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 }
 
@@ -298,7 +349,7 @@ fn curl(proxy: &str, ca: &Path, url: &str) -> (bool, u16, Vec<u8>, String) {
 
 #[test]
 fn proxy_intercepts_listed_hosts_and_gets_deltas() {
-    let Some(site) = Site::start() else { return };
+    let Some(site) = Site::start(false) else { return };
     let v = versions();
     site.put("page.html", &v[0]);
     let port = site.server.port.to_string();
@@ -310,6 +361,7 @@ fn proxy_intercepts_listed_hosts_and_gets_deltas() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&p.dir.join("ca").join("ca-key.pem")), 0o600);
     assert_eq!(mode(&p.dir.join("ca")), 0o700);
+    p.spki();
     assert!(p.stderr.lock().unwrap().contains("certutil -d sql:"), "how to trust it is printed");
     let url = site.url("localhost", "/page.html");
     for (i, page) in v.iter().enumerate() {
@@ -352,7 +404,7 @@ fn proxy_intercepts_listed_hosts_and_gets_deltas() {
 
 #[test]
 fn proxy_refuses_an_untrusted_origin() {
-    let Some(site) = Site::start() else { return };
+    let Some(site) = Site::start(false) else { return };
     site.put("page.html", &versions()[0]);
     let port = site.server.port.to_string();
     // No --cacert: the test CA is not in the system's store.
@@ -374,7 +426,7 @@ fn chromium_through_the_proxy_gets_deltas_over_https() {
     if !chromium::available() {
         return;
     }
-    let Some(site) = Site::start() else { return };
+    let Some(site) = Site::start(false) else { return };
     let v = versions();
     site.put("page.html", &v[0]);
     let port = site.server.port.to_string();
