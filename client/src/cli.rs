@@ -141,6 +141,10 @@ pub struct CheckArgs {
     /// List the requirements checked (id, section of docs/protocol.md, level) and exit
     #[arg(long)]
     pub list: bool,
+    /// Also trust the CA certificates in FILE (PEM, one or more) for
+    /// https://, besides the system's trust store (repeatable)
+    #[arg(long = "cacert", value_name = "FILE")]
+    pub cacert: Vec<PathBuf>,
 }
 
 /// `hsync check`: drives the server at URL through the protocol and
@@ -181,7 +185,12 @@ pub fn check(args: CheckArgs) -> ExitCode {
     if let Err(e) = check::parse_url(&url) {
         return usage(e.message);
     }
+    let roots = match crate::tls::roots_with(&args.cacert) {
+        Ok(r) => r,
+        Err(e) => return usage(format!("--cacert {e}")),
+    };
     let opts = CheckOptions {
+        roots: Some(roots),
         headers,
         timeout: Duration::from_secs_f64(args.timeout),
         timing_requests: args.timing_requests,

@@ -461,3 +461,19 @@ fn chromium_through_the_proxy_gets_deltas_over_https() {
     drop(browser);
     site.server.finish();
 }
+
+#[test]
+fn check_over_h2_with_cacert() {
+    let Some(site) = Site::start(false) else { return };
+    site.put("page.html", &versions()[0]);
+    let o = Command::new(hsync_bin())
+        .args(["check", "--timing", "0", "--cacert", site.pki.ca.to_str().unwrap(), &site.url("localhost", "/page.html")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&o.stderr));
+    let l = site.logged("/page.html");
+    assert!(!l.is_empty() && l.iter().all(|x| x.2), "every request of the check over HTTP/2: {l:?}");
+    site.server.finish();
+}
