@@ -41,6 +41,10 @@ pub struct GetArgs {
     /// Do not remember or offer compression dictionaries (RFC 9842, dcz)
     #[arg(long)]
     pub no_dictionary: bool,
+    /// Also trust the CA certificates in FILE (PEM, one or more) for
+    /// https://, besides the system's trust store (repeatable)
+    #[arg(long = "cacert", value_name = "FILE")]
+    pub cacert: Vec<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -94,6 +98,27 @@ pub struct ProxyArgs {
     /// are info, with --access-log too) [default: $HSYNC_LOG_LEVEL, or info]
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<crate::log::Level>,
+    /// Decrypt https:// for HOSTS (comma-separated: example.com,
+    /// *.example.org for the names below it, * for all; without a value:
+    /// all) so that it is cached and gets deltas too. The proxy answers
+    /// those CONNECTs with certificates of its own local CA (see --ca-dir),
+    /// which the browser must be told to trust; it prints how at start.
+    /// Other hosts are tunnelled untouched. Whoever can read the CA's key
+    /// can impersonate any site to a browser that trusts it
+    #[arg(long = "intercept-tls", value_name = "HOSTS", num_args = 0..=1, default_missing_value = "*")]
+    pub intercept_tls: Option<String>,
+    /// A host whose https:// to decrypt, as in --intercept-tls (repeatable; implies it)
+    #[arg(long = "intercept-host", value_name = "HOST")]
+    pub intercept_hosts: Vec<String>,
+    /// Where the local CA of --intercept-tls is kept (created on first use:
+    /// ca.pem, and ca-key.pem readable by its owner only)
+    /// [default: $XDG_DATA_HOME/hsync/ca or ~/.local/share/hsync/ca]
+    #[arg(long = "ca-dir", value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Also trust the CA certificates in FILE (PEM, one or more) for
+    /// origins' https://, besides the system's trust store (repeatable)
+    #[arg(long = "cacert", value_name = "FILE")]
+    pub cacert: Vec<PathBuf>,
 }
 
 /// What `hsync check` exits with, for `--help` and the man page.
@@ -130,6 +155,10 @@ pub struct CheckArgs {
     /// List the requirements checked (id, section of docs/protocol.md, level) and exit
     #[arg(long)]
     pub list: bool,
+    /// Also trust the CA certificates in FILE (PEM, one or more) for
+    /// https://, besides the system's trust store (repeatable)
+    #[arg(long = "cacert", value_name = "FILE")]
+    pub cacert: Vec<PathBuf>,
 }
 
 /// `hsync check`: drives the server at URL through the protocol and
@@ -170,7 +199,12 @@ pub fn check(args: CheckArgs) -> ExitCode {
     if let Err(e) = check::parse_url(&url) {
         return usage(e.message);
     }
+    let roots = match crate::tls::roots_with(&args.cacert) {
+        Ok(r) => r,
+        Err(e) => return usage(format!("--cacert {e}")),
+    };
     let opts = CheckOptions {
+        roots: Some(roots),
         headers,
         timeout: Duration::from_secs_f64(args.timeout),
         timing_requests: args.timing_requests,
@@ -273,11 +307,16 @@ pub fn get(args: GetArgs) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(e) => return fail(format!("cache {}: {e}", dir.display())),
     };
+    let roots = match crate::tls::roots_with(&args.cacert) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("--cacert {e}")),
+    };
     let opts = FetchOptions {
         shared: false,
         timeout: Duration::from_secs_f64(args.timeout.max(0.001)),
         hsync: !args.no_hsync,
         dictionary: if args.no_dictionary { None } else { Some(Default::default()) },
+        roots: Some(roots),
         ..Default::default()
     };
     let fetcher = Fetcher::new(cache, opts);
@@ -422,11 +461,40 @@ pub fn proxy(args: ProxyArgs) -> ExitCode {
         Err(e) => return fail(format!("cache {}: {e}", dir.display())),
     };
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
+    let roots = match crate::tls::roots_with(&args.cacert) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("--cacert {e}")),
+    };
+    let mut hosts = Vec::new();
+    for h in args.intercept_tls.iter().chain(args.intercept_hosts.iter()) {
+        match crate::mitm::HostPattern::parse_list(h) {
+            Ok(p) => hosts.extend(p),
+            Err(e) => return fail(format!("--intercept-tls: {e}")),
+        }
+    }
+    if args.intercept_tls.is_some() && hosts.is_empty() {
+        return fail("--intercept-tls: no host given (use * for all)");
+    }
+    let intercept = if hosts.is_empty() {
+        None
+    } else {
+        let dir = args.ca_dir.clone().unwrap_or_else(crate::mitm::default_ca_dir);
+        match crate::mitm::Interceptor::open(&dir, hosts) {
+            Ok((i, created)) => {
+                if created {
+                    eprintln!("hsync proxy: created the local CA in {}", dir.display());
+                }
+                Some(Arc::new(i))
+            }
+            Err(e) => return fail(format!("--intercept-tls: {e}")),
+        }
+    };
     let opts = FetchOptions {
         shared: !args.cache_private,
         timeout,
         hsync: true,
         dictionary: if args.no_dictionary { None } else { Some(Default::default()) },
+        roots: Some(roots),
         ..Default::default()
     };
     let fetcher = Arc::new(Fetcher::new(cache, opts));
@@ -438,6 +506,7 @@ pub fn proxy(args: ProxyArgs) -> ExitCode {
         optimistic: args.optimistic.map(Duration::from_millis),
         optimistic_swap: args.optimistic_swap,
         parts: !args.no_parts,
+        intercept: intercept.clone(),
     };
     let rt = match runtime() {
         Ok(r) => r,
@@ -450,6 +519,9 @@ pub fn proxy(args: ProxyArgs) -> ExitCode {
         };
         let access = args.access_log.as_ref().map(|p| format!(", access log {}", p.display())).unwrap_or_default();
         eprintln!("hsync proxy listening on http://{addr}/ (cache {}{access})", dir.display());
+        if let Some(i) = &intercept {
+            eprintln!("{}", i.instructions(&addr.to_string()));
+        }
         let _ = handle.await;
         ExitCode::SUCCESS
     })

@@ -54,17 +54,23 @@ pub fn empty_body() -> ReqBody {
 /// The value of the Warning header on a copy served because the origin failed.
 pub const STALE_WARNING: &str = "111 - \"Revalidation Failed\"";
 
-/// Builds the HTTP/HTTPS client (rustls with the webpki roots).
+/// Builds the HTTP/HTTPS client trusting the system's roots (see [`crate::tls`]).
 pub fn build_client(connect_timeout: Duration) -> HttpClient {
+    build_client_with(connect_timeout, crate::tls::system_roots())
+}
+
+/// Builds the HTTP/HTTPS client trusting `roots`; https:// origins that
+/// offer HTTP/2 by ALPN get it, the others HTTP/1.1.
+pub fn build_client_with(connect_timeout: Duration, roots: Arc<rustls::RootCertStore>) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .expect("rustls ring provider supports the default protocol versions")
+        .with_tls_config(crate::tls::client_config(roots))
         .https_or_http()
         .enable_http1()
+        .enable_http2()
         .wrap_connector(http);
     Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https)
 }
@@ -84,6 +90,9 @@ pub struct FetchOptions {
     /// Remember RFC 9842 dictionaries (in `<cache dir>/dictionaries`), offer
     /// them and decode `dcz`; `None`: off (`--no-dictionary`).
     pub dictionary: Option<DictOptions>,
+    /// The roots trusted on https:// connections; `None`: the system's
+    /// (see [`crate::tls::roots_with`] for adding `--cacert` files).
+    pub roots: Option<Arc<rustls::RootCertStore>>,
 }
 
 impl Default for FetchOptions {
@@ -94,6 +103,7 @@ impl Default for FetchOptions {
             hsync: true,
             max_body: 1 << 30,
             dictionary: Some(DictOptions::default()),
+            roots: None,
         }
     }
 }
@@ -638,7 +648,7 @@ impl Fetcher {
             dicts,
             tried: Mutex::new(HashSet::new()),
             seeds: Mutex::new(HashMap::new()),
-            client: build_client(opts.timeout),
+            client: build_client_with(opts.timeout, opts.roots.clone().unwrap_or_else(crate::tls::system_roots)),
             cache,
             opts,
             inflight: Mutex::new(HashMap::new()),
@@ -1260,6 +1270,9 @@ impl Fetcher {
         let mut ex = Exchange::default();
         ex.request.push(format!("{method} {} HTTP/1.1", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
         ex.request.extend(header_lines(&headers));
+        // The Host shown above is sent by hyper for HTTP/1.1 (from the URL); over HTTP/2 the URL's
+        // authority is `:authority`, and a Host beside it is refused by nginx as a duplicate.
+        headers.remove(header::HOST);
         let mut req = Request::new(empty_body());
         *req.method_mut() = method;
         *req.uri_mut() = uri.clone();
@@ -1278,6 +1291,10 @@ impl Fetcher {
                 while let Some(s) = src {
                     msg.push_str(&format!(": {s}"));
                     src = s.source();
+                }
+                // A certificate the client does not trust is a refusal, not an outage: no stale copy either.
+                if crate::tls::is_certificate_error(&msg) {
+                    return Err(Failure::Fatal(FetchError::new(crate::tls::explain(msg))));
                 }
                 return Err(Failure::Net(FetchError::new(msg)));
             }

@@ -6,10 +6,12 @@ pub mod cli;
 pub mod dict;
 pub mod fetch;
 pub mod log;
+pub mod mitm;
 pub mod notice;
 pub mod optimistic;
 pub mod parts;
 pub mod proxy;
+pub mod tls;
 
 pub use cache::DiskCache;
 pub use fetch::{FetchOptions, Fetcher, Outcome, Source};

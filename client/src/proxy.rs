@@ -1,7 +1,10 @@
 //! The caching forward proxy: absolute-form `http://` GETs go through the
 //! [`Fetcher`] (cache, revalidation, hsync deltas, stale copies when the
 //! origin is down); `CONNECT` is tunnelled untouched to the allowed ports
-//! (443 by default); everything else is forwarded as it is, bodies streamed
+//! (443 by default), unless its host is one to intercept (`--intercept-tls`,
+//! [`crate::mitm`]): then the proxy terminates TLS with a certificate of its
+//! local CA and the requests inside go the same way as http:// ones, to
+//! `https://host/…`; everything else is forwarded as it is, bodies streamed
 //! both ways. The proxy's own status page answers at `http://hsync.proxy/`
 //! and at `/` on a loopback address on the proxy's port, and to no other
 //! Host (so a web page cannot read it by DNS rebinding).
@@ -56,6 +59,8 @@ pub struct ProxyConfig {
     /// Revalidate the stored parts (images, scripts, style sheets) of an HTML
     /// page when the page is fetched or revalidated (`--no-parts`: off).
     pub parts: bool,
+    /// Terminate TLS for these CONNECT hosts (`--intercept-tls`); `None`: tunnel every CONNECT.
+    pub intercept: Option<Arc<crate::mitm::Interceptor>>,
 }
 
 impl Default for ProxyConfig {
@@ -68,6 +73,7 @@ impl Default for ProxyConfig {
             optimistic: None,
             optimistic_swap: false,
             parts: true,
+            intercept: None,
         }
     }
 }
@@ -325,7 +331,7 @@ impl Proxy {
 
     async fn route(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr, access: Option<Access>) -> (Resp, Note) {
         if req.method() == Method::CONNECT {
-            return self.connect(req, access).await;
+            return self.connect(req, peer, access).await;
         }
         let own = match req.uri().authority() {
             // Absolute form: a request for the proxy itself, or one to forward.
@@ -744,13 +750,17 @@ impl Proxy {
 
     /// A tunnel; its access line (`200 PASS`, the bytes from the origin both
     /// as on the wire and delivered) is written when it closes.
-    async fn connect(&self, req: Request<Incoming>, access: Option<Access>) -> (Resp, Note) {
+    async fn connect(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr, access: Option<Access>) -> (Resp, Note) {
         let Some((target, port)) = req.uri().authority().and_then(|a| Some((a.to_string(), a.port_u16()?))) else {
             return (text(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n"), Note::own());
         };
         if !self.cfg.connect_ports.contains(&port) {
             let r = text(StatusCode::FORBIDDEN, format!("hsync proxy: CONNECT to port {port} is not allowed (see --connect-port)\n"));
             return (r, Note::own());
+        }
+        if let Some(mitm) = self.cfg.intercept.as_ref().and_then(|m| Some((m, split_host(&target)?))).filter(|(m, (h, _))| m.intercepts(h))
+        {
+            return self.intercept(req, peer, access, mitm.0, mitm.1 .0, port);
         }
         let upstream = match tokio::time::timeout(self.cfg.timeout, TcpStream::connect(&target)).await {
             Ok(Ok(s)) => s,
@@ -777,6 +787,92 @@ impl Proxy {
             }
         });
         (Response::new(empty_body()), Note::pass_failed())
+    }
+
+    /// A CONNECT to a host to intercept: answered 200 at once, then TLS with
+    /// the client (a certificate of the local CA for `host`), then HTTP/1.1
+    /// inside, each request handled as an absolute `https://host[:port]/…`
+    /// one. The CONNECT's access line (`200 NONE`) is written when the
+    /// connection closes; each request inside has its own.
+    fn intercept(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        access: Option<Access>,
+        mitm: &crate::mitm::Interceptor,
+        host: String,
+        port: u16,
+    ) -> (Resp, Note) {
+        let tls = match mitm.server_config(&host) {
+            Ok(c) => c,
+            Err(e) => {
+                self.cfg.log.error(format!("CONNECT {host}:{port}: {e}"));
+                return (text(StatusCode::INTERNAL_SERVER_ERROR, format!("hsync proxy: {e}\n")), Note::own());
+            }
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let done = |a: Option<Access>| {
+                if let Some(a) = a {
+                    a.write(200, NONE, 0, 0);
+                }
+            };
+            let Ok(up) = hyper::upgrade::on(req).await else { return done(access) };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let stream = match tokio::time::timeout(this.cfg.timeout.max(Duration::from_secs(10)), acceptor.accept(TokioIo::new(up))).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    this.cfg.log.log(
+                        Level::Info,
+                        format!(
+                            "TLS with the client failed for {host}:{port}: {e} (does the client trust the proxy's CA? see --intercept-tls)"
+                        ),
+                    );
+                    return done(access);
+                }
+                Err(_) => return done(access),
+            };
+            let authority = {
+                let h = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+                if port == 443 {
+                    h
+                } else {
+                    format!("{h}:{port}")
+                }
+            };
+            let svc = {
+                let this = this.clone();
+                service_fn(move |req: Request<Incoming>| {
+                    let (this, authority, host) = (this.clone(), authority.clone(), host.clone());
+                    async move { Ok::<_, Infallible>(this.intercepted(req, peer, &authority, &host).await) }
+                })
+            };
+            let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc).await;
+            done(access)
+        });
+        (Response::new(empty_body()), Note::own())
+    }
+
+    /// A request inside an intercepted TLS connection to `authority`: its
+    /// Host must name the CONNECT host (else 421); then it is handled as
+    /// `https://authority/…`.
+    async fn intercepted(self: &Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr, authority: &str, host: &str) -> Resp {
+        let named = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).and_then(split_host).map(|(h, _)| h);
+        if named.as_deref().is_some_and(|h| h != host) {
+            return text(StatusCode::MISDIRECTED_REQUEST, format!("hsync proxy: this connection is for {host}\n"));
+        }
+        // Absolute form inside the tunnel: it too must be for this host.
+        let target = req.uri().host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase());
+        if target.as_deref().is_some_and(|h| h != host) {
+            return text(StatusCode::MISDIRECTED_REQUEST, format!("hsync proxy: this connection is for {host}\n"));
+        }
+        let uri = format!("https://{authority}{}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        match uri.parse::<Uri>() {
+            Ok(u) => *req.uri_mut() = u,
+            Err(_) => return text(StatusCode::BAD_REQUEST, "hsync proxy: bad request target\n"),
+        }
+        self.handle(req, peer).await
     }
 
     /// Anything not cached: forwarded as it is, both bodies streamed (never
@@ -820,8 +916,9 @@ impl Proxy {
             Ok(r) => r,
             Err(_) if over_limit.load(Ordering::Relaxed) => return (too_large(), Note::pass_failed()),
             Err(e) => {
-                self.cfg.log.warn(format!("origin unreachable: {method} {url}: {}", with_sources(&e)));
-                return (text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {e}\n")), Note::pass_failed());
+                let why = crate::tls::explain(with_sources(&e));
+                self.cfg.log.warn(format!("origin unreachable: {method} {url}: {why}"));
+                return (text(StatusCode::BAD_GATEWAY, format!("hsync proxy: {why}\n")), Note::pass_failed());
             }
         };
         let (mut parts, body) = resp.into_parts();

@@ -773,6 +773,7 @@ fn hsync_get_learns_and_uses_dictionaries() {
             max_size: 1 << 30,
             no_hsync: false,
             no_dictionary,
+            cacert: vec![],
         };
         assert_eq!(hsync_client::cli::get(args), std::process::ExitCode::SUCCESS);
         std::fs::read(out.path().join("news")).unwrap()

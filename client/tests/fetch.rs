@@ -244,6 +244,7 @@ fn get_command_writes_output_file() {
             max_size: 1 << 30,
             no_hsync: false,
             no_dictionary: false,
+            cacert: vec![],
         };
         assert_eq!(hsync_client::cli::get(args), std::process::ExitCode::SUCCESS);
         assert!(std::fs::read(&out).unwrap() == *v);
@@ -259,6 +260,7 @@ fn get_command_writes_output_file() {
         max_size: 1 << 30,
         no_hsync: false,
         no_dictionary: false,
+        cacert: vec![],
     };
     assert_ne!(hsync_client::cli::get(args), std::process::ExitCode::SUCCESS);
     assert!(!dir.path().join("none").exists());

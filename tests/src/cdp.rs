@@ -22,6 +22,11 @@ pub struct Browser {
 impl Browser {
     /// Starts Chromium headless with a fresh profile under `profile`.
     pub fn start(profile: &Path) -> Browser {
+        Browser::start_with(profile, &[])
+    }
+
+    /// [`Browser::start`] with more command-line switches (e.g. `--proxy-server=…`).
+    pub fn start_with(profile: &Path, extra: &[String]) -> Browser {
         let _ = std::fs::remove_dir_all(profile);
         std::fs::create_dir_all(profile).unwrap();
         let mut cmd = Command::new(crate::chromium::BIN);
@@ -42,6 +47,7 @@ impl Browser {
             "about:blank",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);

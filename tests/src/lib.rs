@@ -107,6 +107,17 @@ pub struct Options {
     pub feed: bool,
     /// `hsync_feed_implicit on` / `HsyncFeedImplicit On`.
     pub feed_implicit: bool,
+    /// Serve https:// instead of http:// (nginx only).
+    pub tls: Option<Tls>,
+}
+
+/// The TLS settings of [`Options`]: a certificate (chain) and its key, PEM files.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Offer HTTP/2 too (ALPN h2).
+    pub http2: bool,
 }
 
 /// The dictionary settings of [`Options`].
@@ -131,6 +142,7 @@ impl Options {
             dictionary: None,
             feed: false,
             feed_implicit: false,
+            tls: None,
         }
     }
 }

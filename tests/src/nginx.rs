@@ -42,7 +42,7 @@ http {{
     }}
     default_type application/octet-stream;
 
-    log_format hsync '$remote_addr \"$request\" $status $bytes_sent {ratio}{coding}';
+    log_format hsync '$remote_addr \"$request\" $status $bytes_sent {ratio}{coding}{proto}';
     access_log {d}/access.log hsync;
 
     client_body_temp_path {d}/client_body;
@@ -57,6 +57,8 @@ http {{
         workers = opts.workers,
         ratio = if opts.module { "$hsync_ratio" } else { "-" },
         coding = if opts.module { " coding=$hsync_coding" } else { "" },
+        // Over TLS, whether the request came over HTTP/2 ($http2: "h2" or empty).
+        proto = if opts.tls.is_some() { " h2=$http2" } else { "" },
     )
     .unwrap();
     if opts.module {
@@ -88,11 +90,20 @@ http {{
     if opts.gzip {
         c.push_str("    gzip on;\n");
     }
+    let listen = match &opts.tls {
+        None => String::new(),
+        Some(t) => format!(
+            " ssl{};\n        ssl_certificate {};\n        ssl_certificate_key {}",
+            if t.http2 { " http2" } else { "" },
+            t.cert.display(),
+            t.key.display()
+        ),
+    };
     write!(
         c,
         "
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen};
         root {root};
 
         location / {{

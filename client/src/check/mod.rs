@@ -291,6 +291,8 @@ pub struct CheckOptions {
     pub timing_bound: f64,
     /// Largest body read.
     pub max_body: u64,
+    /// The roots trusted on https://; `None`: the system's (`--cacert` adds to them).
+    pub roots: Option<std::sync::Arc<rustls::RootCertStore>>,
 }
 
 impl Default for CheckOptions {
@@ -301,6 +303,7 @@ impl Default for CheckOptions {
             timing_requests: timing::DEFAULT_REQUESTS,
             timing_bound: timing::DEFAULT_BOUND,
             max_body: 256 << 20,
+            roots: None,
         }
     }
 }
@@ -409,7 +412,10 @@ pub struct Probe {
 impl Probe {
     pub fn new(url: Uri, opts: &CheckOptions) -> Probe {
         Probe {
-            client: build_client(opts.timeout),
+            client: match &opts.roots {
+                Some(r) => crate::fetch::build_client_with(opts.timeout, r.clone()),
+                None => build_client(opts.timeout),
+            },
             url,
             user: opts.headers.clone(),
             timeout: opts.timeout,
@@ -431,10 +437,9 @@ impl Probe {
     /// One request; the whole response. A header line with an empty name
     /// is skipped (for optional ones).
     pub async fn send(&self, method: Method, uri: &Uri, headers: &[(&str, &str)]) -> Sent {
+        // No Host: hyper sends it from the URL over HTTP/1.1, and over HTTP/2 the URL's authority is
+        // `:authority` (nginx refuses a Host beside it as a duplicate).
         let mut h = HeaderMap::new();
-        if let Some(a) = uri.authority() {
-            h.insert(http::header::HOST, HeaderValue::from_str(a.as_str()).map_err(|e| e.to_string())?);
-        }
         h.insert(http::header::USER_AGENT, HeaderValue::from_static(concat!("hsync-check/", env!("CARGO_PKG_VERSION"))));
         for (k, v) in &self.user {
             h.insert(k.clone(), v.clone());
