@@ -185,17 +185,25 @@ fn damaged_entry_on_disk_is_refetched() {
 #[test]
 fn concurrent_requests_share_one_upstream_fetch() {
     let origin = Origin::start_local(true);
-    origin.state().modes.throttle_ms.store(40, Ordering::SeqCst);
+    // The origin sends the page slowly enough (0.5 s per 64 KiB) for all
+    // eight requests, started together, to arrive while the first fetch is
+    // in flight, even on a loaded machine (40 ms per 64 KiB was not).
+    origin.state().modes.throttle_ms.store(500, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
     let p = in_process(dir.path(), 1 << 30, Duration::from_secs(5));
     let v = versions("blog-home")[7].clone();
     origin.set_page("/co.html", &v);
     let url = origin.url("/co.html");
+    let start = std::sync::Arc::new(std::sync::Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let url = url.clone();
             let addr = p.addr;
-            std::thread::spawn(move || raw_get(addr, &url, &[]).unwrap().body)
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                raw_get(addr, &url, &[]).unwrap().body
+            })
         })
         .collect();
     for t in threads {
