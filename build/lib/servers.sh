@@ -143,6 +143,6 @@ apache_stop() {
   while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 }
 
-workers() { pgrep -P "$1" | sort -n; }
+workers() { [ -z "$1" ] || pgrep -P "$1" | sort -n; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
