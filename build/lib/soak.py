@@ -14,8 +14,8 @@
                                        changed under it comes back as a delta, byte-exact), or pages
                                        through the proxy; repeated until STOPFILE exists
   soak.py malloc  FILE                 malloc_info(3)'s XML: bytes in use, bytes free but kept
-  soak.py rss     DIR                  worker RSS and fds from DIR/samples (and the heap in use
-                                       from DIR/heap.txt): exit 1 unless flat
+  soak.py rss     DIR                  worker RSS and fds from DIR/samples, malloc's bytes in use
+                                       from DIR/heap.txt: exit 1 unless flat over the second half
 
 MODE is server (nginx or Apache with the module, a plain nginx as upstream
 under /up/) or proxy (`hsync proxy` in front of an nginx with the module
@@ -49,7 +49,7 @@ PAGES = {
     "igvita": ("igvita.html", ["pages/igvita/v1.html", "pages/igvita/v2.html"]),
     "wiki": ("wiki.html", ["pages/wikipedia-obama/v1.html", "pages/wikipedia-obama/v2.html"]),
 }
-FLAT_KIB = 1024     # RSS may end this much (or 5 %) above its level after warm-up
+FLAT_KIB = 1024     # RSS may end this much (or 5 %) above its level half-way
 FLAT_FILES = 2      # open files other than sockets this many above theirs
 FLAT_SOCKETS = 32   # sockets this many: the pools of upstream connections are not full after warm-up
 
@@ -494,7 +494,7 @@ def wrk(d, connections):
         die("; ".join(problems))
 
 
-def ab(files):
+def ab(*files):
     total = failed = non2xx = 0
     for path in files:
         with open(path) as f:
@@ -609,8 +609,10 @@ def malloc(path):
 
 
 def rss(d):
-    """DIR/samples: lines 'time phase pid role rss_kib files sockets anon_kib';
-    DIR/heap.txt: lines 'time phase pid role in_use free' (bytes)."""
+    """DIR/samples: lines 'time phase pid role rss_kib files sockets anon_kib' (phases start,
+    run, warm, mid, end); DIR/heap.txt: lines 'time phase pid role in_use free' (bytes).
+    Flat: from half-way to the end, RSS grows by at most 1 MiB or 5 %, or if it grows more,
+    malloc's bytes in use do not; open files and sockets at most FLAT_FILES, FLAT_SOCKETS."""
     procs, heap = {}, {}
     with open(os.path.join(d, "samples")) as f:
         for line in f:
@@ -625,67 +627,55 @@ def rss(d):
     def grows(before, after):
         return after > before + max(FLAT_KIB, before // 20)
 
+    phases = ("start", "warm", "mid", "end")
     bad = []
     for (role, pid), s in sorted(procs.items()):
-        def at(phase):
-            v = [x for x in s if x[1] == phase]
-            return v[-1] if v else None
-        start, warm, end = at("start"), at("warm"), at("end")
-        if not (start and warm and end):
+        at = {x[1]: x for x in s if x[1] in phases}
+        if len(at) < len(phases):
             bad.append(f"{role} {pid} did not live through the run (a crash?)")
             continue
-        run = [x for x in s if warm[0] <= x[0] <= end[0]]
-        # the trend after warm-up: least squares, KiB per minute
-        n = len(run)
-        tm = sum(x[0] for x in run) / n
-        km = sum(x[2] for x in run) / n
-        var = sum((x[0] - tm) ** 2 for x in run)
-        slope = 60 * sum((x[0] - tm) * (x[2] - km) for x in run) / var if var else 0.0
-        print(f"  {role} {pid}: RSS {start[2]} KiB at start, {warm[2]} after warm-up, peak {max(x[2] for x in run)}, "
-              f"{end[2]} at the end ({end[2] - warm[2]:+d} KiB; trend {slope:+.1f} KiB/min over {n} samples; anonymous "
-              f"{start[5]} / {warm[5]} / {max(x[5] for x in run)} / {end[5]})")
-        h = [heap.get((pid, p)) for p in ("start", "warm", "end")]
+        start, warm, mid, end = (at[p] for p in phases)
+        late = [x for x in s if mid[0] <= x[0] <= end[0]]
+        # the trend over the second half: least squares, KiB per minute
+        n = len(late)
+        tm, km = sum(x[0] for x in late) / n, sum(x[2] for x in late) / n
+        var = sum((x[0] - tm) ** 2 for x in late)
+        slope = 60 * sum((x[0] - tm) * (x[2] - km) for x in late) / var if var else 0.0
+        peak = max(x[2] for x in s if x[0] >= warm[0])
+
+        def four(i):
+            return " / ".join(str(x[i]) for x in (start, warm, mid, end))
+
+        print(f"  {role} {pid}: RSS {start[2]} / {warm[2]} / {mid[2]} / peak {peak} / {end[2]} KiB "
+              f"({end[2] - mid[2]:+d} over the second half, trend {slope:+.1f} KiB/min; {end[2] - warm[2]:+d} after warm-up); "
+              f"anonymous {four(5)}")
+        h = [heap.get((pid, p)) for p in phases]
         if all(h):
-            print(f"    malloc: in use {h[0][0]} / {h[1][0]} / {h[2][0]} KiB ({h[2][0] - h[1][0]:+d} after warm-up), "
-                  f"free but kept {h[0][1]} / {h[1][1]} / {h[2][1]} KiB")
-        fds_flat = end[3] <= warm[3] + FLAT_FILES and end[4] <= warm[4] + FLAT_SOCKETS
-        print(f"    open files {start[3]} / {warm[3]} / {max(x[3] for x in run)} / {end[3]}, "
-              f"sockets {start[4]} / {warm[4]} / {max(x[4] for x in run)} / {end[4]}: {'flat' if fds_flat else 'GROW'}")
+            print(f"    malloc: in use {' / '.join(str(x[0]) for x in h)} KiB ({h[3][0] - h[2][0]:+d} over the second half), "
+                  f"free but kept {' / '.join(str(x[1]) for x in h)} KiB")
+        fds_flat = end[3] <= mid[3] + FLAT_FILES and end[4] <= mid[4] + FLAT_SOCKETS
+        print(f"    open files {four(3)}, sockets {four(4)}: {'flat' if fds_flat else 'GROW'}")
         if not fds_flat:
-            bad.append(f"{role} {pid}: files {warm[3]} -> {end[3]}, sockets {warm[4]} -> {end[4]}")
-        if not grows(warm[2], end[2]):
+            bad.append(f"{role} {pid}: files {mid[3]} -> {end[3]}, sockets {mid[4]} -> {end[4]}")
+        if not grows(mid[2], end[2]):
             print("    RSS flat")
-        elif all(h) and not grows(h[1][0], h[2][0]):
-            print(f"    RSS grows ({end[2] - warm[2]:+d} KiB), the heap in use does not: memory malloc keeps after free")
+        elif all(h) and not grows(h[2][0], h[3][0]):
+            print(f"    RSS grows ({end[2] - mid[2]:+d} KiB), the bytes in use do not: memory malloc keeps after free")
         else:
-            print("    RSS GROWS" + (", and so does the heap in use" if all(h) else ""))
-            bad.append(f"{role} {pid}: RSS {warm[2]} -> {end[2]} KiB" + (f", in use {h[1][0]} -> {h[2][0]} KiB" if all(h) else ""))
+            print("    RSS GROWS" + (", and so do the bytes in use" if all(h) else ""))
+            bad.append(f"{role} {pid}: RSS {mid[2]} -> {end[2]} KiB" + (f", in use {h[2][0]} -> {h[3][0]} KiB" if all(h) else ""))
     if bad:
         die("; ".join(bad))
 
 
+COMMANDS = {"setup": setup, "prepare": prepare, "verify": verify, "wrk": wrk, "ab": ab,
+            "rotate": rotate, "check": check, "malloc": malloc, "rss": rss}
+
+
 def main():
-    cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "setup":
-        setup(*args)
-    elif cmd == "prepare":
-        prepare(*args)
-    elif cmd == "verify":
-        verify(*args)
-    elif cmd == "wrk":
-        wrk(*args)
-    elif cmd == "ab":
-        ab(args)
-    elif cmd == "rotate":
-        rotate(*args)
-    elif cmd == "check":
-        check(*args)
-    elif cmd == "malloc":
-        malloc(*args)
-    elif cmd == "rss":
-        rss(*args)
-    else:
-        die(f"unknown command {cmd}")
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        die(f"usage: soak.py {'|'.join(COMMANDS)} ... (see the top of {sys.argv[0]})")
+    COMMANDS[sys.argv[1]](*sys.argv[2:])
 
 
 if __name__ == "__main__":
