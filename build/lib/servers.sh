@@ -10,8 +10,8 @@
 #                               writes DIR/nginx.conf: the module loaded when MODULE is 1,
 #                               WORKERS worker processes (default 1), pid, error log
 #                               ($nginx_log_level, default notice) and temporary files in DIR,
-#                               no access log; HTTP (stdin) goes inside http { }: directives
-#                               and server blocks
+#                               no access log unless HTTP has one; HTTP (stdin) goes inside
+#                               http { }: directives and server blocks
 #   nginx_start DIR             runs /usr/sbin/nginx on DIR/nginx.conf (in the foreground, in
 #                               the background of the calling shell); waits for its pid file
 #   nginx_stop DIR              stops it (if its pid file is there) and waits until it has exited
@@ -45,7 +45,8 @@ need_pkgs() {
 }
 
 nginx_conf() {
-  local dir="$1" module="$2" workers="${3:-1}"
+  local dir="$1" module="$2" workers="${3:-1}" body
+  body="$(cat)"
   {
     [ "$module" = 1 ] && echo "load_module $root/target/modules/ngx_http_hsync_module.so;"
     [ "$(id -u)" = 0 ] && echo "user root root;"
@@ -55,11 +56,12 @@ pid $dir/nginx.pid; error_log $dir/error.log ${nginx_log_level:-notice};
 events { worker_connections 1024; }
 http {
     types { text/html html; application/atom+xml atom; }
-    access_log off;
     client_body_temp_path $dir/t; proxy_temp_path $dir/t; fastcgi_temp_path $dir/t;
     uwsgi_temp_path $dir/t; scgi_temp_path $dir/t;
 CONF
-    cat
+    # "access_log off" would silence an access_log of the caller's at the same level
+    case "$body" in *access_log*) ;; *) echo "    access_log off;" ;; esac
+    echo "$body"
     echo "}"
   } >"$dir/nginx.conf"
 }
