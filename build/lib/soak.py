@@ -53,7 +53,6 @@ PAGES = {
 FLAT_KIB = 1024     # RSS may end this much (or 5 %) above its level half-way
 FLAT_FILES = 2      # open files other than sockets this many above theirs
 FLAT_SOCKETS = 32   # sockets this many: the pools of upstream connections are not full after warm-up
-ZSTD_TABLES_BOUND = (1 << 16) * 4 + (1 << 18) * 4 + (1 << 20)  # a pooled zstd context at most (core/src/limits.rs)
 
 
 def die(msg):
@@ -621,8 +620,8 @@ def rss(d):
     """DIR/samples: lines 'time phase pid role rss_kib files sockets anon_kib' (phases start,
     run, warm, mid, end); DIR/heap.txt: lines 'time phase pid role in_use free pool' (bytes,
     and the zstd contexts pooled). Flat: from half-way to the end, RSS grows by at most
-    1 MiB or 5 %, or if it grows more, malloc's bytes in use do not (less ZSTD_TABLES_BOUND
-    for each context the pool gained); open files and sockets at most FLAT_FILES, FLAT_SOCKETS."""
+    1 MiB or 5 %, or if it grows more, malloc's bytes in use do not; open files and sockets
+    at most FLAT_FILES, FLAT_SOCKETS."""
     procs, heap = {}, {}
     with open(os.path.join(d, "samples")) as f:
         for line in f:
@@ -660,23 +659,18 @@ def rss(d):
               f"({end[2] - mid[2]:+d} over the second half, trend {slope:+.1f} KiB/min; {end[2] - warm[2]:+d} after warm-up); "
               f"anonymous {four(5)}")
         h = [heap.get((pid, p)) for p in phases]
-        allowance = 0
         if all(h):
             print(f"    malloc: in use {' / '.join(str(x[0]) for x in h)} KiB ({h[3][0] - h[2][0]:+d} over the second half), "
                   f"free but kept {' / '.join(str(x[1]) for x in h)} KiB"
                   + (f"; zstd contexts pooled {' / '.join(str(x[2]) for x in h)}" if h[2][2] >= 0 and h[3][2] >= 0 else ""))
-            if h[2][2] >= 0 and h[3][2] >= 0:
-                allowance = max(0, h[3][2] - h[2][2]) * ZSTD_TABLES_BOUND // 1024
         fds_flat = end[3] <= mid[3] + FLAT_FILES and end[4] <= mid[4] + FLAT_SOCKETS
         print(f"    open files {four(3)}, sockets {four(4)}: {'flat' if fds_flat else 'GROW'}")
         if not fds_flat:
             bad.append(f"{role} {pid}: files {mid[3]} -> {end[3]}, sockets {mid[4]} -> {end[4]}")
         if not grows(mid[2], end[2]):
             print("    RSS flat")
-        elif all(h) and not grows(h[2][0], h[3][0] - allowance):
-            print(f"    RSS grows ({end[2] - mid[2]:+d} KiB), the bytes in use do not"
-                  + (f" (beyond the {h[3][2] - h[2][2]} contexts the pool gained)" if allowance else "")
-                  + ": memory malloc keeps after free")
+        elif all(h) and not grows(h[2][0], h[3][0]):
+            print(f"    RSS grows ({end[2] - mid[2]:+d} KiB), the bytes in use do not: memory malloc keeps after free")
         else:
             print("    RSS GROWS" + (", and so do the bytes in use" if all(h) else ""))
             bad.append(f"{role} {pid}: RSS {mid[2]} -> {end[2]} KiB" + (f", in use {h[2][0]} -> {h[3][0]} KiB" if all(h) else ""))

@@ -7,7 +7,7 @@
  * (21 bytes per block; a 4608-byte signature has at most 2,293 blocks) and
  * under 4 MiB of buffered input and output, plus, while it compresses a
  * literal chunk, a zstd context under 2.25 MiB taken from a pool shared by
- * the process. It never grows with the body (core/src/limits.rs; measured
+ * the process (which keeps at most 4 between frames). It never grows with the body (core/src/limits.rs; measured
  * by core/tests/bounds.rs). With dictionaries on, a response copied into
  * the version store holds up to 256 KiB of it in memory (then a file), a
  * dcz response a zstd context sized to its dictionary and window, and the

@@ -138,6 +138,15 @@ pub const ENCODER_HEAP_BOUND: usize = 4 << 20;
 /// zstd's match-finder tables for one literal chunk (2^16 hash and 2^18
 /// chain entries of 4 bytes; see `zstdx::table_logs`) and its working buffers.
 pub const ZSTD_TABLES_BOUND: usize = (1 << 16) * 4 + (1 << 18) * 4 + (1 << 20);
+/// Compression contexts a process keeps between frames (each at most
+/// [`ZSTD_TABLES_BOUND`]: 9 MiB in all). A threaded server (httpd's
+/// mpm_event runs dozens of threads per child) may compress more frames at
+/// once; the contexts beyond these are freed when their frame is done, so
+/// what a process keeps does not creep up with each new peak of concurrency
+/// over a long run. One more context costs its allocation and zeroed tables
+/// (tens of microseconds) only when more than this many frames are
+/// compressed at once.
+pub const ZSTD_POOLED_CONTEXTS: usize = 4;
 
 /// A response being copied into the version store is held in memory up
 /// to this many bytes, then in a file: most responses are versions the

@@ -2,6 +2,7 @@
 //! against a prefix (the last bytes of the rebuilt instance, known to both sides).
 
 use crate::error::{Error, Result};
+use crate::limits::ZSTD_POOLED_CONTEXTS;
 use std::sync::Mutex;
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter, FrameFormat};
 
@@ -22,9 +23,10 @@ fn table_logs(data: usize) -> (u32, u32) {
 
 /// Compression contexts not in use. A context is taken for one frame and
 /// put back: a server with many worker threads (httpd's mpm_event runs
-/// dozens per child) keeps about as many contexts as frames are compressed
-/// at once, not one per thread, and allocates and faults in zstd's tables
-/// only when that peak grows.
+/// dozens per child) keeps as many contexts as frames are compressed at
+/// once, not one per thread, up to [`ZSTD_POOLED_CONTEXTS`]; one put back
+/// when the pool is full is freed, so a process's memory does not grow
+/// with the highest concurrency it ever saw.
 static CCTX_POOL: Mutex<Vec<CCtx<'static>>> = Mutex::new(Vec::new());
 
 fn take_cctx() -> CCtx<'static> {
@@ -33,9 +35,15 @@ fn take_cctx() -> CCtx<'static> {
 }
 
 fn put_cctx(c: CCtx<'static>) {
-    if let Ok(mut p) = CCTX_POOL.lock() {
-        p.push(c);
-    }
+    let spare = match CCTX_POOL.lock() {
+        Ok(mut p) if p.len() < ZSTD_POOLED_CONTEXTS => {
+            p.push(c);
+            None
+        }
+        _ => Some(c),
+    };
+    // Freed outside the lock.
+    drop(spare);
 }
 
 /// Compresses `src` as one magicless zstd frame referencing `prefix`.
@@ -177,5 +185,30 @@ mod tests {
             eprintln!("zstd context: {} bytes", c.sizeof());
             assert!(c.sizeof() <= ZSTD_TABLES_BOUND, "{} > {ZSTD_TABLES_BOUND}", c.sizeof());
         }
+    }
+
+    /// However many frames were compressed at once, the pool keeps at
+    /// most ZSTD_POOLED_CONTEXTS contexts afterwards, and the contexts it
+    /// hands out again still compress right.
+    #[test]
+    fn pool_keeps_a_bounded_number_of_contexts() {
+        let threads = 4 * ZSTD_POOLED_CONTEXTS;
+        let barrier = std::sync::Barrier::new(threads);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let c = take_cctx();
+                    barrier.wait(); // all of them in use at once
+                    put_cctx(c);
+                });
+            }
+        });
+        assert!(CCTX_POOL.lock().unwrap().len() <= ZSTD_POOLED_CONTEXTS);
+        let a: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut out = Vec::new();
+        compress(3, 20, &a[..50_000], &a[50_000..], &mut out).unwrap();
+        let mut back = Vec::new();
+        decompress(&mut dctx(), &a[..50_000], &out, 50_000, &mut back).unwrap();
+        assert_eq!(back, &a[50_000..]);
     }
 }
