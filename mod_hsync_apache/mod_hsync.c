@@ -1229,6 +1229,22 @@ static void hsync_insert_filter(request_rec *r)
     h->next = close;
 }
 
+/* At a child's exit, what the core kept between requests (its pools and
+ * caches, each bounded): for whoever reads a debug log to size a server. */
+static apr_status_t hsync_child_exit(void *data)
+{
+    server_rec *s = data;
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
+                 "hsync: child exiting, the core kept %" APR_UINT64_T_FMT " bytes in its pools and caches",
+                 (apr_uint64_t)hsync_cached_bytes());
+    return APR_SUCCESS;
+}
+
+static void hsync_child_init(apr_pool_t *p, server_rec *s)
+{
+    apr_pool_cleanup_register(p, s, hsync_child_exit, apr_pool_cleanup_null);
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     static const char *const after_filter[] = { "mod_filter.c", NULL };
@@ -1240,6 +1256,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_insert_filter(hsync_insert_filter, after_filter, NULL, APR_HOOK_LAST);
     ap_hook_check_config(hsync_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(hsync_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(hsync_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(hsync_dictionary_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
 }
 

@@ -310,6 +310,8 @@ static ngx_http_module_t  ngx_http_hsync_filter_module_ctx = {
 };
 
 
+static void ngx_http_hsync_exit_process(ngx_cycle_t *cycle);
+
 ngx_module_t  ngx_http_hsync_filter_module = {
     NGX_MODULE_V1,
     &ngx_http_hsync_filter_module_ctx,     /* module context */
@@ -320,10 +322,23 @@ ngx_module_t  ngx_http_hsync_filter_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_hsync_exit_process,           /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+/*
+ * At a worker's exit, what the core kept between requests (its pools and
+ * caches, each bounded): for whoever reads a debug log to size a server.
+ */
+static void
+ngx_http_hsync_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, cycle->log, 0,
+                   "hsync: worker exiting, the core kept %uL bytes in its pools and caches",
+                   (uint64_t) hsync_cached_bytes());
+}
 
 
 static ngx_str_t  ngx_http_hsync_ratio = ngx_string("hsync_ratio");

@@ -256,6 +256,14 @@ enum hsync_result hsync_config_check(const struct hsync_config *cfg, char *msg, 
 uint32_t hsync_abi_version(void);
 
 /*
+ Bytes the core keeps in this process between requests: its pooled zstd
+ contexts (delta and dcz), its prepared dictionaries and the feed
+ versions it has parsed. Each is bounded (core/src/limits.rs); a server
+ may log it, and `build/soak` tells them from memory that leaks.
+ */
+uint64_t hsync_cached_bytes(void);
+
+/*
  Decides for one response. Whatever the result, `*out` is a new handle
  (free it with `hsync_response_free`) whose edits the server applies:
  - `HSYNC_OK`: engaged; send the body through `hsync_encode`;

@@ -514,6 +514,20 @@ pub extern "C" fn hsync_abi_version() -> u32 {
     HSYNC_ABI_VERSION
 }
 
+/// Bytes the core keeps in this process between requests: its pooled zstd
+/// contexts (delta and dcz), its prepared dictionaries and the feed
+/// versions it has parsed. Each is bounded (core/src/limits.rs); a server
+/// may log it, and `build/soak` tells them from memory that leaks.
+#[no_mangle]
+pub extern "C" fn hsync_cached_bytes() -> u64 {
+    guard(0, || {
+        (crate::codec::zstdx::pooled_bytes()
+            + crate::codec::dcz::pooled_bytes()
+            + crate::codec::dcz::prepared_bytes()
+            + crate::feed::seen::bytes()) as u64
+    })
+}
+
 /// Decides for one response. Whatever the result, `*out` is a new handle
 /// (free it with `hsync_response_free`) whose edits the server applies:
 /// - `HSYNC_OK`: engaged; send the body through `hsync_encode`;

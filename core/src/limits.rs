@@ -147,6 +147,11 @@ pub const ZSTD_TABLES_BOUND: usize = (1 << 16) * 4 + (1 << 18) * 4 + (1 << 20);
 /// (tens of microseconds) only when more than this many frames are
 /// compressed at once.
 pub const ZSTD_POOLED_CONTEXTS: usize = 4;
+/// Largest dcz compression context kept for the next response (as many as
+/// [`ZSTD_POOLED_CONTEXTS`]): one for pages up to a few MB. A larger one
+/// (a window for a large dictionary, up to 128 MiB) is freed after its
+/// response.
+pub const DCZ_POOLED_CONTEXT_BYTES: usize = 16 << 20;
 
 /// A response being copied into the version store is held in memory up
 /// to this many bytes, then in a file: most responses are versions the

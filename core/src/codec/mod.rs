@@ -12,4 +12,4 @@ mod pipeline;
 pub mod rollsum;
 pub mod signature;
 mod wire;
-mod zstdx;
+pub(crate) mod zstdx;

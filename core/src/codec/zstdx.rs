@@ -46,6 +46,11 @@ fn put_cctx(c: CCtx<'static>) {
     drop(spare);
 }
 
+/// Bytes held by the pooled contexts.
+pub fn pooled_bytes() -> usize {
+    CCTX_POOL.lock().map(|p| p.iter().map(|c| c.sizeof()).sum()).unwrap_or(0)
+}
+
 /// Compresses `src` as one magicless zstd frame referencing `prefix`.
 /// Appends to `out`; returns the compressed length.
 pub fn compress(level: i32, window_log: u32, prefix: &[u8], src: &[u8], out: &mut Vec<u8>) -> Result<usize> {

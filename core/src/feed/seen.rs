@@ -54,6 +54,12 @@ pub fn version(body: &[u8], parse: impl FnOnce(&[u8]) -> Result<Feed, Error>) ->
     (v, Some(parsed))
 }
 
+/// Bytes the remembered versions hold (their entry hashes and tags).
+pub fn bytes() -> usize {
+    let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    seen.iter().map(|(_, v)| 32 + std::mem::size_of::<Version>() + v.hashes.len() * 4 + v.etag.len()).sum()
+}
+
 fn recall(key: &[u8; 32]) -> Option<Arc<Version>> {
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let i = seen.iter().position(|(k, _)| k == key)?;
