@@ -7,11 +7,13 @@
  * (21 bytes per block; a 4608-byte signature has at most 2,293 blocks) and
  * under 4 MiB of buffered input and output, plus, while it compresses a
  * literal chunk, a zstd context under 2.25 MiB taken from a pool shared by
- * the process (which keeps at most 4 between frames). It never grows with the body (core/src/limits.rs; measured
- * by core/tests/bounds.rs). With dictionaries on, a response copied into
- * the version store holds up to 256 KiB of it in memory (then a file), a
- * dcz response a zstd context sized to its dictionary and window, and the
- * process caches prepared dictionaries up to 32 MiB. CPU: the search is paid from a credit that
+ * the process (which keeps at most 4 between frames). It never grows with
+ * the body (core/src/limits.rs; measured by core/tests/bounds.rs). With
+ * dictionaries on, a response copied into the version store holds up to
+ * 256 KiB of it in memory (then a file), a dcz response a zstd context sized
+ * to its dictionary and window (pooled too: at most 4 of up to 16 MiB kept),
+ * and the process caches prepared dictionaries up to 32 MiB;
+ * hsync_cached_bytes() says what all of these hold. CPU: the search is paid from a credit that
  * grows with the body, so no signature costs more than about 1.35 times
  * one that matches nothing (BENCHMARKS.md §7.3). A handle is used by one
  * thread at a time.
