@@ -100,6 +100,77 @@ http {{
             sys.exit("nginx logged:\n" + "\n".join(bad))
 
 
+class Apache:
+    """Debian's httpd, mpm_event, one child of 16 threads, mod_hsync loaded,
+    mod_deflate available; the directives given at server level."""
+
+    def __init__(self, directives):
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(os.path.join(work, "www"))
+        mods = "".join(f"<IfModule !{m}_module>\n  LoadModule {m}_module /usr/lib/apache2/modules/mod_{f}.so\n</IfModule>\n"
+                       for m, f in (("mpm_event", "mpm_event"), ("unixd", "unixd"), ("authz_core", "authz_core"),
+                                    ("mime", "mime"), ("filter", "filter"), ("deflate", "deflate")))
+        user = "User nobody\nGroup nogroup\n" if os.getuid() == 0 else ""
+        conf = f"""ServerRoot "{work}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile "{work}/httpd.pid"
+DefaultRuntimeDir "{work}"
+ErrorLog "{work}/error.log"
+LogLevel warn
+{mods}LoadModule hsync_module "{os.path.join(root, 'target', 'modules', 'mod_hsync.so')}"
+{user}ServerLimit 1
+StartServers 1
+ThreadLimit 16
+ThreadsPerChild 16
+MaxRequestWorkers 16
+MinSpareThreads 1
+MaxSpareThreads 16
+MaxConnectionsPerChild 0
+KeepAlive On
+MaxKeepAliveRequests 0
+TypesConfig /etc/mime.types
+AddType application/atom+xml .atom
+DocumentRoot "{work}/www"
+<Directory "{work}/www">
+  Require all granted
+</Directory>
+{directives}
+"""
+        self.conf = os.path.join(work, "httpd.conf")
+        open(self.conf, "w").write(conf)
+        self.directives = directives.replace("\n", "; ")
+        subprocess.run(["/usr/sbin/apache2", "-f", self.conf, "-k", "start"], check=True)
+        atexit.register(lambda: subprocess.run(["/usr/sbin/apache2", "-f", self.conf, "-k", "stop"], capture_output=True))
+        self.worker = None
+        for _ in range(200):
+            try:
+                master = int(open(os.path.join(work, "httpd.pid")).read())
+                kids = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                if kids:
+                    self.worker = int(kids[0])
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        assert self.worker, "httpd did not start"
+
+    publish = Nginx.publish
+    cpu_ticks = Nginx.cpu_ticks
+
+    def stop(self):
+        subprocess.run(["/usr/sbin/apache2", "-f", self.conf, "-k", "stop"], check=True)
+        for _ in range(200):
+            if not os.path.exists(os.path.join(work, "httpd.pid")):
+                break
+            time.sleep(0.05)
+        log = open(os.path.join(work, "error.log")).read()
+        bad = [l for l in log.splitlines() if re.search(r":(crit|alert|emerg)\]|exit signal", l)]
+        if bad:
+            sys.exit("httpd logged:\n" + "\n".join(bad))
+
+
 def request(headers):
     """GET /feed.atom over one connection: (status, headers dict, body,
     bytes of the whole response, bytes of the request)."""
@@ -250,7 +321,8 @@ def wrk(ng, label, headers, expect):
     cpu = ticks / os.sysconf("SC_CLK_TCK") / n * 1e6
     print(f"  {label:58} {rps:>9,.0f} req/s  {cpu:7.0f} µs CPU/response  {len(body):>7,} bytes")
     shown = [re.sub(r'"hf1\.[^"]*"', "<ETag>", c) for c in cmd]
-    commands.append(" ".join(shlex.quote(c) for c in shown) + f"   # nginx: {ng.directives or 'defaults'}")
+    server = "httpd" if isinstance(ng, Apache) else "nginx"
+    commands.append(" ".join(shlex.quote(c) for c in shown) + f"   # {server}: {ng.directives or 'defaults'}")
 
 
 def cpu_per_response():
@@ -285,11 +357,45 @@ def cpu_per_response():
         ng.stop()
 
 
+def cpu_per_response_apache():
+    old, new = versions[-2], versions[-1]
+    print(f"(3) the same on Apache: wrk -t1 -c8 -d{secs}s, one httpd child of 16 threads (its utime+stime / responses); "
+          "gzip by mod_deflate at its default level (6)")
+    deflate = "AddOutputFilterByType DEFLATE application/atom+xml"
+    feeds = "AddOutputFilterByType HSYNC application/atom+xml\nHsyncFeed On\nHsyncFeedImplicit On"
+    for directives, runs in [
+        ("", [("feeds off: whole, as it is", [], (200, None))]),
+        (deflate, [("feeds off: whole, mod_deflate", [("Accept-Encoding", "gzip")], (200, "gzip"))]),
+        (feeds + "\n" + deflate, None),
+    ]:
+        ap = Apache(directives)
+        if runs is None:
+            ap.publish(old)
+            tag29 = request([])[1]["etag"]
+            ap.publish(new)
+            tag30 = request([])[1]["etag"]
+            runs = [
+                ("feeds on: whole, as it is (parsed, tagged)", [], (200, None)),
+                ("feeds on: whole, mod_deflate", [("Accept-Encoding", "gzip")], (200, "gzip")),
+                ("feeds on: 226 (A-IM: feed, tag of 29), gzip'd by the core", [("A-IM", "feed"), ("If-None-Match", tag29), ("Accept-Encoding", "gzip")], (226, "gzip")),
+                ("feeds on: truncated 200 (implicit, tag of 29), mod_deflate", [("If-None-Match", tag29), ("Accept-Encoding", "gzip")], (200, "gzip")),
+                ("feeds on: 304 (tag of 30)", [("If-None-Match", tag30)], (304, None)),
+            ]
+        else:
+            ap.publish(new)
+        for label, headers, expect in runs:
+            wrk(ap, label, headers, expect)
+        ap.stop()
+
+
 def main():
     print(f"hsync feed benchmark, {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}, "
           f"{subprocess.run(['/usr/sbin/nginx', '-v'], capture_output=True, text=True).stderr.strip()}, {os.cpu_count()} CPUs")
     print(f"feed: ../shared/corpus/atom-feed, 30 versions ({min(map(len, versions)):,}-{max(map(len, versions)):,} bytes)")
     print()
+    if sys.argv[3:] == ["apache"]:  # only (3)
+        cpu_per_response_apache()
+        return
     modes, totals, statuses = bytes_per_poll()
     print("(1) bytes for one reader polling every version (30 polls; the first is a whole feed for all)")
     whole = sum(totals["whole, gzip'd"])
@@ -299,6 +405,8 @@ def main():
         print(f"  {m:32} {t:>10,} bytes  {t / whole:6.3f} of gzip'd whole  (request extra {totals[m][1]:,}; {st})")
     print()
     cpu_per_response()
+    print()
+    cpu_per_response_apache()
     print()
     print("commands:")
     for c in commands:
