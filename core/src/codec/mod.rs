@@ -5,6 +5,7 @@
 //! dictionary-compressed zstd for browsers. Byte layouts in
 //! docs/protocol.md §3–4.
 
+pub mod buffers;
 pub mod dcz;
 pub mod delta;
 pub mod patch;
