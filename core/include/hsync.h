@@ -12,8 +12,7 @@
  * dictionaries on, a response copied into the version store holds up to
  * 256 KiB of it in memory (then a file), a dcz response a zstd context sized
  * to its dictionary and window (pooled too: at most 4 of up to 16 MiB kept),
- * and the process caches prepared dictionaries up to 32 MiB; encoders' input
- * and context buffers are kept for later responses (at most 4 of 2 MiB);
+ * and the process caches prepared dictionaries up to 32 MiB;
  * hsync_cached_bytes() says what all of these hold. CPU: the search is paid from a credit that
  * grows with the body, so no signature costs more than about 1.35 times
  * one that matches nothing (BENCHMARKS.md §7.3). A handle is used by one
@@ -260,10 +259,9 @@ uint32_t hsync_abi_version(void);
 
 /*
  Bytes the core keeps in this process between requests: its pooled zstd
- contexts (delta and dcz) and encoder buffers, its prepared dictionaries
- and the feed versions it has parsed. Each is bounded
- (core/src/limits.rs); a server may log it, and `build/soak` tells them
- from memory that leaks.
+ contexts (delta and dcz), its prepared dictionaries and the feed
+ versions it has parsed. Each is bounded (core/src/limits.rs); a server
+ may log it, and `build/soak` tells them from memory that leaks.
  */
 uint64_t hsync_cached_bytes(void);
 

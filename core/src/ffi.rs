@@ -515,16 +515,14 @@ pub extern "C" fn hsync_abi_version() -> u32 {
 }
 
 /// Bytes the core keeps in this process between requests: its pooled zstd
-/// contexts (delta and dcz) and encoder buffers, its prepared dictionaries
-/// and the feed versions it has parsed. Each is bounded
-/// (core/src/limits.rs); a server may log it, and `build/soak` tells them
-/// from memory that leaks.
+/// contexts (delta and dcz), its prepared dictionaries and the feed
+/// versions it has parsed. Each is bounded (core/src/limits.rs); a server
+/// may log it, and `build/soak` tells them from memory that leaks.
 #[no_mangle]
 pub extern "C" fn hsync_cached_bytes() -> u64 {
     guard(0, || {
         (crate::codec::zstdx::pooled_bytes()
             + crate::codec::dcz::pooled_bytes()
-            + crate::codec::buffers::pooled_bytes()
             + crate::codec::dcz::prepared_bytes()
             + crate::feed::seen::bytes()) as u64
     })

