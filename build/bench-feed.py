@@ -325,67 +325,54 @@ def wrk(ng, label, headers, expect):
     commands.append(" ".join(shlex.quote(c) for c in shown) + f"   # {server}: {ng.directives or 'defaults'}")
 
 
-def cpu_per_response():
+def measure(server, configs, gzip):
+    """wrk runs on version 30 for each (directives, runs) of `configs`; runs
+    None: feeds on, the tags of 29 and 30 taken first. `gzip` names the
+    server's gzip in the labels."""
     old, new = versions[-2], versions[-1]
-    print(f"(2) server CPU per response, version 30 ({len(new):,} bytes), the reader holding 29; "
-          f"wrk -t1 -c8 -d{secs}s, one nginx worker (utime+stime / responses)")
-    for directives, runs in [
-        ("", [("feeds off: whole, as it is (sendfile)", [], (200, None))]),
-        ("gzip on;", [("feeds off: whole, gzip level 1 (nginx's default)", [("Accept-Encoding", "gzip")], (200, "gzip"))]),
-        ("gzip on; gzip_comp_level 6;", [("feeds off: whole, gzip level 6", [("Accept-Encoding", "gzip")], (200, "gzip"))]),
-        ("hsync_feed on; hsync_feed_implicit on;", None),
-    ]:
+    for directives, runs in configs:
+        sv = server(directives)
         if runs is None:
-            # Feeds on: tags of 29 and 30 first.
-            ng = Nginx("gzip on; " + directives)
-            ng.publish(old)
+            sv.publish(old)
             tag29 = request([])[1]["etag"]
-            ng.publish(new)
+            sv.publish(new)
             tag30 = request([])[1]["etag"]
             runs = [
                 ("feeds on: whole, as it is (parsed, tagged)", [], (200, None)),
-                ("feeds on: whole, gzip level 1", [("Accept-Encoding", "gzip")], (200, "gzip")),
+                (f"feeds on: whole, {gzip}", [("Accept-Encoding", "gzip")], (200, "gzip")),
                 ("feeds on: 226 (A-IM: feed, tag of 29), gzip'd by the core", [("A-IM", "feed"), ("If-None-Match", tag29), ("Accept-Encoding", "gzip")], (226, "gzip")),
-                ("feeds on: truncated 200 (implicit, tag of 29), gzip level 1", [("If-None-Match", tag29), ("Accept-Encoding", "gzip")], (200, "gzip")),
+                (f"feeds on: truncated 200 (implicit, tag of 29), {gzip}", [("If-None-Match", tag29), ("Accept-Encoding", "gzip")], (200, "gzip")),
                 ("feeds on: 304 (tag of 30)", [("If-None-Match", tag30)], (304, None)),
             ]
         else:
-            ng = Nginx(directives)
-            ng.publish(new)
+            sv.publish(new)
         for label, headers, expect in runs:
-            wrk(ng, label, headers, expect)
-        ng.stop()
+            wrk(sv, label, headers, expect)
+        sv.stop()
+
+
+def cpu_per_response():
+    print(f"(2) server CPU per response, version 30 ({len(versions[-1]):,} bytes), the reader holding 29; "
+          f"wrk -t1 -c8 -d{secs}s, one nginx worker (utime+stime / responses)")
+    gz = [("Accept-Encoding", "gzip")]
+    measure(Nginx, [
+        ("", [("feeds off: whole, as it is (sendfile)", [], (200, None))]),
+        ("gzip on;", [("feeds off: whole, gzip level 1 (nginx's default)", gz, (200, "gzip"))]),
+        ("gzip on; gzip_comp_level 6;", [("feeds off: whole, gzip level 6", gz, (200, "gzip"))]),
+        ("gzip on; hsync_feed on; hsync_feed_implicit on;", None),
+    ], "gzip level 1")
 
 
 def cpu_per_response_apache():
-    old, new = versions[-2], versions[-1]
     print(f"(3) the same on Apache: wrk -t1 -c8 -d{secs}s, one httpd child of 16 threads (its utime+stime / responses); "
           "gzip by mod_deflate at its default level (6)")
     deflate = "AddOutputFilterByType DEFLATE application/atom+xml"
     feeds = "AddOutputFilterByType HSYNC application/atom+xml\nHsyncFeed On\nHsyncFeedImplicit On"
-    for directives, runs in [
+    measure(Apache, [
         ("", [("feeds off: whole, as it is", [], (200, None))]),
         (deflate, [("feeds off: whole, mod_deflate", [("Accept-Encoding", "gzip")], (200, "gzip"))]),
         (feeds + "\n" + deflate, None),
-    ]:
-        ap = Apache(directives)
-        if runs is None:
-            ap.publish(old)
-            tag29 = request([])[1]["etag"]
-            ap.publish(new)
-            tag30 = request([])[1]["etag"]
-            runs = [
-                ("feeds on: whole, as it is (parsed, tagged)", [], (200, None)),
-                ("feeds on: whole, mod_deflate", [("Accept-Encoding", "gzip")], (200, "gzip")),
-                ("feeds on: 226 (A-IM: feed, tag of 29), gzip'd by the core", [("A-IM", "feed"), ("If-None-Match", tag29), ("Accept-Encoding", "gzip")], (226, "gzip")),
-                ("feeds on: truncated 200 (implicit, tag of 29), mod_deflate", [("If-None-Match", tag29), ("Accept-Encoding", "gzip")], (200, "gzip")),
-                ("feeds on: 304 (tag of 30)", [("If-None-Match", tag30)], (304, None)),
-            ]
-        else:
-            ap.publish(new)
-        for label, headers, expect in runs:
-            wrk(ap, label, headers, expect)
-        ap.stop()
+    ], "mod_deflate")
 
 
 def main():

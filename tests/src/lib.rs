@@ -20,6 +20,7 @@ pub mod feed;
 pub mod http;
 pub mod nginx;
 pub mod origin;
+pub mod proxy;
 pub mod pyspec;
 pub mod squid;
 pub mod upstream;
@@ -32,6 +33,18 @@ pub fn root() -> PathBuf {
 /// `../shared/corpus` beside the checkout.
 pub fn corpus() -> PathBuf {
     root().parent().unwrap().join("shared").join("corpus")
+}
+
+/// The body without the first `<link rel="compression-dictionary" ...>`
+/// element (the one a server with dictionaries on inserts into a page).
+pub fn without_inserted_link(body: &[u8]) -> Vec<u8> {
+    let lower = body.to_ascii_lowercase();
+    let needle = b"<link rel=\"compression-dictionary\"";
+    let Some(at) = lower.windows(needle.len()).position(|w| w == needle) else { return body.to_vec() };
+    let end = at + lower[at..].iter().position(|&b| b == b'>').unwrap() + 1;
+    let mut out = body[..at].to_vec();
+    out.extend_from_slice(&body[end..]);
+    out
 }
 
 /// The built server modules (`build/modules`).
@@ -172,15 +185,55 @@ pub fn start(kind: ServerKind, opts: &Options) -> Option<RunningServer> {
     })
 }
 
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time of the files under `dirs` (of the
+/// workspace), subdirectories included.
+fn newest_source(dirs: &[&str]) -> Option<std::time::SystemTime> {
+    fn walk(d: &Path, newest: &mut Option<std::time::SystemTime>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, newest);
+            } else {
+                *newest = (*newest).max(mtime(&p));
+            }
+        }
+    }
+    let mut newest = None;
+    for d in dirs {
+        walk(&root().join(d), &mut newest);
+    }
+    newest
+}
+
 /// The module must not be older than the core sources the tests decode
 /// with: a stale module speaks an older wire format.
 fn check_fresh(kind: ServerKind) {
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let module = mtime(&kind.module()).unwrap();
-    let newest = std::fs::read_dir(root().join("core/src")).into_iter().flatten().flatten().filter_map(|e| mtime(&e.path())).max();
-    if newest.is_some_and(|t| t > module) {
+    if newest_source(&["core/src"]).is_some_and(|t| t > module) {
         panic!("{} is older than core/src: run `build/modules {}` again", kind.module().display(), kind.name());
     }
+}
+
+/// The `hsync` command the tests run: `$HSYNC_BIN`, or the release build,
+/// which must exist and be newer than its sources (a stale binary would
+/// test old code).
+pub fn hsync_bin() -> PathBuf {
+    if let Some(b) = std::env::var_os("HSYNC_BIN") {
+        return PathBuf::from(b);
+    }
+    let bin =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("release").join("hsync");
+    let Some(built) = mtime(&bin) else {
+        panic!("{} is missing: run `cargo build --release -p hsync` first (or set HSYNC_BIN)", bin.display())
+    };
+    if newest_source(&["client/src", "cli/src", "core/src"]).is_some_and(|t| t > built) {
+        panic!("{} is older than its sources: run `cargo build --release -p hsync` again", bin.display());
+    }
+    bin
 }
 
 /// Whether HSYNC_SKIP_SERVER_TESTS skips `kind` (`1`, or a list naming it).

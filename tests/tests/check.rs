@@ -9,33 +9,14 @@
 use hsync_core::http::{accepts, decode_signature_header};
 use hsync_tests::feed::versions;
 use hsync_tests::upstream::Upstream;
-use hsync_tests::{corpus, root, skipped, start, temp_dir, Options, RunningServer, ServerKind};
+use hsync_tests::{corpus, hsync_bin, skipped, start, temp_dir, Options, RunningServer, ServerKind};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-
-fn hsync_bin() -> PathBuf {
-    if let Some(b) = std::env::var_os("HSYNC_BIN") {
-        return PathBuf::from(b);
-    }
-    let bin =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("release").join("hsync");
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = mtime(&bin) else {
-        panic!("{} is missing: run `cargo build --release -p hsync` first (or set HSYNC_BIN)", bin.display())
-    };
-    let newest = ["client/src", "client/src/check", "cli/src", "core/src"]
-        .iter()
-        .flat_map(|d| std::fs::read_dir(root().join(d)).into_iter().flatten().flatten())
-        .filter_map(|e| mtime(&e.path()))
-        .max();
-    assert!(newest.is_none_or(|t| t <= built), "{} is older than its sources: run `cargo build --release -p hsync` again", bin.display());
-    bin
-}
 
 /// What one `hsync check` run said.
 struct Checked {

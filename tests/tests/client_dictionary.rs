@@ -11,7 +11,7 @@
 //! `HSYNC_SKIP_SERVER_TESTS=1` (or `=nginx`, `=apache`) skips servers.
 
 use hsync_client::{DiskCache, FetchOptions, Fetcher, Outcome, Source};
-use hsync_tests::{corpus, start, temp_dir, ServerKind};
+use hsync_tests::{corpus, start, temp_dir, without_inserted_link, ServerKind};
 use http::HeaderMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,17 +41,6 @@ fn put(p: &std::path::Path, data: &[u8]) {
     std::fs::write(p, data).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
     f.set_modified(SystemTime::now() - AGE).unwrap();
-}
-
-/// The body without the `<link rel="compression-dictionary" ...>` element the server inserted.
-fn without_inserted_link(body: &[u8]) -> Vec<u8> {
-    let lower = body.to_ascii_lowercase();
-    let needle = b"<link rel=\"compression-dictionary\"";
-    let Some(at) = lower.windows(needle.len()).position(|w| w == needle) else { return body.to_vec() };
-    let end = at + lower[at..].iter().position(|&b| b == b'>').unwrap() + 1;
-    let mut out = body[..at].to_vec();
-    out.extend_from_slice(&body[end..]);
-    out
 }
 
 #[track_caller]

@@ -22,15 +22,15 @@
 //! pages/cnn v1 and v2 have the same size.
 
 use hsync_client::{DiskCache, FetchOptions, Fetcher, Outcome, Source};
-use hsync_tests::{corpus, root, start, temp_dir, RunningServer, ServerKind};
+use hsync_tests::proxy::HsyncProxy;
+use hsync_tests::{corpus, hsync_bin, start, temp_dir, RunningServer, ServerKind};
 use http::HeaderMap;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How far in the past written files are dated.
@@ -306,30 +306,6 @@ fn library_fetches_changes_as_deltas(kind: ServerKind) {
 
 // ----------------------------------------------------------------- hsync get
 
-fn hsync_bin() -> PathBuf {
-    let bin = match std::env::var_os("HSYNC_BIN") {
-        Some(b) => PathBuf::from(b),
-        None => {
-            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("release").join("hsync")
-        }
-    };
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = mtime(&bin) else {
-        panic!("{} is missing: run `cargo build --release -p hsync` first (or set HSYNC_BIN)", bin.display())
-    };
-    if std::env::var_os("HSYNC_BIN").is_none() {
-        let newest = ["client/src", "cli/src", "core/src"]
-            .iter()
-            .flat_map(|d| std::fs::read_dir(root().join(d)).into_iter().flatten().flatten())
-            .filter_map(|e| mtime(&e.path()))
-            .max();
-        if newest.is_some_and(|t| t > built) {
-            panic!("{} is older than its sources: run `cargo build --release -p hsync` again", bin.display());
-        }
-    }
-    bin
-}
-
 fn hsync_get(url: &str, out: &Path, cache: &Path) -> Output {
     let o = Command::new(hsync_bin())
         .args(["get", "-v", "--timeout", "10", url, "-o"])
@@ -407,60 +383,20 @@ fn get_command_across_a_change(kind: ServerKind) {
 
 /// `hsync proxy` as a child process on a free port; killed on drop.
 struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
+    p: HsyncProxy,
     _cache: Scratch,
 }
 
 impl Proxy {
     fn start() -> Proxy {
         let cache = Scratch::new("client-proxy");
-        let mut child = Command::new(hsync_bin())
-            .args(["proxy", "--listen", "127.0.0.1:0", "--timeout", "1", "--cache"])
-            .arg(&cache.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let (pipe, log) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(a) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(a.split('/').next().unwrap_or("").to_string());
-                }
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("hsync proxy did not start:\n{}", stderr.lock().unwrap());
-            }
-        };
-        Proxy { child, addr, stderr, _cache: cache }
+        let p = HsyncProxy::start(["--timeout".as_ref(), "1".as_ref(), "--cache".as_ref(), cache.dir.as_os_str()]);
+        Proxy { p, _cache: cache }
     }
 
     /// GET `url` through the proxy with curl.
     fn get(&self, url: &str) -> Curl {
-        curl(self.addr, url)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("hsync proxy stderr:\n{}", self.stderr.lock().unwrap());
-        }
+        curl(self.p.addr, url)
     }
 }
 
@@ -713,7 +649,7 @@ fn chromium_through_proxy_across_changes(kind: ServerKind) {
             std::thread::sleep(SETTLE);
         }
         let what = format!("load {} (blog-home {n:03})", i + 1);
-        let (dom, netlog) = chromium_load(p.addr, &u);
+        let (dom, netlog) = chromium_load(p.p.addr, &u);
         assert!(dom.contains(&marker), "{what}: {marker} not in the DOM ({} bytes):\n{}", dom.len(), &dom[..dom.len().min(2000)]);
         for m in (26..=28).filter(|&m| m != n) {
             assert!(!dom.contains(&format!("blog-home-{m:03}")), "{what}: another version's marker in the DOM");

@@ -18,22 +18,14 @@
 //! and curl; `HSYNC_SKIP_SERVER_TESTS` skips servers as elsewhere.
 
 use hsync_tests::origin::Origin;
-use hsync_tests::{corpus, root, start, temp_dir, Options, ServerKind};
-use std::io::{BufRead, BufReader};
+use hsync_tests::proxy::HsyncProxy;
+use hsync_tests::{corpus, start, temp_dir, Options, ServerKind};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HTML: &str = "Content-Type: text/html; charset=utf-8";
-
-fn hsync_bin() -> PathBuf {
-    match std::env::var_os("HSYNC_BIN") {
-        Some(b) => PathBuf::from(b),
-        None => std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("release/hsync"),
-    }
-}
 
 fn blog(n: usize) -> Vec<u8> {
     std::fs::read(corpus().join(format!("blog-home/{n:03}.html"))).unwrap()
@@ -41,54 +33,28 @@ fn blog(n: usize) -> Vec<u8> {
 
 /// `hsync proxy` as a child process; killed on drop. Its stderr (access lines) is kept.
 struct Proxy {
-    child: Child,
+    p: HsyncProxy,
     addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
     cache: PathBuf,
 }
 
 impl Proxy {
     fn start(extra: &[&str]) -> Proxy {
         let cache = temp_dir("web-proxy");
-        let mut child = Command::new(hsync_bin())
-            .args(["proxy", "--listen", "127.0.0.1:0", "--timeout", "10", "--cache"])
-            .arg(&cache)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release -p hsync)", hsync_bin().display()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let (pipe, log) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(a) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(a.split('/').next().unwrap_or("").to_string());
-                }
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("hsync proxy started").parse().unwrap();
-        Proxy { child, addr, stderr, cache }
+        let mut args = vec!["--timeout".into(), "10".into(), "--cache".into(), cache.clone().into_os_string()];
+        args.extend(extra.iter().map(std::ffi::OsString::from));
+        let p = HsyncProxy::start(args);
+        Proxy { addr: p.addr, p, cache }
     }
 
     /// The access lines whose result is `word`.
     fn lines(&self, word: &str) -> Vec<String> {
-        self.stderr.lock().unwrap().lines().filter(|l| l.split(' ').nth(5) == Some(word)).map(String::from).collect()
+        self.p.stderr().lines().filter(|l| l.split(' ').nth(5) == Some(word)).map(String::from).collect()
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("hsync proxy stderr:\n{}", self.stderr.lock().unwrap());
-        }
         if std::env::var_os("HSYNC_KEEP_TMP").is_none() {
             let _ = std::fs::remove_dir_all(&self.cache);
         }

@@ -14,10 +14,10 @@
 use base64::Engine as _;
 use hsync_tests::http::{self, Response};
 use hsync_tests::pyspec::PySpec;
-use hsync_tests::{corpus, root, start, temp_dir, Options, ServerKind};
+use hsync_tests::{corpus, hsync_bin, root, start, temp_dir, Options, ServerKind};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn read(p: impl AsRef<Path>) -> Vec<u8> {
@@ -59,26 +59,6 @@ fn varint(b: &[u8]) -> (u64, usize) {
 /// The block length a signature names.
 fn sig_block_len(sig: &[u8]) -> u64 {
     varint(&sig[14..]).0
-}
-
-/// The CLI (`cargo build --release -p hsync`), or `HSYNC_BIN`.
-fn hsync_bin() -> PathBuf {
-    if let Some(b) = std::env::var_os("HSYNC_BIN") {
-        return PathBuf::from(b);
-    }
-    let bin =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("release").join("hsync");
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = mtime(&bin) else {
-        panic!("{} is missing: run `cargo build --release -p hsync` first (or set HSYNC_BIN)", bin.display())
-    };
-    let newest = ["client/src", "cli/src", "core/src"]
-        .iter()
-        .flat_map(|d| std::fs::read_dir(root().join(d)).into_iter().flatten().flatten())
-        .filter_map(|e| mtime(&e.path()))
-        .max();
-    assert!(newest.is_none_or(|t| t <= built), "{} is older than its sources: run `cargo build --release -p hsync` again", bin.display());
-    bin
 }
 
 /// Runs the CLI; panics with its stderr when it fails.

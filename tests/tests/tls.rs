@@ -9,37 +9,12 @@
 //! `HSYNC_REQUIRE_CHROMIUM` is set).
 
 use hsync_tests::cdp::Browser;
-use hsync_tests::{chromium, corpus, root, start, temp_dir, Options, RunningServer, ServerKind, Tls};
-use std::io::{BufRead, BufReader};
+use hsync_tests::proxy::HsyncProxy;
+use hsync_tests::{chromium, corpus, hsync_bin, start, temp_dir, without_inserted_link, Options, RunningServer, ServerKind, Tls};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn hsync_bin() -> PathBuf {
-    let bin = match std::env::var_os("HSYNC_BIN") {
-        Some(b) => PathBuf::from(b),
-        None => {
-            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("release").join("hsync")
-        }
-    };
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = mtime(&bin) else {
-        panic!("{} is missing: run `cargo build --release -p hsync` first (or set HSYNC_BIN)", bin.display())
-    };
-    if std::env::var_os("HSYNC_BIN").is_none() {
-        let newest = ["client/src", "cli/src", "core/src"]
-            .iter()
-            .flat_map(|d| std::fs::read_dir(root().join(d)).into_iter().flatten().flatten())
-            .filter_map(|e| mtime(&e.path()))
-            .max();
-        if newest.is_some_and(|t| t > built) {
-            panic!("{} is older than its sources: run `cargo build --release -p hsync` again", bin.display());
-        }
-    }
-    bin
-}
 
 /// Successive versions of the corpus's blog home page.
 fn versions() -> Vec<Vec<u8>> {
@@ -120,14 +95,20 @@ impl Site {
     }
     /// Waits (briefly) until the access log has `n` lines for `path`.
     fn wait_logged(&self, path: &str, n: usize) -> Vec<(String, bool, bool)> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let l = self.logged(path);
-            if l.len() >= n || Instant::now() > deadline {
-                return l;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        at_least(n, || self.logged(path))
+    }
+}
+
+/// `lines()` once it has `n` lines, or what it has after 5 s (access logs
+/// are written after the response).
+fn at_least<T>(n: usize, lines: impl Fn() -> Vec<T>) -> Vec<T> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = lines();
+        if l.len() >= n || Instant::now() > deadline {
+            return l;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -171,17 +152,6 @@ fn get_with_cacert_gets_a_delta_over_h2() {
     assert!(!l[0].1 && l[1].1, "the second one hsync-coded: {l:?}");
     assert!(l[0].2 && l[1].2, "both over HTTP/2: {l:?}");
     site.server.finish();
-}
-
-/// The page without the `<link rel="compression-dictionary" ...>` element nginx inserted.
-fn without_inserted_link(body: &[u8]) -> Vec<u8> {
-    let lower = body.to_ascii_lowercase();
-    let needle = b"<link rel=\"compression-dictionary\"";
-    let Some(at) = lower.windows(needle.len()).position(|w| w == needle) else { return body.to_vec() };
-    let end = at + lower[at..].iter().position(|&b| b == b'>').unwrap() + 1;
-    let mut out = body[..at].to_vec();
-    out.extend_from_slice(&body[end..]);
-    out
 }
 
 #[test]
@@ -230,47 +200,19 @@ fn get_without_the_ca_refuses_the_certificate() {
 
 /// `hsync proxy` run as a user would, with its stderr kept.
 struct Proxy {
-    child: Child,
+    p: HsyncProxy,
     addr: String,
-    stderr: Arc<Mutex<String>>,
     dir: PathBuf,
 }
 
 impl Proxy {
     fn start(dir: &Path, args: &[&str]) -> Proxy {
         std::fs::create_dir_all(dir).unwrap();
-        let mut child = Command::new(hsync_bin())
-            .args(["proxy", "--listen", "127.0.0.1:0", "--timeout", "5", "--cache"])
-            .arg(dir.join("cache"))
-            .arg("--ca-dir")
-            .arg(dir.join("ca"))
-            .arg("--access-log")
-            .arg(dir.join("access.log"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let (pipe, log) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(a) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(a.split('/').next().unwrap_or("").to_string());
-                }
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("hsync proxy did not start:\n{}", stderr.lock().unwrap());
-        };
-        Proxy { child, addr, stderr, dir: dir.to_path_buf() }
+        let mut all = vec!["--timeout".into(), "5".into(), "--cache".into(), dir.join("cache").into_os_string()];
+        all.extend(["--ca-dir".into(), dir.join("ca").into_os_string(), "--access-log".into(), dir.join("access.log").into_os_string()]);
+        all.extend(args.iter().map(std::ffi::OsString::from));
+        let p = HsyncProxy::start(all);
+        Proxy { addr: p.addr.to_string(), p, dir: dir.to_path_buf() }
     }
 
     fn ca(&self) -> PathBuf {
@@ -288,14 +230,7 @@ impl Proxy {
     }
 
     fn wait_logged(&self, url: &str, n: usize) -> Vec<(String, String)> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let l = self.logged(url);
-            if l.len() >= n || Instant::now() > deadline {
-                return l;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        at_least(n, || self.logged(url))
     }
 
     /// The SPKI hash printed at start (for Chromium's --ignore-certificate-errors-spki-list).
@@ -304,7 +239,7 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let found = {
-                let s = self.stderr.lock().unwrap();
+                let s = self.p.stderr();
                 s.lines().find_map(|l| l.split("--ignore-certificate-errors-spki-list=").nth(1)).map(|h| h.trim().to_string())
             };
             match found {
@@ -318,10 +253,7 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("hsync proxy stderr:\n{}", self.stderr.lock().unwrap());
             eprintln!("access log:\n{}", std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default());
         }
     }
@@ -362,7 +294,7 @@ fn proxy_intercepts_listed_hosts_and_gets_deltas() {
     assert_eq!(mode(&p.dir.join("ca").join("ca-key.pem")), 0o600);
     assert_eq!(mode(&p.dir.join("ca")), 0o700);
     p.spki();
-    assert!(p.stderr.lock().unwrap().contains("certutil -d sql:"), "how to trust it is printed");
+    assert!(p.p.stderr().contains("certutil -d sql:"), "how to trust it is printed");
     let url = site.url("localhost", "/page.html");
     for (i, page) in v.iter().enumerate() {
         site.put("page.html", page);
@@ -398,7 +330,7 @@ fn proxy_intercepts_listed_hosts_and_gets_deltas() {
     drop(p);
     let p2 = Proxy::start(&site.dir.join("proxy"), &["--intercept-tls", "localhost", "--connect-port", &port]);
     assert_eq!(p2.spki(), spki);
-    assert!(!p2.stderr.lock().unwrap().contains("created the local CA"));
+    assert!(!p2.p.stderr().contains("created the local CA"));
     site.server.finish();
 }
 
